@@ -1,0 +1,156 @@
+"""The ``patchbay`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import logging
+import signal
+import sys
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from patchbay import __version__
+from patchbay.errors import PatchbayError
+from patchbay.events import CatalogEvent, ServerStateEvent
+from patchbay.hub import Hub
+
+log = logging.getLogger("patchbay.cli")
+
+
+def default_config_path() -> Path:
+    """The bundled config: the demo server, so a first run shows real tools."""
+    return Path(str(resources.files("patchbay").joinpath("default_config.json")))
+
+
+def _print_status(hub: Hub) -> None:
+    rows = [("SERVER", "STATE", "PID", "PROTOCOL", "TOOLS", "RESTARTS", "LAST ERROR")]
+    for st in hub.status().values():
+        rows.append(
+            (
+                st.name,
+                str(st.state),
+                str(st.pid or "-"),
+                st.protocol_version or "-",
+                str(st.tool_count),
+                str(st.restarts),
+                (st.last_error or "")[:80],
+            )
+        )
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for r in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
+
+
+def _print_tools(hub: Hub) -> None:
+    tools = hub.tools("mcp")
+    print(f"\n{len(tools)} tools:")
+    width = max((len(t["name"]) for t in tools), default=0)
+    for t in tools:
+        desc = (t.get("description") or "").strip().splitlines()
+        print(f"  {t['name'].ljust(width)}  {desc[0][:90] if desc else ''}")
+
+
+async def _run(args: argparse.Namespace) -> int:
+    hub = Hub.from_file(args.config)
+    print(f"patchbay {__version__}: starting {len(hub.servers)} server(s) from {args.config}", flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    async with hub:
+        _print_status(hub)
+        _print_tools(hub)
+        if args.once:
+            return 0 if all(s.state == "ready" for s in hub.status().values() if s.enabled) else 1
+        print("\nRunning; server and catalog changes are shown below. Ctrl-C to stop.", flush=True)
+
+        async def watch() -> None:
+            async for ev in hub.events():
+                if isinstance(ev, ServerStateEvent):
+                    print(f"server {ev.server}: {ev.state}{f' ({ev.error})' if ev.error else ''}", flush=True)
+                elif isinstance(ev, CatalogEvent) and (ev.added or ev.removed):
+                    print(f"catalog v{ev.version}: +{len(ev.added)} -{len(ev.removed)} tools", flush=True)
+
+        watcher = asyncio.create_task(watch())
+        await stop.wait()
+        watcher.cancel()
+        print("stopping…", flush=True)
+    return 0
+
+
+async def _call(args: argparse.Namespace) -> int:
+    from patchbay.results import result_text
+
+    arguments: dict[str, Any] = json.loads(args.args) if args.args else {}
+    async with Hub.from_file(args.config) as hub:
+        result = await hub.call_tool(args.tool, arguments, timeout=args.timeout)
+        if args.json:
+            print(result.model_dump_json(by_alias=True, exclude_none=True, indent=2))
+        else:
+            print(result_text(result))
+        return 1 if result.is_error else 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="patchbay", description="One hub for all your MCP servers.")
+    parser.add_argument("--version", action="version", version=f"patchbay {__version__}")
+    parser.add_argument("--debug", action="store_true", help="verbose logs and full tracebacks")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser(
+        "run",
+        help="start the configured servers and show their tools",
+        description="Start every enabled server, print status and the merged tool catalog, and keep them "
+        "supervised until Ctrl-C.\n\nexample: patchbay run --config ~/.config/patchbay.json",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    run.add_argument(
+        "--config", type=Path, default=default_config_path(), help="config file (default: bundled)"
+    )
+    run.add_argument("--once", action="store_true", help="print status and tools, then exit")
+    run.set_defaults(func=_run)
+
+    call = sub.add_parser(
+        "call",
+        help="call one tool and print its result",
+        description='example: patchbay call demo__add --args \'{"a": 1, "b": 2}\'',
+    )
+    call.add_argument("tool")
+    call.add_argument("--args", help="arguments as a JSON object")
+    call.add_argument("--config", type=Path, default=default_config_path())
+    call.add_argument("--timeout", type=float, default=None)
+    call.add_argument("--json", action="store_true", help="print the full CallToolResult as JSON")
+    call.set_defaults(func=_call)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.debug else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        code: int = asyncio.run(args.func(args))
+        return code
+    except PatchbayError as exc:
+        if args.debug:
+            raise
+        print(f"patchbay: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    except json.JSONDecodeError as exc:
+        print(f"patchbay: error: --args is not valid JSON: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        with contextlib.suppress(Exception):
+            logging.shutdown()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,289 @@
+"""Configuration: the servers file users already have, validated, expanded and saved safely.
+
+The file is the one Claude Desktop, Cursor (``mcpServers``) and VS Code (``servers``) write. Patchbay reads
+it without changing its shape: on save it keeps the top-level key the user chose, every key it does not
+know (top level and per server) and the placeholders as written. A file that does not parse is an error
+with line and column, and is never rewritten. Saves are atomic (temp file, fsync, rename).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import re
+import sys
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from patchbay.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+SERVER_KEYS = ("mcpServers", "servers")
+NAME_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+Transport = Literal["stdio", "http", "sse"]
+
+
+class ServerSpec(BaseModel):
+    """One server entry as written in the config file (placeholders not yet expanded).
+
+    Unknown keys are kept (``extra="allow"``) so a save never drops what another client wrote.
+    """
+
+    model_config = ConfigDict(extra="allow", populate_by_name=True, coerce_numbers_to_str=True)
+
+    type: Transport | None = None
+    command: str | None = None
+    args: list[str] = Field(default_factory=list)
+    env: dict[str, str] = Field(default_factory=dict)
+    cwd: str | None = None
+    url: str | None = None
+    headers: dict[str, str] = Field(default_factory=dict)
+    enabled: bool = True
+    disabled: bool | None = None
+    prefix: str | None = None
+    timeout: float | None = Field(default=None, gt=0, description="seconds allowed per call")
+    start_timeout: float = Field(default=30.0, gt=0, alias="startTimeout")
+    disabled_tools: list[str] = Field(default_factory=list, alias="disabledTools")
+    max_restarts: int = Field(default=5, ge=0, alias="maxRestarts")
+
+    @model_validator(mode="after")
+    def _check_transport(self) -> ServerSpec:
+        kind = self.transport
+        if kind == "stdio" and not self.command:
+            raise ValueError("a stdio server needs 'command' (or give 'url' for a remote server)")
+        if kind in ("http", "sse") and not self.url:
+            raise ValueError(f"a {kind} server needs 'url'")
+        if self.command and self.url:
+            raise ValueError("give either 'command' (stdio) or 'url' (remote), not both")
+        return self
+
+    @property
+    def transport(self) -> Transport:
+        if self.type is not None:
+            return self.type
+        return "http" if self.url else "stdio"
+
+    @property
+    def is_enabled(self) -> bool:
+        return self.enabled and not self.disabled
+
+    def with_enabled(self, enabled: bool) -> ServerSpec:
+        """A copy switched on or off, written in the style (``enabled`` or ``disabled``) the user used."""
+        copy = self.model_copy(deep=True)
+        if "disabled" in self.model_fields_set:
+            copy.disabled = not enabled
+            if "enabled" in self.model_fields_set:
+                copy.enabled = True if enabled else copy.enabled
+        else:
+            copy.enabled = enabled
+        return copy
+
+    def to_json(self) -> dict[str, Any]:
+        """The entry as it goes back to disk: only what was set, camelCase, placeholders intact."""
+        return self.model_dump(by_alias=True, exclude_unset=True, mode="json")
+
+
+def validate_server_name(name: str) -> None:
+    if not isinstance(name, str) or not NAME_RE.match(name):
+        raise ConfigError(
+            f"invalid server name {name!r}: use 1-64 letters, digits, '_', '-' or '.'", server=str(name)
+        )
+
+
+def parse_server_spec(name: str, data: Any) -> ServerSpec:
+    """Validate one entry; errors name the server and the field."""
+    validate_server_name(name)
+    if isinstance(data, ServerSpec):
+        return data
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"server {name!r}: expected an object, got {type(data).__name__}", server=name)
+    try:
+        return ServerSpec.model_validate(dict(data))
+    except ValidationError as exc:
+        raise ConfigError(_describe_validation(name, exc), server=name, field=_first_field(exc)) from None
+
+
+def _first_field(exc: ValidationError) -> str | None:
+    errs = exc.errors()
+    return ".".join(str(p) for p in errs[0]["loc"]) if errs and errs[0]["loc"] else None
+
+
+def _describe_validation(name: str, exc: ValidationError) -> str:
+    lines = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"])
+        msg = err["msg"].removeprefix("Value error, ")
+        lines.append(f"server {name!r}: {loc + ': ' if loc else ''}{msg}")
+    return "\n".join(lines)
+
+
+@dataclass
+class HubConfig:
+    """A parsed config document: the servers in file order plus everything else it held."""
+
+    servers: dict[str, ServerSpec] = field(default_factory=dict)
+    servers_key: str = "mcpServers"
+    document: dict[str, Any] = field(default_factory=dict)
+    path: Path | None = None
+
+    def to_document(self) -> dict[str, Any]:
+        doc = dict(self.document)
+        doc[self.servers_key] = {name: spec.to_json() for name, spec in self.servers.items()}
+        return doc
+
+    @property
+    def base_dir(self) -> Path:
+        return self.path.parent if self.path else Path.cwd()
+
+
+def parse_config(text: str, source: str = "<config>", path: Path | None = None) -> HubConfig:
+    """Parse and validate a whole document; every problem is reported, not just the first."""
+    try:
+        doc = json.loads(text) if text.strip() else {}
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{source}:{exc.lineno}:{exc.colno}: not valid JSON: {exc.msg}") from None
+    if not isinstance(doc, dict):
+        raise ConfigError(f"{source}: the top level must be a JSON object, got {type(doc).__name__}")
+    present = [k for k in SERVER_KEYS if k in doc]
+    if len(present) > 1:
+        raise ConfigError(f"{source}: has both 'mcpServers' and 'servers'; keep one of them")
+    key = present[0] if present else "mcpServers"
+    raw = doc.get(key, {})
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: '{key}' must be an object mapping server names to their settings")
+    servers: dict[str, ServerSpec] = {}
+    problems: list[str] = []
+    for name, entry in raw.items():
+        try:
+            servers[name] = parse_server_spec(name, entry)
+        except ConfigError as exc:
+            problems.append(str(exc))
+    if problems:
+        raise ConfigError(f"{source}: invalid configuration:\n  " + "\n  ".join(problems))
+    return HubConfig(servers=servers, servers_key=key, document=doc, path=path)
+
+
+def load_config(path: str | os.PathLike[str]) -> HubConfig:
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{p}: config file not found") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{p}: cannot read config file: {exc}") from None
+    return parse_config(text, source=str(p), path=p.resolve())
+
+
+def save_config(config: HubConfig) -> None:
+    """Write atomically: a crash at any point leaves either the old file or the new one, never half."""
+    if config.path is None:
+        return
+    data = (json.dumps(config.to_document(), indent=2, ensure_ascii=False) + "\n").encode()
+    atomic_write(config.path, data)
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    directory = path.parent
+    try:
+        mode = path.stat().st_mode & 0o7777
+    except FileNotFoundError:
+        mode = 0o600
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    dfd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(dfd)
+    finally:
+        os.close(dfd)
+
+
+# --- placeholders -----------------------------------------------------------------------------------
+
+_PLACEHOLDER = re.compile(r"\$\$|\$\{(?:env:)?([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+def placeholder_env(config_dir: Path | None = None) -> dict[str, str]:
+    """The variables placeholders may use: the process environment plus patchbay's own helpers."""
+    env = dict(os.environ)
+    env.setdefault("PATCHBAY_PYTHON", sys.executable)
+    if config_dir is not None:
+        env.setdefault("PATCHBAY_CONFIG_DIR", str(config_dir))
+    return env
+
+
+def expand(value: str, env: Mapping[str, str], *, server: str, field: str) -> str:
+    """Expand ``${VAR}``, ``${env:VAR}`` and ``${VAR:-default}``; ``$$`` is a literal ``$``."""
+
+    def sub(m: re.Match[str]) -> str:
+        if m.group(0) == "$$":
+            return "$"
+        var, default = m.group(1), m.group(2)
+        if var in env:
+            return env[var]
+        if default is not None:
+            return default
+        raise ConfigError(
+            f"server {server!r}: {field}: environment variable {var!r} is not set "
+            f"(set it, or write ${{{var}:-default}})",
+            server=server,
+            field=field,
+        )
+
+    if "$" not in value:
+        return value
+    return _PLACEHOLDER.sub(sub, value)
+
+
+@dataclass(frozen=True)
+class ResolvedSpec:
+    """A server spec with placeholders expanded and paths made absolute: what a transport needs."""
+
+    name: str
+    transport: Transport
+    command: str | None
+    args: tuple[str, ...]
+    env: Mapping[str, str]
+    cwd: str | None
+    url: str | None
+    headers: Mapping[str, str]
+
+
+def resolve(name: str, spec: ServerSpec, base_dir: Path | None = None) -> ResolvedSpec:
+    env = placeholder_env(base_dir)
+
+    def x(value: str, fld: str) -> str:
+        return expand(value, env, server=name, field=fld)
+
+    cwd = x(spec.cwd, "cwd") if spec.cwd else None
+    if cwd and base_dir and not os.path.isabs(cwd):
+        cwd = str((base_dir / cwd).resolve())
+    return ResolvedSpec(
+        name=name,
+        transport=spec.transport,
+        command=x(spec.command, "command") if spec.command else None,
+        args=tuple(x(a, f"args[{i}]") for i, a in enumerate(spec.args)),
+        env={k: x(v, f"env.{k}") for k, v in spec.env.items()},
+        cwd=cwd,
+        url=x(spec.url, "url") if spec.url else None,
+        headers={k: x(v, f"headers.{k}") for k, v in spec.headers.items()},
+    )

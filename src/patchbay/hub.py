@@ -1,0 +1,334 @@
+"""The Hub: config → supervisors → catalog → router, behind one small async API.
+
+Everything else (the CLI, ``/mcp``, the REST API) is a thin surface over this class.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import copy
+import logging
+import os
+from collections.abc import AsyncIterator, Mapping
+from types import TracebackType
+from typing import Any, Self, TypeVar
+
+import mcp.types as types
+from pydantic import ValidationError
+
+from patchbay.catalog import Catalog, Format, Listing
+from patchbay.config import (
+    HubConfig,
+    ServerSpec,
+    load_config,
+    parse_config,
+    parse_server_spec,
+    save_config,
+)
+from patchbay.errors import DuplicateServerError, ServerUnavailableError, UnknownServerError, UpstreamError
+from patchbay.events import CatalogEvent, ConfigEvent, Event, EventBus, ServerStateEvent
+from patchbay.jsonrpc import ProgressCallback
+from patchbay.supervisor import ServerState, ServerStatus, ServerSupervisor, SupervisorHooks
+
+log = logging.getLogger(__name__)
+
+DEFAULT_TIMEOUT = 60.0
+_R = TypeVar("_R", bound=types.Result)
+
+
+class Hub(SupervisorHooks):
+    """Supervises the configured MCP servers and routes calls to them.
+
+    Use it as an async context manager: entering starts every enabled server in parallel and returns
+    once each has either become ready or failed its first attempt; leaving stops them all.
+    """
+
+    def __init__(self, config: HubConfig | None = None, *, default_timeout: float = DEFAULT_TIMEOUT) -> None:
+        self.config = config or HubConfig()
+        self.default_timeout = default_timeout
+        self.catalog = Catalog()
+        self._bus = EventBus()
+        self._supervisors: dict[str, ServerSupervisor] = {}
+        self._order: dict[str, int] = {}
+        self._lock = asyncio.Lock()
+        self._started = False
+        for name, spec in self.config.servers.items():
+            self._add_supervisor(name, spec)
+
+    # --- construction ------------------------------------------------------------------------------
+
+    @classmethod
+    def from_file(cls, path: str | os.PathLike[str], **kwargs: Any) -> Self:
+        """A hub over a config file; runtime changes are saved back to it atomically."""
+        return cls(load_config(path), **kwargs)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], **kwargs: Any) -> Self:
+        """A hub over an in-memory config (nothing is saved)."""
+        import json
+
+        return cls(parse_config(json.dumps(data), source="<dict>"), **kwargs)
+
+    def _add_supervisor(self, name: str, spec: ServerSpec) -> ServerSupervisor:
+        sup = ServerSupervisor(name, spec, hooks=self, base_dir=self.config.base_dir)
+        self._supervisors[name] = sup
+        self._order.setdefault(name, len(self._order))
+        return sup
+
+    # --- lifecycle ---------------------------------------------------------------------------------
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+    async def start(self) -> None:
+        """Start every enabled server in parallel; return when each has settled (ready or failed)."""
+        self._started = True
+        sups = [s for s in self._supervisors.values() if s.spec.is_enabled]
+        for s in sups:
+            s.start()
+        await asyncio.gather(*(s.wait_settled() for s in sups))
+
+    async def close(self) -> None:
+        """Stop every server (their whole process groups), in parallel."""
+        self._started = False
+        await asyncio.gather(*(s.stop() for s in self._supervisors.values()), return_exceptions=True)
+
+    async def wait_ready(self, *names: str, timeout: float = 30.0) -> None:
+        """Wait until the named servers (default: all enabled) are ready; raises TimeoutError otherwise."""
+        targets = names or tuple(n for n, s in self._supervisors.items() if s.spec.is_enabled)
+        async with asyncio.timeout(timeout):
+            while not all(self._get(n).state == ServerState.READY for n in targets):
+                await asyncio.sleep(0.02)
+
+    # --- status and catalog ------------------------------------------------------------------------
+
+    def status(self) -> dict[str, ServerStatus]:
+        """Per server, in config order: state, pid, protocol version, tools, restarts, errors, stderr tail."""
+        return {name: self.server_status(name) for name in self._supervisors}
+
+    def server_status(self, name: str) -> ServerStatus:
+        status = self._get(name).status(self.catalog.conflicts.get(name))
+        status.tool_count = sum(1 for e in self.catalog.tools.values() if e.source == name)
+        return status
+
+    @property
+    def servers(self) -> list[str]:
+        return list(self._supervisors)
+
+    def server_spec(self, name: str) -> ServerSpec:
+        return self._get(name).spec
+
+    def tools(self, format: Format = "mcp", *, server: str | None = None) -> list[dict[str, Any]]:
+        """Every exposed tool as JSON-ready dicts: ``mcp`` Tool objects, ``openai`` or ``anthropic``."""
+        if server is not None:
+            self._get(server)
+        return self.catalog.render(format, server)
+
+    def resources(self) -> list[types.Resource]:
+        return [e.resource.model_copy(update={"name": e.name}) for e in self.catalog.resources.values()]
+
+    def resource_templates(self) -> list[types.ResourceTemplate]:
+        return [e.template.model_copy(update={"name": e.name}) for e in self.catalog.templates]
+
+    def prompts(self) -> list[types.Prompt]:
+        return [e.prompt.model_copy(update={"name": e.name}) for e in self.catalog.prompts.values()]
+
+    # --- routing (the hot path) --------------------------------------------------------------------
+
+    async def call_tool(
+        self,
+        name: str,
+        arguments: Mapping[str, Any] | None = None,
+        *,
+        timeout: float | None = None,
+        progress: ProgressCallback | None = None,
+    ) -> types.CallToolResult:
+        """Call an exposed tool; returns the upstream's full ``CallToolResult``.
+
+        Raises ``UnknownToolError`` (with close matches), ``ServerUnavailableError`` (not running, or it
+        died during the call), ``CallTimeoutError`` (a cancellation was sent upstream) or
+        ``UpstreamError`` (a JSON-RPC error). A tool that fails on its own reports ``isError`` instead.
+        """
+        entry = self.catalog.tool(name)
+        sup = self._supervisors[entry.source]
+        conn = sup.connection
+        if conn is None:
+            raise self._unavailable(sup)
+        raw = await conn.peer.request(
+            "tools/call",
+            {"name": entry.original, "arguments": dict(arguments) if arguments else {}},
+            timeout=timeout or sup.spec.timeout or self.default_timeout,
+            progress=progress,
+            target=entry.original,
+        )
+        try:
+            return types.CallToolResult.model_validate(raw)
+        except ValidationError as exc:
+            raise UpstreamError(
+                entry.source,
+                -32603,
+                f"tool {entry.original!r} returned an invalid result: {exc.errors()[0]['msg']}",
+            ) from None
+
+    async def read_resource(self, uri: str, *, timeout: float | None = None) -> types.ReadResourceResult:
+        sup = self._supervisors[self.catalog.resource_owner(uri)]
+        raw = await self._request(sup, "resources/read", {"uri": uri}, timeout, uri)
+        return self._validate(types.ReadResourceResult, raw, sup.name, f"resource {uri!r}")
+
+    async def get_prompt(
+        self, name: str, arguments: Mapping[str, str] | None = None, *, timeout: float | None = None
+    ) -> types.GetPromptResult:
+        entry = self.catalog.prompt(name)
+        sup = self._supervisors[entry.source]
+        params: dict[str, Any] = {"name": entry.original}
+        if arguments:
+            params["arguments"] = dict(arguments)
+        raw = await self._request(sup, "prompts/get", params, timeout, entry.original)
+        return self._validate(types.GetPromptResult, raw, sup.name, f"prompt {entry.original!r}")
+
+    async def _request(
+        self, sup: ServerSupervisor, method: str, params: dict[str, Any], timeout: float | None, target: str
+    ) -> Any:
+        conn = sup.connection
+        if conn is None:
+            raise self._unavailable(sup)
+        return await conn.peer.request(
+            method, params, timeout=timeout or sup.spec.timeout or self.default_timeout, target=target
+        )
+
+    @staticmethod
+    def _validate(model: type[_R], raw: Any, server: str, what: str) -> _R:
+        try:
+            return model.model_validate(raw)
+        except ValidationError as exc:
+            raise UpstreamError(
+                server, -32603, f"{what} returned an invalid result: {exc.errors()[0]['msg']}"
+            ) from None
+
+    @staticmethod
+    def _unavailable(sup: ServerSupervisor) -> ServerUnavailableError:
+        why = f": {sup.last_error}" if sup.last_error and sup.state != ServerState.DISABLED else ""
+        return ServerUnavailableError(
+            sup.name, f"server {sup.name!r} is not running (state: {sup.state}){why}"
+        )
+
+    # --- runtime changes (saved at once) -----------------------------------------------------------
+
+    async def add_server(self, name: str, spec: Mapping[str, Any] | ServerSpec) -> ServerStatus:
+        """Validate, save to the config file, then start (if enabled)."""
+        async with self._lock:
+            parsed = parse_server_spec(name, spec if isinstance(spec, ServerSpec) else dict(spec))
+            if name in self._supervisors:
+                raise DuplicateServerError(name)
+            self._commit(lambda cfg: cfg.servers.__setitem__(name, parsed))
+            sup = self._add_supervisor(name, parsed)
+            self._bus.publish(ConfigEvent(action="added", server=name))
+            if parsed.is_enabled and self._started:
+                sup.start()
+                await sup.wait_settled()
+            return self.server_status(name)
+
+    async def update_server(self, name: str, spec: Mapping[str, Any] | ServerSpec) -> ServerStatus:
+        """Replace a server's settings; it is restarted if it was running."""
+        async with self._lock:
+            old = self._get(name)
+            parsed = parse_server_spec(name, spec if isinstance(spec, ServerSpec) else dict(spec))
+            self._commit(lambda cfg: cfg.servers.__setitem__(name, parsed))
+            await old.stop()
+            self.catalog.remove_source(name)
+            sup = self._add_supervisor(name, parsed)
+            sup.restarts = old.restarts
+            self._bus.publish(ConfigEvent(action="updated", server=name))
+            if parsed.is_enabled and self._started:
+                sup.start()
+                await sup.wait_settled()
+            return self.server_status(name)
+
+    async def remove_server(self, name: str) -> None:
+        async with self._lock:
+            sup = self._get(name)
+            self._commit(lambda cfg: cfg.servers.pop(name))
+            del self._supervisors[name]
+            await sup.stop()
+            self._order.pop(name, None)
+            self._bus.publish(ConfigEvent(action="removed", server=name))
+
+    async def set_enabled(self, name: str, enabled: bool) -> ServerStatus:
+        async with self._lock:
+            sup = self._get(name)
+            new = sup.spec.with_enabled(enabled)
+            self._commit(lambda cfg: cfg.servers.__setitem__(name, new))
+            sup.spec = new
+            self._bus.publish(ConfigEvent(action="enabled" if enabled else "disabled", server=name))
+            if enabled:
+                if self._started and sup.state in (
+                    ServerState.DISABLED,
+                    ServerState.STOPPED,
+                    ServerState.FAILED,
+                ):
+                    sup.start()
+                    await sup.wait_settled()
+            else:
+                await sup.stop(disabled=True)
+            return self.server_status(name)
+
+    async def restart_server(self, name: str) -> ServerStatus:
+        """Stop and start again now, with the failure count reset (also revives a ``failed`` server)."""
+        async with self._lock:
+            sup = self._get(name)
+            if not sup.spec.is_enabled:
+                raise ServerUnavailableError(name, f"server {name!r} is disabled; enable it instead")
+            await sup.restart()
+            return self.server_status(name)
+
+    def _commit(self, change: Any) -> None:
+        """Apply ``change`` to a copy of the config, save it, and only then adopt it."""
+        candidate = copy.copy(self.config)
+        candidate.servers = dict(self.config.servers)
+        change(candidate)
+        save_config(candidate)
+        self.config = candidate
+
+    def _get(self, name: str) -> ServerSupervisor:
+        sup = self._supervisors.get(name)
+        if sup is None:
+            raise UnknownServerError(name, list(self._supervisors))
+        return sup
+
+    # --- events ------------------------------------------------------------------------------------
+
+    async def events(self) -> AsyncIterator[Event]:
+        """Server state changes, catalog changes and config changes, as they happen."""
+        async for event in self._bus.subscribe():
+            yield event
+
+    # SupervisorHooks: called by supervisors.
+    def state_changed(
+        self, name: str, state: ServerState, previous: ServerState | None, error: str | None
+    ) -> None:
+        log.info("server %r: %s%s", name, state, f" ({error})" if error else "")
+        self._bus.publish(ServerStateEvent(server=name, state=state, previous=previous, error=error))
+
+    def listing_changed(self, name: str, listing: Listing | None) -> None:
+        sup = self._supervisors.get(name)
+        if listing is None or sup is None:
+            added, removed = self.catalog.remove_source(name)
+        else:
+            added, removed = self.catalog.set_source(
+                name,
+                listing,
+                prefix=sup.spec.prefix if sup.spec.prefix is not None else name,
+                rank=(0, self._order.get(name, len(self._order)), name),
+                hidden=sup.spec.disabled_tools,
+            )
+        with contextlib.suppress(Exception):
+            self._bus.publish(
+                CatalogEvent(version=self.catalog.version, server=name, added=added, removed=removed)
+            )

@@ -1,0 +1,256 @@
+"""One supervisor per upstream: start, watch, restart with backoff, stop. The lifecycle, not the wire.
+
+States: ``starting`` → ``ready``; on a crash or a failed start → ``backoff`` (waiting to retry, with the
+reason in ``last_error``) → ``starting`` …; after ``maxRestarts`` consecutive failures, or an error no
+retry can fix (a missing variable, a command not found) → ``failed``. ``disabled`` and ``stopped`` are
+where an operator put it. A minute of being ready resets the failure count.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from patchbay.catalog import Listing
+from patchbay.config import ServerSpec, resolve
+from patchbay.errors import ConfigError, PatchbayError
+from patchbay.transports.stdio import StdioTransport
+from patchbay.upstream import Connection, StartError, Wire
+
+log = logging.getLogger(__name__)
+
+BACKOFF_INITIAL = 0.5
+BACKOFF_MAX = 30.0
+STABLE_AFTER = 60.0
+
+
+class ServerState(StrEnum):
+    STARTING = "starting"
+    READY = "ready"
+    BACKOFF = "backoff"
+    FAILED = "failed"
+    DISABLED = "disabled"
+    STOPPED = "stopped"
+
+
+class ServerStatus(BaseModel):
+    """What an operator wants to know about one upstream."""
+
+    name: str
+    state: ServerState
+    transport: str
+    enabled: bool
+    pid: int | None = None
+    protocol_version: str | None = None
+    server_info: dict[str, Any] | None = None
+    capabilities: dict[str, Any] = Field(default_factory=dict)
+    instructions: str | None = None
+    tool_count: int = 0
+    resource_count: int = 0
+    prompt_count: int = 0
+    restarts: int = 0
+    last_error: str | None = None
+    ready_since: float | None = None
+    retry_at: float | None = None
+    calls_in_flight: int = 0
+    conflicts: list[str] = Field(default_factory=list)
+    problems: list[str] = Field(default_factory=list)
+    stderr_tail: list[str] = Field(default_factory=list)
+
+
+class SupervisorHooks:
+    """How a supervisor reports to the hub (overridden by the hub)."""
+
+    def state_changed(
+        self, name: str, state: ServerState, previous: ServerState | None, error: str | None
+    ) -> None:
+        pass
+
+    def listing_changed(self, name: str, listing: Listing | None) -> None:
+        pass
+
+    def notification(self, name: str, method: str, params: dict[str, Any]) -> None:
+        pass
+
+
+def make_wire(spec: ServerSpec, name: str, base_dir: Path | None) -> Callable[..., Wire]:
+    resolved = resolve(name, spec, base_dir)
+    if resolved.transport == "stdio":
+        return lambda on_message, on_close: StdioTransport(resolved, on_message, on_close)
+    raise ConfigError(
+        f"server {name!r}: type: {resolved.transport!r} upstreams are not supported yet",
+        server=name,
+        field="type",
+    )
+
+
+class ServerSupervisor:
+    def __init__(
+        self, name: str, spec: ServerSpec, *, hooks: SupervisorHooks, base_dir: Path | None = None
+    ) -> None:
+        self.name = name
+        self.spec = spec
+        self.base_dir = base_dir
+        self.hooks = hooks
+        self.state = ServerState.STOPPED if spec.is_enabled else ServerState.DISABLED
+        self.connection: Connection | None = None  # set only while ready
+        self.restarts = 0
+        self.last_error: str | None = None
+        self.ready_since: float | None = None
+        self.retry_at: float | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._settled = asyncio.Event()
+        self._last_wire: Wire | None = None
+
+    # --- control -----------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Begin supervising (idempotent). ``wait_settled()`` returns after the first attempt."""
+        if self._task is not None and not self._task.done():
+            return
+        self._settled = asyncio.Event()
+        self._task = asyncio.create_task(self._run(), name=f"patchbay-supervisor-{self.name}")
+
+    async def wait_settled(self) -> None:
+        await self._settled.wait()
+
+    async def stop(self, *, disabled: bool = False) -> None:
+        task, self._task = self._task, None
+        if task is not None and not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._settled.set()
+        self.retry_at = None
+        self._set_state(ServerState.DISABLED if disabled else ServerState.STOPPED)
+
+    async def restart(self) -> None:
+        await self.stop()
+        self.restarts += 1
+        self.start()
+        await self.wait_settled()
+
+    # --- the loop ----------------------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        failures = 0
+        conn: Connection | None = None
+        try:
+            while True:
+                self._set_state(ServerState.STARTING)
+                error: str
+                try:
+                    conn = Connection(
+                        self.name,
+                        make_wire(self.spec, self.name, self.base_dir),
+                        on_listing=lambda listing: self.hooks.listing_changed(self.name, listing),
+                        on_notification=lambda m, p: self.hooks.notification(self.name, m, p),
+                    )
+                    self._last_wire = conn.wire
+                    await conn.open(self.spec.start_timeout)
+                except ConfigError as exc:
+                    await self._discard(conn)
+                    conn = None
+                    self.last_error = str(exc)
+                    self._set_state(ServerState.FAILED, str(exc))
+                    return
+                except (StartError, PatchbayError, OSError) as exc:
+                    error = str(exc)
+                    await self._discard(conn)
+                    conn = None
+                else:
+                    self.connection = conn
+                    self.last_error = None
+                    self.ready_since = time.time()
+                    ready_at = time.monotonic()
+                    self.hooks.listing_changed(self.name, conn.listing)
+                    self._set_state(ServerState.READY)
+                    reason = await conn.closed
+                    self.connection = None
+                    self.ready_since = None
+                    self.hooks.listing_changed(self.name, None)
+                    await self._discard(conn)
+                    conn = None
+                    error = f"{reason}{self._stderr_hint()}"
+                    if time.monotonic() - ready_at >= STABLE_AFTER:
+                        failures = 0
+                log.warning("server %r: %s", self.name, error)
+                self.last_error = error
+                failures += 1
+                if failures > self.spec.max_restarts:
+                    self._set_state(
+                        ServerState.FAILED, f"{error} (gave up after {self.spec.max_restarts} restarts)"
+                    )
+                    return
+                delay = min(BACKOFF_INITIAL * 2 ** (failures - 1), BACKOFF_MAX)
+                self.retry_at = time.time() + delay
+                self._set_state(ServerState.BACKOFF, error)
+                await asyncio.sleep(delay)
+                self.retry_at = None
+                self.restarts += 1
+        finally:
+            if conn is not None:
+                self.connection = None
+                self.hooks.listing_changed(self.name, None)
+                await asyncio.shield(self._discard(conn))
+
+    def _stderr_hint(self) -> str:
+        wire = self._last_wire
+        tail = wire.stderr.tail(3) if wire is not None and wire.stderr is not None else []
+        return f" (stderr: {' | '.join(tail)})" if tail else ""
+
+    @staticmethod
+    async def _discard(conn: Connection | None) -> None:
+        if conn is not None:
+            try:
+                await conn.close()
+            except Exception:
+                log.exception("error while closing %s", conn.name)
+
+    def _set_state(self, state: ServerState, error: str | None = None) -> None:
+        previous = self.state
+        if state in (ServerState.FAILED, ServerState.BACKOFF):
+            self.last_error = error or self.last_error
+        self.state = state
+        if state in (ServerState.READY, ServerState.FAILED, ServerState.BACKOFF):
+            self._settled.set()
+        if previous != state or error:
+            self.hooks.state_changed(self.name, state, previous, error)
+
+    # --- status ------------------------------------------------------------------------------------
+
+    def status(self, conflicts: list[str] | None = None, tail: int = 20) -> ServerStatus:
+        conn = self.connection
+        wire = conn.wire if conn is not None else self._last_wire
+        listing = conn.listing if conn is not None else Listing()
+        info = conn.server_info.model_dump(exclude_none=True) if conn and conn.server_info else None
+        return ServerStatus(
+            name=self.name,
+            state=self.state,
+            transport=self.spec.transport,
+            enabled=self.spec.is_enabled,
+            pid=wire.pid if conn is not None and wire is not None else None,
+            protocol_version=conn.protocol_version if conn else None,
+            server_info=info,
+            capabilities=conn.capabilities if conn else {},
+            instructions=conn.instructions if conn else None,
+            tool_count=len(listing.tools),
+            resource_count=len(listing.resources),
+            prompt_count=len(listing.prompts),
+            restarts=self.restarts,
+            last_error=self.last_error,
+            ready_since=self.ready_since,
+            retry_at=self.retry_at,
+            calls_in_flight=conn.peer.in_flight if conn else 0,
+            conflicts=conflicts or [],
+            problems=list(listing.problems),
+            stderr_tail=wire.stderr.tail(tail) if wire is not None and wire.stderr is not None else [],
+        )

@@ -1,0 +1,317 @@
+"""Supervised stdio transport: a child process speaking newline-delimited JSON-RPC.
+
+Built on ``asyncio.SubprocessProtocol`` rather than the SDK's ``stdio_client`` because patchbay needs
+what that hides: the pid and exit status, an exit signal the instant the process dies, stderr drained by
+the event loop itself (a server that floods stderr can never block on a full pipe), no line-length limit
+(an 8 MiB result is one line), and a process-group kill on every stop so grandchildren die too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import shutil
+import signal
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+from patchbay.config import ResolvedSpec
+from patchbay.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+STDERR_TAIL_LINES = 200
+STDERR_LINE_MAX = 2000
+STDERR_LOG_PER_SECOND = 20
+DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+
+
+def describe_exit(returncode: int | None) -> str:
+    if returncode is None:
+        return "exited"
+    if returncode < 0:
+        try:
+            return f"was killed by signal {-returncode} ({signal.Signals(-returncode).name})"
+        except ValueError:
+            return f"was killed by signal {-returncode}"
+    return f"exited with status {returncode}"
+
+
+class StderrTail:
+    """The last lines a server wrote to stderr, kept for status, and logged at a bounded rate."""
+
+    def __init__(self, logger: logging.Logger) -> None:
+        self.lines: deque[str] = deque(maxlen=STDERR_TAIL_LINES)
+        self.total_bytes = 0
+        self._partial = b""
+        self._log = logger
+        self._window = 0.0
+        self._logged = 0
+        self._suppressed = 0
+
+    def feed(self, data: bytes) -> None:
+        self.total_bytes += len(data)
+        if b"\n" not in data:
+            if len(self._partial) < STDERR_LINE_MAX:
+                self._partial += data[:STDERR_LINE_MAX]
+            return
+        parts = (self._partial + data).split(b"\n")
+        self._partial = parts.pop()[:STDERR_LINE_MAX]
+        for raw in parts:
+            self._line(raw)
+
+    def flush(self) -> None:
+        if self._partial:
+            self._line(self._partial)
+            self._partial = b""
+
+    def _line(self, raw: bytes) -> None:
+        text = raw[:STDERR_LINE_MAX].decode(errors="replace").rstrip()
+        if not text:
+            return
+        self.lines.append(text)
+        now = time.monotonic()
+        if now - self._window >= 1.0:
+            if self._suppressed:
+                self._log.info("(%d more stderr lines not logged; see the stderr tail)", self._suppressed)
+            self._window, self._logged, self._suppressed = now, 0, 0
+        if self._logged < STDERR_LOG_PER_SECOND:
+            self._logged += 1
+            self._log.info("%s", text)
+        else:
+            self._suppressed += 1
+
+    def tail(self, n: int = 50) -> list[str]:
+        return list(self.lines)[-n:]
+
+
+class _Protocol(asyncio.SubprocessProtocol):
+    def __init__(self, owner: StdioTransport) -> None:
+        self._owner = owner
+
+    def pipe_data_received(self, fd: int, data: bytes) -> None:
+        if fd == 1:
+            self._owner._on_stdout(data)
+        else:
+            self._owner.stderr.feed(data)
+
+    def pipe_connection_lost(self, fd: int, exc: Exception | None) -> None:
+        if fd == 1:
+            self._owner._on_stdout_closed()
+
+    def process_exited(self) -> None:
+        self._owner._on_process_exited()
+
+
+class StdioTransport:
+    """Spawns the server in its own process group and frames JSON-RPC messages on its pipes.
+
+    ``on_message`` gets each decoded message; ``on_close(reason, returncode)`` is called exactly once when
+    the server can no longer answer (process exited, stdout closed, or a protocol violation).
+    """
+
+    def __init__(
+        self,
+        spec: ResolvedSpec,
+        on_message: Callable[[Any], None],
+        on_close: Callable[[str, int | None], None],
+        *,
+        max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+    ) -> None:
+        self.spec = spec
+        self._on_message = on_message
+        self._on_close = on_close
+        self._max = max_message_bytes
+        self.stderr = StderrTail(logging.getLogger(f"patchbay.server.{spec.name}"))
+        self._transport: asyncio.SubprocessTransport | None = None
+        self._stdin: asyncio.WriteTransport | None = None
+        self._buf = bytearray()
+        self._closed = False
+        self._exited = asyncio.get_running_loop().create_future()
+        self._garbage_logged = 0
+        self._close_task: asyncio.Future[None] | None = None
+        self.pid: int | None = None
+        self.returncode: int | None = None
+
+    async def start(self) -> None:
+        spec = self.spec
+        assert spec.command is not None
+        env = {**os.environ, **spec.env}
+        cwd = spec.cwd
+        if cwd is not None and not os.path.isdir(cwd):  # noqa: ASYNC240 (one stat, at start)
+            raise ConfigError(
+                f"server {spec.name!r}: cwd: directory {cwd!r} does not exist", server=spec.name, field="cwd"
+            )
+        exe = shutil.which(spec.command, path=env.get("PATH"))
+        if exe is None and os.sep in spec.command and cwd:
+            candidate = os.path.join(cwd, spec.command)
+            exe = candidate if os.access(candidate, os.X_OK) else None
+        if exe is None:
+            raise ConfigError(
+                f"server {spec.name!r}: command: {spec.command!r} was not found on PATH or is not executable",
+                server=spec.name,
+                field="command",
+            )
+        loop = asyncio.get_running_loop()
+        transport, _ = await loop.subprocess_exec(
+            lambda: _Protocol(self),
+            exe,
+            *spec.args,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            env=env,
+            cwd=cwd,
+            start_new_session=True,
+        )
+        self._transport = transport
+        self.pid = transport.get_pid()
+        stdin = transport.get_pipe_transport(0)
+        assert isinstance(stdin, asyncio.WriteTransport)
+        self._stdin = stdin
+        log.debug("%s: started pid %s: %s %s", spec.name, self.pid, exe, " ".join(spec.args))
+
+    # --- writing -----------------------------------------------------------------------------------
+
+    def send(self, msg: dict[str, Any]) -> None:
+        if self._closed or self._stdin is None or self._stdin.is_closing():
+            raise BrokenPipeError(f"server {self.spec.name!r} is not accepting input")
+        self._stdin.write(json.dumps(msg, separators=(",", ":"), ensure_ascii=False).encode() + b"\n")
+
+    # --- reading -----------------------------------------------------------------------------------
+
+    def _on_stdout(self, data: bytes) -> None:
+        if self._closed:
+            return
+        buf = self._buf
+        if not buf and data.endswith(b"\n"):  # the common case: whole messages in one chunk
+            lines = data.split(b"\n")
+            lines.pop()
+        elif b"\n" not in data:
+            buf += data
+            if len(buf) > self._max:
+                self._fail(f"sent a message larger than {self._max} bytes")
+            return
+        else:
+            buf += data
+            lines = bytes(buf).split(b"\n")
+            rest = lines.pop()
+            buf.clear()
+            buf += rest
+        for line in lines:
+            self._line(line)
+            if self._closed:
+                return
+
+    def _line(self, line: bytes) -> None:
+        if not line.strip():
+            return
+        try:
+            msg = json.loads(line)
+        except ValueError:
+            self._garbage("non-JSON line", line)
+            return
+        if type(msg) is not dict and type(msg) is not list:
+            self._garbage("non-JSON-RPC line", line)
+            return
+        self._on_message(msg)
+
+    def _garbage(self, what: str, line: bytes) -> None:
+        self._garbage_logged += 1
+        if self._garbage_logged <= 20 or self._garbage_logged % 1000 == 0:
+            log.warning("%s: skipped a %s on stdout: %.200r", self.spec.name, what, line)
+
+    # --- lifecycle ---------------------------------------------------------------------------------
+
+    def _on_stdout_closed(self) -> None:
+        if self.returncode is None and not self._closed:
+            loop = asyncio.get_running_loop()
+            # Normally the exit follows at once; if the process lingers with stdout closed, it is broken.
+            loop.call_later(0.2, self._stdout_closed_check)
+
+    def _stdout_closed_check(self) -> None:
+        if self.returncode is None and not self._closed:
+            self._fail("closed its stdout")
+
+    def _on_process_exited(self) -> None:
+        assert self._transport is not None
+        self.returncode = self._transport.get_returncode()
+        self.stderr.flush()
+        if not self._exited.done():
+            self._exited.set_result(self.returncode)
+        self._finish(describe_exit(self.returncode), self.returncode)
+
+    def _fail(self, reason: str) -> None:
+        """A protocol violation: report it, then make sure the process goes away."""
+        self._finish(reason, None)
+        if self._transport is not None and self.returncode is None:
+            self._close_task = asyncio.ensure_future(self.close())
+
+    def _finish(self, reason: str, returncode: int | None) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._buf.clear()
+        try:
+            self._on_close(reason, returncode)
+        except Exception:
+            log.exception("%s: close handler failed", self.spec.name)
+
+    @property
+    def alive(self) -> bool:
+        return self._transport is not None and self.returncode is None
+
+    async def wait(self) -> int | None:
+        return await asyncio.shield(self._exited)
+
+    async def close(self, grace: float = 2.0, term_grace: float = 2.0) -> None:
+        """Stop politely (close stdin), then SIGTERM, then SIGKILL the whole process group, each bounded.
+
+        The group is signalled even after a graceful exit, so grandchildren never outlive the server.
+        """
+        transport = self._transport
+        if transport is None:
+            return
+        pgid = self.pid
+        try:
+            if self.returncode is None:
+                if self._stdin is not None and not self._stdin.is_closing():
+                    self._stdin.close()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.wait(), grace)
+            if self.returncode is None:
+                self._killpg(pgid, signal.SIGTERM)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.wait(), term_grace)
+            if self.returncode is None:
+                self._killpg(pgid, signal.SIGKILL)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.wait(), 2.0)
+            # Leftover members of the group (grandchildren): TERM, a short wait, then KILL.
+            if self._killpg(pgid, signal.SIGTERM):
+                deadline = time.monotonic() + 1.0
+                while time.monotonic() < deadline and self._killpg(pgid, 0):
+                    await asyncio.sleep(0.02)
+                self._killpg(pgid, signal.SIGKILL)
+        finally:
+            self._finish("was stopped", self.returncode)
+            transport.close()
+
+    @staticmethod
+    def _killpg(pgid: int | None, sig: int) -> bool:
+        """Signal the process group; False when nothing in it is left."""
+        if pgid is None:
+            return False
+        try:
+            os.killpg(pgid, sig)
+            return True
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            log.warning("not allowed to signal process group %s", pgid)
+            return False
