@@ -92,7 +92,7 @@ class ServerSpec(BaseModel):
 
 
 def validate_server_name(name: str) -> None:
-    if not isinstance(name, str) or not NAME_RE.match(name):
+    if not isinstance(name, str) or not NAME_RE.fullmatch(name):
         raise ConfigError(
             f"invalid server name {name!r}: use 1-64 letters, digits, '_', '-' or '.'", server=str(name)
         )

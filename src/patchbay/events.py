@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
 from typing import Literal
 
 from pydantic import BaseModel, Field
@@ -46,33 +45,50 @@ class EventsDropped(Event):
     count: int
 
 
+class Subscription:
+    """An async iterator of events that is registered from the moment it is created.
+
+    (An async generator would only subscribe on its first ``__anext__``, losing what happens between
+    ``hub.events()`` and the first iteration.)
+    """
+
+    def __init__(self, bus: EventBus, size: int) -> None:
+        self._bus = bus
+        self.queue: asyncio.Queue[Event] = asyncio.Queue(size)
+        self.dropped = 0
+        bus._subs.add(self)
+
+    def __aiter__(self) -> Subscription:
+        return self
+
+    async def __anext__(self) -> Event:
+        if self.dropped:  # tell the reader it missed some, before what is still queued
+            count, self.dropped = self.dropped, 0
+            return EventsDropped(count=count)
+        return await self.queue.get()
+
+    def close(self) -> None:
+        self._bus._subs.discard(self)
+
+    def __del__(self) -> None:
+        self._bus._subs.discard(self)
+
+
 class EventBus:
     def __init__(self, queue_size: int = 1000) -> None:
-        self._queues: set[asyncio.Queue[Event]] = set()
-        self._dropped: dict[asyncio.Queue[Event], int] = {}
+        self._subs: set[Subscription] = set()
         self._size = queue_size
 
     def publish(self, event: Event) -> None:
-        for q in self._queues:
-            if q.full():
-                q.get_nowait()
-                self._dropped[q] = self._dropped.get(q, 0) + 1
-            q.put_nowait(event)
+        for sub in tuple(self._subs):
+            if sub.queue.full():
+                sub.queue.get_nowait()
+                sub.dropped += 1
+            sub.queue.put_nowait(event)
 
     @property
     def subscribers(self) -> int:
-        return len(self._queues)
+        return len(self._subs)
 
-    async def subscribe(self) -> AsyncIterator[Event]:
-        q: asyncio.Queue[Event] = asyncio.Queue(self._size)
-        self._queues.add(q)
-        try:
-            while True:
-                event = await q.get()
-                dropped = self._dropped.pop(q, 0)
-                if dropped:
-                    yield EventsDropped(count=dropped)
-                yield event
-        finally:
-            self._queues.discard(q)
-            self._dropped.pop(q, None)
+    def subscribe(self) -> Subscription:
+        return Subscription(self, self._size)

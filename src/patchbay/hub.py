@@ -10,7 +10,7 @@ import contextlib
 import copy
 import logging
 import os
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import Mapping
 from types import TracebackType
 from typing import Any, Self, TypeVar
 
@@ -26,8 +26,14 @@ from patchbay.config import (
     parse_server_spec,
     save_config,
 )
-from patchbay.errors import DuplicateServerError, ServerUnavailableError, UnknownServerError, UpstreamError
-from patchbay.events import CatalogEvent, ConfigEvent, Event, EventBus, ServerStateEvent
+from patchbay.errors import (
+    DuplicateServerError,
+    ServerUnavailableError,
+    UnknownServerError,
+    UnknownToolError,
+    UpstreamError,
+)
+from patchbay.events import CatalogEvent, ConfigEvent, EventBus, ServerStateEvent, Subscription
 from patchbay.jsonrpc import ProgressCallback
 from patchbay.supervisor import ServerState, ServerStatus, ServerSupervisor, SupervisorHooks
 
@@ -156,7 +162,9 @@ class Hub(SupervisorHooks):
         died during the call), ``CallTimeoutError`` (a cancellation was sent upstream) or
         ``UpstreamError`` (a JSON-RPC error). A tool that fails on its own reports ``isError`` instead.
         """
-        entry = self.catalog.tool(name)
+        entry = self.catalog.tools.get(name)
+        if entry is None:
+            raise self._not_found(name)
         sup = self._supervisors[entry.source]
         conn = sup.connection
         if conn is None:
@@ -211,6 +219,18 @@ class Hub(SupervisorHooks):
             raise UpstreamError(
                 server, -32603, f"{what} returned an invalid result: {exc.errors()[0]['msg']}"
             ) from None
+
+    def _not_found(self, name: str) -> Exception:
+        """Unknown name, unless it is the tool of a server that is down: then say that instead."""
+        for sup in self._supervisors.values():
+            prefix = sup.spec.prefix if sup.spec.prefix is not None else sup.name
+            if prefix and name.startswith(f"{prefix}__") and sup.connection is None:
+                return self._unavailable(sup)
+        try:
+            self.catalog.tool(name)
+        except UnknownToolError as exc:
+            return exc
+        return UnknownToolError(name, [])
 
     @staticmethod
     def _unavailable(sup: ServerSupervisor) -> ServerUnavailableError:
@@ -304,10 +324,13 @@ class Hub(SupervisorHooks):
 
     # --- events ------------------------------------------------------------------------------------
 
-    async def events(self) -> AsyncIterator[Event]:
-        """Server state changes, catalog changes and config changes, as they happen."""
-        async for event in self._bus.subscribe():
-            yield event
+    def events(self) -> Subscription:
+        """Server state, catalog and config changes, from this call on: ``async for event in hub.events()``.
+
+        Each subscription has its own bounded queue (a slow reader loses its oldest events and gets an
+        ``events_dropped`` event); call ``close()`` on it, or let it be collected, to unsubscribe.
+        """
+        return self._bus.subscribe()
 
     # SupervisorHooks: called by supervisors.
     def state_changed(

@@ -109,6 +109,7 @@ class ServerSupervisor:
         self._task: asyncio.Task[None] | None = None
         self._settled = asyncio.Event()
         self._last_wire: Wire | None = None
+        self._stopping = False
 
     # --- control -----------------------------------------------------------------------------------
 
@@ -116,6 +117,7 @@ class ServerSupervisor:
         """Begin supervising (idempotent). ``wait_settled()`` returns after the first attempt."""
         if self._task is not None and not self._task.done():
             return
+        self._stopping = False
         self._settled = asyncio.Event()
         self._task = asyncio.create_task(self._run(), name=f"patchbay-supervisor-{self.name}")
 
@@ -123,6 +125,7 @@ class ServerSupervisor:
         await self._settled.wait()
 
     async def stop(self, *, disabled: bool = False) -> None:
+        self._stopping = True
         task, self._task = self._task, None
         if task is not None and not task.done():
             task.cancel()
@@ -153,6 +156,7 @@ class ServerSupervisor:
                         make_wire(self.spec, self.name, self.base_dir),
                         on_listing=lambda listing: self.hooks.listing_changed(self.name, listing),
                         on_notification=lambda m, p: self.hooks.notification(self.name, m, p),
+                        on_lost=self._withdraw,
                     )
                     self._last_wire = conn.wire
                     await conn.open(self.spec.start_timeout)
@@ -174,9 +178,7 @@ class ServerSupervisor:
                     self.hooks.listing_changed(self.name, conn.listing)
                     self._set_state(ServerState.READY)
                     reason = await conn.closed
-                    self.connection = None
-                    self.ready_since = None
-                    self.hooks.listing_changed(self.name, None)
+                    self._withdraw(conn, reason)
                     await self._discard(conn)
                     conn = None
                     error = f"{reason}{self._stderr_hint()}"
@@ -192,15 +194,28 @@ class ServerSupervisor:
                     return
                 delay = min(BACKOFF_INITIAL * 2 ** (failures - 1), BACKOFF_MAX)
                 self.retry_at = time.time() + delay
-                self._set_state(ServerState.BACKOFF, error)
+                if self.state != ServerState.BACKOFF:
+                    self._set_state(ServerState.BACKOFF, error)
                 await asyncio.sleep(delay)
                 self.retry_at = None
                 self.restarts += 1
         finally:
             if conn is not None:
-                self.connection = None
-                self.hooks.listing_changed(self.name, None)
+                self._withdraw(conn, "was stopped")
                 await asyncio.shield(self._discard(conn))
+
+    def _withdraw(self, conn: Connection, reason: str) -> None:
+        """The connection is gone: stop routing to it and take its tools out of the catalog, at once.
+
+        Runs synchronously inside the transport's close callback, before waiting callers are failed, so
+        nobody who sees the error can still find the tools or a ``ready`` state.
+        """
+        if self.connection is conn:
+            self.connection = None
+            self.ready_since = None
+            self.hooks.listing_changed(self.name, None)
+            if not self._stopping:
+                self._set_state(ServerState.BACKOFF, f"{reason}{self._stderr_hint()}")
 
     def _stderr_hint(self) -> str:
         wire = self._last_wire

@@ -69,8 +69,10 @@ class Connection:
         on_listing: Callable[[Listing], None] | None = None,
         on_notification: Callable[[str, dict[str, Any]], None] | None = None,
         on_request: RequestHandler | None = None,
+        on_lost: Callable[[Connection, str], None] | None = None,
     ) -> None:
         self.name = name
+        self._on_lost = on_lost
         self._on_listing = on_listing
         self._on_notification = on_notification
         self.peer = JsonRpcPeer(name, self._send, on_notification=self._notified, on_request=on_request)
@@ -90,7 +92,15 @@ class Connection:
         self.wire.send(msg)
 
     def _lost(self, reason: str, returncode: int | None) -> None:
+        """Synchronously: withdraw (``on_lost``) first, then fail waiting callers, then wake the owner."""
+        if self.closed.done():
+            return
         self.returncode = returncode
+        if self._on_lost is not None:
+            try:
+                self._on_lost(self, reason)
+            except Exception:
+                log.exception("%s: on_lost handler failed", self.name)
         self.peer.close(ServerExitedError(self.name, reason, returncode))
         if not self.closed.done():
             self.closed.set_result(reason)

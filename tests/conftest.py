@@ -1,0 +1,77 @@
+"""Shared fixtures: hubs over real subprocesses, and helpers to wait on real conditions."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+
+from patchbay import Event, Hub
+
+MISBEHAVING = Path(__file__).parent / "servers" / "misbehaving_server.py"
+
+
+def bad(*flags: str, **settings: Any) -> dict[str, Any]:
+    """A config entry for the misbehaving test server with the given flags."""
+    return {"command": sys.executable, "args": [str(MISBEHAVING), *flags], **settings}
+
+
+HubFactory = Callable[..., Awaitable[Hub]]
+
+
+@pytest.fixture
+async def make_hub() -> AsyncIterator[HubFactory]:
+    """Start hubs over ``{"mcpServers": servers}``; every hub is closed at the end of the test."""
+    hubs: list[Hub] = []
+
+    async def make(servers: dict[str, Any], **kwargs: Any) -> Hub:
+        hub = Hub.from_dict({"mcpServers": servers}, **kwargs)
+        hubs.append(hub)
+        await hub.start()
+        return hub
+
+    yield make
+    for hub in hubs:
+        await hub.close()
+
+
+async def wait_for(predicate: Callable[[], bool], timeout: float = 10.0, what: str = "condition") -> None:
+    async with asyncio.timeout(timeout):
+        while not predicate():
+            await asyncio.sleep(0.02)
+
+
+def alive(pid: int | None) -> bool:
+    if pid is None:
+        return False
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+class EventLog:
+    """Collects a hub's events in the background."""
+
+    def __init__(self, hub: Hub) -> None:
+        self.events: list[Event] = []
+        self._sub = hub.events()
+        self._task = asyncio.create_task(self._collect())
+
+    async def _collect(self) -> None:
+        async for ev in self._sub:
+            self.events.append(ev)
+
+    def of(self, type_: str, **fields: Any) -> list[Event]:
+        return [
+            e for e in self.events if e.type == type_ and all(getattr(e, k) == v for k, v in fields.items())
+        ]
+
+    async def close(self) -> None:
+        self._task.cancel()
+        self._sub.close()
