@@ -39,7 +39,7 @@ def safe_name(prefix: str, name: str) -> str:
     full = f"{prefix}{SEPARATOR}{name}" if prefix else name
     cleaned = _UNSAFE.sub("_", full) or "_"
     if len(cleaned) > MAX_NAME:
-        digest = hashlib.sha1(full.encode()).hexdigest()[:8]
+        digest = hashlib.sha1(full.encode("utf-8", "surrogatepass")).hexdigest()[:8]
         cleaned = f"{cleaned[: MAX_NAME - 9]}_{digest}"
     return cleaned
 
@@ -238,8 +238,10 @@ class Catalog:
                 )
             if notes:
                 conflicts[src.name] = notes
+                known = set(self.conflicts.get(src.name, ()))
                 for n in notes:
-                    log.warning("%s: %s", src.name, n)
+                    if n not in known:  # log each conflict once, not on every rebuild
+                        log.warning("%s: %s", src.name, n)
         self.tools, self.prompts, self.resources, self.templates = tools, prompts, resources, templates
         self.conflicts = conflicts
         self.version += 1

@@ -18,9 +18,9 @@ import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, ValidationError, model_validator
 
 from patchbay.errors import ConfigError
 
@@ -29,6 +29,14 @@ log = logging.getLogger(__name__)
 SERVER_KEYS = ("mcpServers", "servers")
 NAME_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 Transport = Literal["stdio", "http", "sse"]
+
+
+def _seconds_json(value: float) -> float | int:
+    return int(value) if float(value).is_integer() else value
+
+
+# Seconds are floats, written back as the user wrote them: ``"timeout": 5`` stays 5, not 5.0.
+Seconds = Annotated[float, PlainSerializer(_seconds_json)]
 
 
 class ServerSpec(BaseModel):
@@ -49,8 +57,8 @@ class ServerSpec(BaseModel):
     enabled: bool = True
     disabled: bool | None = None
     prefix: str | None = None
-    timeout: float | None = Field(default=None, gt=0, description="seconds allowed per call")
-    start_timeout: float = Field(default=30.0, gt=0, alias="startTimeout")
+    timeout: Seconds | None = Field(default=None, gt=0, description="seconds allowed per call")
+    start_timeout: Seconds = Field(default=30.0, gt=0, alias="startTimeout")
     disabled_tools: list[str] = Field(default_factory=list, alias="disabledTools")
     max_restarts: int = Field(default=5, ge=0, alias="maxRestarts")
 
@@ -146,10 +154,25 @@ class HubConfig:
 
 def parse_config(text: str, source: str = "<config>", path: Path | None = None) -> HubConfig:
     """Parse and validate a whole document; every problem is reported, not just the first."""
+    duplicates: list[str] = []
+
+    def no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        obj: dict[str, Any] = {}
+        for key, value in pairs:
+            if key in obj:
+                duplicates.append(key)
+            obj[key] = value
+        return obj
+
     try:
-        doc = json.loads(text) if text.strip() else {}
+        doc = json.loads(text, object_pairs_hook=no_duplicates) if text.strip() else {}
     except json.JSONDecodeError as exc:
         raise ConfigError(f"{source}:{exc.lineno}:{exc.colno}: not valid JSON: {exc.msg}") from None
+    if duplicates:
+        raise ConfigError(
+            f"{source}: key {duplicates[0]!r} appears twice in the same object; JSON keeps only the last one, "
+            "so remove or rename the other"
+        )
     if not isinstance(doc, dict):
         raise ConfigError(f"{source}: the top level must be a JSON object, got {type(doc).__name__}")
     present = [k for k in SERVER_KEYS if k in doc]
