@@ -170,8 +170,8 @@ def parse_config(text: str, source: str = "<config>", path: Path | None = None) 
         raise ConfigError(f"{source}:{exc.lineno}:{exc.colno}: not valid JSON: {exc.msg}") from None
     if duplicates:
         raise ConfigError(
-            f"{source}: key {duplicates[0]!r} appears twice in the same object; JSON keeps only the last one, "
-            "so remove or rename the other"
+            f"{source}: key {duplicates[0]!r} appears twice in the same object; JSON keeps only the last "
+            "one, so remove or rename the other"
         )
     if not isinstance(doc, dict):
         raise ConfigError(f"{source}: the top level must be a JSON object, got {type(doc).__name__}")
