@@ -141,6 +141,7 @@ class HubConfig:
     servers_key: str = "mcpServers"
     document: dict[str, Any] = field(default_factory=dict)
     path: Path | None = None
+    source_bytes: bytes | None = None  # the file as last read or written, to tell our saves from edits
 
     def to_document(self) -> dict[str, Any]:
         doc = dict(self.document)
@@ -204,7 +205,9 @@ def load_config(path: str | os.PathLike[str]) -> HubConfig:
         raise ConfigError(f"{p}: config file not found") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{p}: cannot read config file: {exc}") from None
-    return parse_config(text, source=str(p), path=p.resolve())
+    config = parse_config(text, source=str(p), path=p.resolve())
+    config.source_bytes = text.encode("utf-8")
+    return config
 
 
 def save_config(config: HubConfig) -> None:
@@ -213,6 +216,7 @@ def save_config(config: HubConfig) -> None:
         return
     data = (json.dumps(config.to_document(), indent=2, ensure_ascii=False) + "\n").encode()
     atomic_write(config.path, data)
+    config.source_bytes = data
 
 
 def atomic_write(path: Path, data: bytes) -> None:

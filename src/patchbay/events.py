@@ -40,6 +40,15 @@ class ConfigEvent(Event):
     server: str
 
 
+class ConfigReloadEvent(Event):
+    type: Literal["config_reload"] = "config_reload"
+    ok: bool
+    error: str | None = None
+    added: list[str] = Field(default_factory=list)
+    removed: list[str] = Field(default_factory=list)
+    changed: list[str] = Field(default_factory=list)
+
+
 class EventsDropped(Event):
     type: Literal["events_dropped"] = "events_dropped"
     count: int

@@ -10,9 +10,10 @@ import contextlib
 import copy
 import logging
 import os
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from types import TracebackType
-from typing import Any, Self, TypeVar
+from typing import Any, Protocol, Self, TypeVar
 
 import mcp.types as types
 from pydantic import ValidationError
@@ -27,19 +28,29 @@ from patchbay.config import (
     save_config,
 )
 from patchbay.errors import (
+    CallTimeoutError,
     DuplicateServerError,
     ServerUnavailableError,
     UnknownServerError,
     UnknownToolError,
     UpstreamError,
 )
-from patchbay.events import CatalogEvent, ConfigEvent, EventBus, ServerStateEvent, Subscription
-from patchbay.jsonrpc import ProgressCallback
+from patchbay.events import CatalogEvent, ConfigEvent, Event, EventBus, ServerStateEvent, Subscription
+from patchbay.jsonrpc import METHOD_NOT_FOUND, ProgressCallback
 from patchbay.supervisor import ServerState, ServerStatus, ServerSupervisor, SupervisorHooks
 
 log = logging.getLogger(__name__)
 
 DEFAULT_TIMEOUT = 60.0
+CallObserver = Callable[[str | None, str, str, float], None]
+
+
+class DownstreamClient(Protocol):
+    """Whoever made a call, able to answer the upstream's requests during it (sampling, elicitation)."""
+
+    async def request(self, method: str, params: dict[str, Any]) -> Any: ...
+
+
 _R = TypeVar("_R", bound=types.Result)
 
 
@@ -59,6 +70,8 @@ class Hub(SupervisorHooks):
         self._order: dict[str, int] = {}
         self._lock = asyncio.Lock()
         self._started = False
+        self._call_observers: list[CallObserver] = []
+        self._clients: dict[str, list[DownstreamClient]] = {}
         for name, spec in self.config.servers.items():
             self._add_supervisor(name, spec)
 
@@ -155,13 +168,61 @@ class Hub(SupervisorHooks):
         *,
         timeout: float | None = None,
         progress: ProgressCallback | None = None,
+        client: DownstreamClient | None = None,
     ) -> types.CallToolResult:
         """Call an exposed tool; returns the upstream's full ``CallToolResult``.
 
         Raises ``UnknownToolError`` (with close matches), ``ServerUnavailableError`` (not running, or it
         died during the call), ``CallTimeoutError`` (a cancellation was sent upstream) or
         ``UpstreamError`` (a JSON-RPC error). A tool that fails on its own reports ``isError`` instead.
+        ``client``, if given, answers the requests the upstream makes during the call (sampling,
+        elicitation, roots): ``/mcp`` passes the downstream session that made the call.
         """
+        if not self._call_observers:
+            return await self._call_tool(name, arguments, timeout, progress, client)
+        started = time.perf_counter()
+        server, outcome = None, "error"
+        try:
+            entry = self.catalog.tools.get(name)
+            server = entry.source if entry else None
+            result = await self._call_tool(name, arguments, timeout, progress, client)
+            outcome = "tool_error" if result.is_error else "ok"
+            return result
+        except CallTimeoutError:
+            outcome = "timeout"
+            raise
+        except ServerUnavailableError:
+            outcome = "unavailable"
+            raise
+        except UpstreamError:
+            outcome = "upstream_error"
+            raise
+        except UnknownToolError:
+            outcome = "unknown_tool"
+            raise
+        except asyncio.CancelledError:
+            outcome = "cancelled"
+            raise
+        finally:
+            elapsed = time.perf_counter() - started
+            for observe in self._call_observers:
+                try:
+                    observe(server, name, outcome, elapsed)
+                except Exception:
+                    log.exception("call observer failed")
+
+    def add_call_observer(self, observer: CallObserver) -> None:
+        """``observer(server, tool, outcome, seconds)`` after every call (metrics); keep it cheap."""
+        self._call_observers.append(observer)
+
+    async def _call_tool(
+        self,
+        name: str,
+        arguments: Mapping[str, Any] | None,
+        timeout: float | None,
+        progress: ProgressCallback | None,
+        client: DownstreamClient | None,
+    ) -> types.CallToolResult:
         entry = self.catalog.tools.get(name)
         if entry is None:
             raise self._not_found(name)
@@ -169,13 +230,22 @@ class Hub(SupervisorHooks):
         conn = sup.connection
         if conn is None:
             raise self._unavailable(sup)
-        raw = await conn.peer.request(
+        request = conn.peer.request(
             "tools/call",
             {"name": entry.original, "arguments": dict(arguments) if arguments else {}},
             timeout=timeout or sup.spec.timeout or self.default_timeout,
             progress=progress,
             target=entry.original,
         )
+        if client is None:
+            raw = await request
+        else:
+            clients = self._clients.setdefault(entry.source, [])
+            clients.append(client)
+            try:
+                raw = await request
+            finally:
+                clients.remove(client)
         try:
             return types.CallToolResult.model_validate(raw)
         except ValidationError as exc:
@@ -308,6 +378,43 @@ class Hub(SupervisorHooks):
             await sup.restart()
             return self.server_status(name)
 
+    async def apply_config(self, new: HubConfig) -> dict[str, list[str]]:
+        """Adopt a config read from disk (a reload): start added servers, stop removed ones, restart
+        changed ones, leave the rest running. Nothing is saved: the file is already what the user wants.
+        """
+        async with self._lock:
+            old = self.config.servers
+            added = [n for n in new.servers if n not in old]
+            removed = [n for n in old if n not in new.servers]
+            changed = [n for n in new.servers if n in old and new.servers[n].to_json() != old[n].to_json()]
+            self.config = new
+            for name in removed:
+                sup = self._supervisors.pop(name)
+                await sup.stop()
+                self._bus.publish(ConfigEvent(action="removed", server=name))
+            self._order = {name: i for i, name in enumerate(new.servers)}
+            starting: list[ServerSupervisor] = []
+            for name in changed:
+                previous = self._supervisors[name]
+                await previous.stop()
+                self.catalog.remove_source(name)
+                sup = self._add_supervisor(name, new.servers[name])
+                sup.restarts = previous.restarts
+                self._bus.publish(ConfigEvent(action="updated", server=name))
+                if sup.spec.is_enabled:
+                    starting.append(sup)
+            for name in added:
+                sup = self._add_supervisor(name, new.servers[name])
+                self._bus.publish(ConfigEvent(action="added", server=name))
+                if sup.spec.is_enabled:
+                    starting.append(sup)
+            self._supervisors = {n: self._supervisors[n] for n in new.servers}
+            if self._started:
+                for sup in starting:
+                    sup.start()
+                await asyncio.gather(*(s.wait_settled() for s in starting))
+            return {"added": added, "removed": removed, "changed": changed}
+
     def _commit(self, change: Any) -> None:
         """Apply ``change`` to a copy of the config, save it, and only then adopt it."""
         candidate = copy.copy(self.config)
@@ -332,12 +439,29 @@ class Hub(SupervisorHooks):
         """
         return self._bus.subscribe()
 
+    def publish(self, event: Event) -> None:
+        """Put an event on the hub's stream (used by surfaces such as the config watcher)."""
+        self._bus.publish(event)
+
     # SupervisorHooks: called by supervisors.
     def state_changed(
         self, name: str, state: ServerState, previous: ServerState | None, error: str | None
     ) -> None:
         log.info("server %r: %s%s", name, state, f" ({error})" if error else "")
         self._bus.publish(ServerStateEvent(server=name, state=state, previous=previous, error=error))
+
+    async def upstream_request(self, name: str, method: str, params: dict[str, Any]) -> Any:
+        """An upstream asks its client something (sampling, elicitation, roots) during a call.
+
+        It goes to the downstream client of the most recent call in flight to that server; stdio gives
+        no way to tell which of several concurrent calls a request belongs to.
+        """
+        clients = self._clients.get(name)
+        if not clients:
+            raise UpstreamError(
+                name, METHOD_NOT_FOUND, f"{method}: no client is connected through patchbay to answer it"
+            )
+        return await clients[-1].request(method, params)
 
     def listing_changed(self, name: str, listing: Listing | None) -> None:
         sup = self._supervisors.get(name)

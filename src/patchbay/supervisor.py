@@ -21,7 +21,8 @@ from pydantic import BaseModel, Field
 
 from patchbay.catalog import Listing
 from patchbay.config import ServerSpec, resolve
-from patchbay.errors import ConfigError, PatchbayError
+from patchbay.errors import ConfigError, PatchbayError, UpstreamError
+from patchbay.jsonrpc import METHOD_NOT_FOUND
 from patchbay.transports.stdio import StdioTransport
 from patchbay.upstream import Connection, StartError, Wire
 
@@ -79,6 +80,9 @@ class SupervisorHooks:
 
     def notification(self, name: str, method: str, params: dict[str, Any]) -> None:
         pass
+
+    async def upstream_request(self, name: str, method: str, params: dict[str, Any]) -> Any:
+        raise UpstreamError(name, METHOD_NOT_FOUND, f"method {method!r} is not supported")
 
 
 def make_wire(spec: ServerSpec, name: str, base_dir: Path | None) -> Callable[..., Wire]:
@@ -157,6 +161,7 @@ class ServerSupervisor:
                         on_listing=lambda listing: self.hooks.listing_changed(self.name, listing),
                         on_notification=lambda m, p: self.hooks.notification(self.name, m, p),
                         on_lost=self._withdraw,
+                        on_request=lambda m, p: self.hooks.upstream_request(self.name, m, p),
                     )
                     self._last_wire = conn.wire
                     await conn.open(self.spec.start_timeout)
