@@ -12,9 +12,9 @@ $(BIN)/.installed: pyproject.toml
 	$(BIN)/python -m pip install -q -e '.[dev]'
 	touch $@
 
-## run: patchbay on the bundled default config (or CONFIG=path/to/patchbay.json)
+## run: serve the bundled default config at http://127.0.0.1:8765/mcp (or CONFIG=path/to/patchbay.json)
 run: $(BIN)/.installed
-	$(BIN)/patchbay run $(if $(CONFIG),--config $(CONFIG),)
+	$(BIN)/patchbay serve $(if $(CONFIG),--config $(CONFIG),)
 
 ## test: every test (installs the pinned third-party MCP servers the tests use)
 test: $(BIN)/.installed tests/.stamp-servers

@@ -82,6 +82,55 @@ async def _run(args: argparse.Namespace) -> int:
     return 0
 
 
+async def _serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from patchbay.config import auth_tokens
+    from patchbay.server.app import ServeSettings, create_app, env_tokens
+
+    hub = Hub.from_file(args.config)
+    settings = ServeSettings(
+        host=args.host,
+        port=args.port,
+        tokens=[*args.token, *env_tokens(), *auth_tokens(hub.config)],
+        allowed_hosts=args.allow_host,
+        watch_config=not args.no_reload,
+    )
+    try:
+        app = create_app(hub, settings)
+    except ValueError as exc:
+        print(f"patchbay: error: {exc}", file=sys.stderr)
+        return 2
+    server = uvicorn.Server(
+        uvicorn.Config(
+            app,
+            host=args.host,
+            port=args.port,
+            log_level="debug" if args.debug else "warning",
+            ws="websockets-sansio",
+            timeout_graceful_shutdown=5,
+            lifespan="on",
+        )
+    )
+    base = f"http://{args.host if ':' not in args.host else f'[{args.host}]'}:{args.port}"
+    print(f"patchbay {__version__}: {len(hub.servers)} server(s) from {args.config}", flush=True)
+    print(f"  MCP endpoint  {base}/mcp", flush=True)
+    print(f"  API docs      {base}/docs{'   (bearer token required)' if settings.tokens else ''}", flush=True)
+
+    async def report_ready() -> None:
+        await app.state.started.wait()
+        print("", flush=True)
+        _print_status(hub)
+        print(f"\nready: {len(hub.catalog.tools)} tools. Ctrl-C to stop.", flush=True)
+
+    reporter = asyncio.create_task(report_ready())
+    try:
+        await server.serve()
+    finally:
+        reporter.cancel()
+    return 0 if server.started else 1
+
+
 async def _call(args: argparse.Namespace) -> int:
     from patchbay.results import result_text
 
@@ -113,6 +162,32 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--once", action="store_true", help="print status and tools, then exit")
     run.set_defaults(func=_run)
+
+    serve = sub.add_parser(
+        "serve",
+        help="serve every tool at one MCP endpoint (/mcp), with a management API",
+        description="Start the configured servers and serve them: the aggregated MCP endpoint at /mcp, the "
+        "management API at /api (docs at /docs), /healthz, /readyz and /metrics. The config file is watched "
+        "and changes are applied live.\n\nexample: patchbay serve --config patchbay.json --port 8765\n"
+        "then point any MCP client at http://127.0.0.1:8765/mcp",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    serve.add_argument(
+        "--config", type=Path, default=default_config_path(), help="config file (default: bundled)"
+    )
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=8765, help="port (default: 8765)")
+    serve.add_argument(
+        "--token", action="append", default=[], help="bearer token clients must send (also PATCHBAY_TOKEN)"
+    )
+    serve.add_argument(
+        "--allow-host",
+        action="append",
+        default=[],
+        help="extra host name clients may use (Host header check)",
+    )
+    serve.add_argument("--no-reload", action="store_true", help="do not watch the config file")
+    serve.set_defaults(func=_serve)
 
     call = sub.add_parser(
         "call",

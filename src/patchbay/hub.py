@@ -43,6 +43,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_TIMEOUT = 60.0
 CallObserver = Callable[[str | None, str, str, float], None]
+NotificationObserver = Callable[[str, str, dict[str, Any]], None]
 
 
 class DownstreamClient(Protocol):
@@ -71,6 +72,7 @@ class Hub(SupervisorHooks):
         self._lock = asyncio.Lock()
         self._started = False
         self._call_observers: list[CallObserver] = []
+        self._notification_observers: list[NotificationObserver] = []
         self._clients: dict[str, list[DownstreamClient]] = {}
         for name, spec in self.config.servers.items():
             self._add_supervisor(name, spec)
@@ -449,6 +451,17 @@ class Hub(SupervisorHooks):
     ) -> None:
         log.info("server %r: %s%s", name, state, f" ({error})" if error else "")
         self._bus.publish(ServerStateEvent(server=name, state=state, previous=previous, error=error))
+
+    def add_notification_observer(self, observer: NotificationObserver) -> None:
+        """``observer(server, method, params)`` for every notification an upstream sends (e.g. logs)."""
+        self._notification_observers.append(observer)
+
+    def notification(self, name: str, method: str, params: dict[str, Any]) -> None:
+        for observe in self._notification_observers:
+            try:
+                observe(name, method, params)
+            except Exception:
+                log.exception("notification observer failed")
 
     async def upstream_request(self, name: str, method: str, params: dict[str, Any]) -> Any:
         """An upstream asks its client something (sampling, elicitation, roots) during a call.

@@ -134,7 +134,8 @@ class Connection:
             "initialize",
             {
                 "protocolVersion": CLIENT_PROTOCOL_VERSION,
-                "capabilities": {},
+                # sampling and elicitation are answered by the downstream client of the call in progress
+                "capabilities": {"sampling": {}, "elicitation": {}},
                 "clientInfo": {"name": "patchbay", "version": __version__},
             },
             timeout=max(deadline - time.monotonic(), 0.001),

@@ -1,0 +1,7 @@
+"""``python -m patchbay``: the CLI."""
+
+import sys
+
+from patchbay.cli import main
+
+sys.exit(main())

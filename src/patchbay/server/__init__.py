@@ -1,0 +1,1 @@
+"""patchbay serve: the HTTP surfaces (``/mcp``, the management API, health and metrics) over one hub."""

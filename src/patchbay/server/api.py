@@ -1,0 +1,486 @@
+"""The management API (mounted under ``/api``): servers, tools, resources, prompts and a live event stream.
+
+A thin surface over :class:`~patchbay.hub.Hub`: every change goes through the hub, which validates before it
+saves or starts anything, so a bad request changes nothing. Secrets never leave through this API: every
+``env`` and ``headers`` value of a server's config entry is shown as ``"***"`` (the keys are kept). Sending
+``"***"`` back for a key in ``PUT /servers/{name}`` keeps the stored value, so a GET-edit-PUT round trip
+does not overwrite secrets with the placeholder.
+
+Errors are JSON ``{"detail": "<message>", "error": "<kind>", ...}``: 404 for an unknown server or tool
+(with close matches in ``suggestions``), 409 for a duplicate name, 422 for an invalid config entry, 503 when
+the server is not running, 504 on a call timeout, 502 when the upstream answered with a JSON-RPC error.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Coroutine
+from typing import Annotated, Any
+
+import mcp.types as types
+from fastapi import APIRouter, Body, Path, Query, Request, Response
+from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
+from pydantic import BaseModel, ConfigDict, Field
+from sse_starlette import EventSourceResponse, ServerSentEvent
+from starlette.background import BackgroundTask
+
+from patchbay.catalog import Catalog, Format
+from patchbay.config import ServerSpec
+from patchbay.errors import (
+    CallTimeoutError,
+    ConfigError,
+    DuplicateServerError,
+    PatchbayError,
+    ServerUnavailableError,
+    UnknownServerError,
+    UnknownToolError,
+    UpstreamError,
+)
+from patchbay.hub import Hub
+from patchbay.supervisor import ServerStatus
+
+REDACTED = "***"
+SECRET_FIELDS = ("env", "headers")
+EVENT_PING_SECONDS = 15
+
+_SPEC_EXAMPLE: dict[str, Any] = {
+    "command": "npx",
+    "args": ["-y", "@modelcontextprotocol/server-github"],
+    "env": {"GITHUB_TOKEN": "${GITHUB_TOKEN}"},
+    "timeout": 30,
+}
+_STATUS_EXAMPLE: dict[str, Any] = {
+    "name": "github",
+    "state": "ready",
+    "transport": "stdio",
+    "enabled": True,
+    "pid": 41235,
+    "protocol_version": "2025-06-18",
+    "server_info": {"name": "github-mcp-server", "version": "1.2.0"},
+    "capabilities": {"tools": {"listChanged": True}},
+    "tool_count": 26,
+    "restarts": 0,
+    "last_error": None,
+    "ready_since": 1764050000.5,
+    "calls_in_flight": 0,
+    "conflicts": [],
+    "problems": [],
+    "stderr_tail": ["GitHub MCP Server running on stdio"],
+    "spec": {**_SPEC_EXAMPLE, "env": {"GITHUB_TOKEN": REDACTED}},
+}
+
+
+ServerName = Annotated[
+    str, Path(description="The server's name, as in the config file.", examples=["github"])
+]
+
+# --- models ---------------------------------------------------------------------------------------------
+
+
+class ServerView(ServerStatus):
+    """A server's live status plus its config entry, with secrets redacted."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [_STATUS_EXAMPLE]})
+
+    spec: dict[str, Any] = Field(
+        description="The server's entry as written in the config file (camelCase keys, placeholders "
+        f"unexpanded), with every `env` and `headers` value replaced by `{REDACTED}`."
+    )
+
+
+class AddServerRequest(BaseModel):
+    """A new server: its name and its config entry (the same shape as in the config file)."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{"name": "github", "spec": _SPEC_EXAMPLE}]})
+
+    name: str = Field(description="1-64 letters, digits, `_`, `-` or `.`; also the default tool prefix.")
+    spec: ServerSpec = Field(description="The config entry: `command`/`args`/`env` or `url`/`headers`, …")
+
+
+class CallToolRequest(BaseModel):
+    """Arguments of one tool call."""
+
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"examples": [{"arguments": {"text": "hello"}, "timeout": 10}]}
+    )
+
+    arguments: dict[str, Any] = Field(
+        default_factory=dict, description="The tool's arguments, as described by its input schema."
+    )
+    timeout: float | None = Field(
+        default=None,
+        gt=0,
+        description="Seconds to wait for the answer (default: the server's `timeout`, else the hub's).",
+    )
+
+
+class ErrorBody(BaseModel):
+    """Every error of this API: a message saying what went wrong and what to do, plus machine fields."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "detail": "unknown tool 'github__serch'; did you mean 'github__search'?",
+                    "error": "unknown_tool",
+                    "suggestions": ["github__search"],
+                }
+            ]
+        }
+    )
+
+    detail: str = Field(description="Human-readable message.")
+    error: str = Field(
+        description="Kind: unknown_server, unknown_tool, duplicate_server, config, unavailable, timeout, "
+        "upstream_error or error."
+    )
+    server: str | None = Field(default=None, description="The server concerned, if any.")
+    field: str | None = Field(default=None, description="For config errors: the field to fix.")
+    suggestions: list[str] | None = Field(default=None, description="Close matches for an unknown name.")
+    code: int | None = Field(default=None, description="For upstream errors: the JSON-RPC error code.")
+    data: Any = Field(default=None, description="For upstream errors: the JSON-RPC error data.")
+
+
+def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
+    descriptions = {
+        404: "Unknown server or tool (see `suggestions`).",
+        409: "A server of that name already exists.",
+        422: "Invalid request or config entry; the message names the field to fix.",
+        502: "The upstream server answered with a JSON-RPC error (`code`, `detail`).",
+        503: "The server is not running (starting, restarting, failed or disabled).",
+        504: "The upstream did not answer in time; a cancellation was sent to it.",
+    }
+    return {c: {"model": ErrorBody, "description": descriptions[c]} for c in codes}
+
+
+# --- errors ---------------------------------------------------------------------------------------------
+
+
+def error_response(exc: PatchbayError) -> JSONResponse:
+    """The HTTP answer for a hub error (also usable by other surfaces)."""
+    body = ErrorBody(detail=str(exc), error="error")
+    status = 500
+    if isinstance(exc, UnknownServerError):
+        status, body.error, body.server = 404, "unknown_server", exc.name
+        body.suggestions = Catalog.suggest(exc.name, exc.known)
+    elif isinstance(exc, UnknownToolError):
+        status, body.error, body.suggestions = 404, f"unknown_{exc.kind}", exc.suggestions
+    elif isinstance(exc, DuplicateServerError):
+        status, body.error, body.server = 409, "duplicate_server", exc.name
+    elif isinstance(exc, ConfigError):
+        status, body.error, body.server, body.field = 422, "config", exc.server, exc.field
+    elif isinstance(exc, ServerUnavailableError):
+        status, body.error, body.server = 503, "unavailable", exc.server
+    elif isinstance(exc, CallTimeoutError):
+        status, body.error, body.server = 504, "timeout", exc.server
+    elif isinstance(exc, UpstreamError):
+        status, body.error, body.server, body.code, body.data = (
+            502,
+            "upstream_error",
+            exc.server,
+            exc.code,
+            exc.data,
+        )
+    return JSONResponse(body.model_dump(exclude_none=True, mode="json"), status_code=status)
+
+
+class _HubErrorRoute(APIRoute):
+    """Turns the hub's typed errors into JSON answers (routers cannot register exception handlers)."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def route(request: Request) -> Response:
+            try:
+                return await handler(request)
+            except PatchbayError as exc:
+                return error_response(exc)
+
+        return route
+
+
+# --- secrets --------------------------------------------------------------------------------------------
+
+
+def redact_spec(spec: ServerSpec) -> dict[str, Any]:
+    """The config entry as JSON with every ``env`` and ``headers`` value replaced by ``"***"``."""
+    data = spec.to_json()
+    for key in SECRET_FIELDS:
+        values = data.get(key)
+        if isinstance(values, dict):
+            data[key] = dict.fromkeys(values, REDACTED)
+    return data
+
+
+def _restore_secrets(name: str, spec: ServerSpec, old: ServerSpec | None) -> ServerSpec:
+    """Put back the stored value of every secret sent as ``"***"``; refuse a ``"***"`` with none to keep."""
+    updates: dict[str, dict[str, str]] = {}
+    for key in SECRET_FIELDS:
+        values: dict[str, str] = getattr(spec, key)
+        if REDACTED not in values.values():
+            continue
+        stored: dict[str, str] = getattr(old, key) if old is not None else {}
+        for var, value in values.items():
+            if value == REDACTED and var not in stored:
+                raise ConfigError(
+                    f"server {name!r}: {key}.{var}: {REDACTED!r} is the placeholder this API shows instead "
+                    f"of secrets and there is no stored value to keep; give the real value (or a "
+                    f"${{VARIABLE}} placeholder)",
+                    server=name,
+                    field=f"{key}.{var}",
+                )
+        updates[key] = {var: stored[var] if value == REDACTED else value for var, value in values.items()}
+    return spec.model_copy(update=updates) if updates else spec
+
+
+# --- the router -----------------------------------------------------------------------------------------
+
+
+def build_api(hub: Hub) -> APIRouter:
+    """The management API over ``hub``.
+
+    Mount it with ``app.include_router(build_api(hub), prefix="/api")``.
+    """
+    router = APIRouter(route_class=_HubErrorRoute)
+
+    def view(status: ServerStatus) -> ServerView:
+        return ServerView(**status.model_dump(), spec=redact_spec(hub.server_spec(status.name)))
+
+    # --- servers -------------------------------------------------------------------------------------
+
+    @router.get(
+        "/servers",
+        tags=["servers"],
+        summary="List servers",
+        description="Every configured server in config order: live status and its (redacted) config entry.",
+    )
+    async def list_servers() -> list[ServerView]:
+        return [view(s) for s in hub.status().values()]
+
+    @router.get(
+        "/servers/{name}",
+        tags=["servers"],
+        summary="Get one server",
+        description="Live status (state, pid, capabilities, counts, last error, stderr tail) and the "
+        "(redacted) config entry.",
+        responses=_errors(404),
+    )
+    async def get_server(
+        name: ServerName,
+        tail: Annotated[
+            int, Query(ge=0, le=200, description="How many of the last stderr lines to show.")
+        ] = 50,
+    ) -> ServerView:
+        status = hub.server_status(name)
+        status.stderr_tail = _stderr_tail(hub, name, tail)
+        return view(status)
+
+    @router.post(
+        "/servers",
+        tags=["servers"],
+        status_code=201,
+        summary="Add a server",
+        description="Validate the entry, save it to the config file, then start the server (if enabled) and "
+        "wait for its first attempt to settle. The answer is its status: `ready`, or `backoff`/`failed` with "
+        "`last_error`. Nothing is saved if the name or the entry is invalid.",
+        responses=_errors(409, 422),
+    )
+    async def add_server(request: Request, response: Response, body: AddServerRequest) -> ServerView:
+        spec = _restore_secrets(body.name, body.spec, None)
+        status = await hub.add_server(body.name, spec)
+        response.headers["Location"] = str(request.url_for("get_server", name=body.name))
+        return view(status)
+
+    @router.put(
+        "/servers/{name}",
+        tags=["servers"],
+        summary="Replace a server's config entry",
+        description="Validate and save the new entry, then restart the server with it. An `env` or "
+        f"`headers` value of `{REDACTED}` keeps the stored value (so what `GET` returned can be sent back).",
+        responses=_errors(404, 422),
+    )
+    async def update_server(
+        name: ServerName,
+        spec: Annotated[
+            ServerSpec, Body(description="The whole new config entry.", examples=[_SPEC_EXAMPLE])
+        ],
+    ) -> ServerView:
+        spec = _restore_secrets(name, spec, hub.server_spec(name))
+        return view(await hub.update_server(name, spec))
+
+    @router.delete(
+        "/servers/{name}",
+        tags=["servers"],
+        status_code=204,
+        summary="Remove a server",
+        description="Remove the entry from the config file and stop the server (its whole process group).",
+        responses=_errors(404),
+    )
+    async def remove_server(name: ServerName) -> Response:
+        await hub.remove_server(name)
+        return Response(status_code=204)
+
+    @router.post(
+        "/servers/{name}/enable",
+        tags=["servers"],
+        summary="Enable a server",
+        description="Save `enabled` and start the server if it is not running.",
+        responses=_errors(404),
+    )
+    async def enable_server(name: ServerName) -> ServerView:
+        return view(await hub.set_enabled(name, True))
+
+    @router.post(
+        "/servers/{name}/disable",
+        tags=["servers"],
+        summary="Disable a server",
+        description="Save `enabled: false` (or `disabled: true`, as the file had it) and stop the server.",
+        responses=_errors(404),
+    )
+    async def disable_server(name: ServerName) -> ServerView:
+        return view(await hub.set_enabled(name, False))
+
+    @router.post(
+        "/servers/{name}/restart",
+        tags=["servers"],
+        summary="Restart a server",
+        description="Stop and start again now with the failure count reset (also revives a `failed` "
+        "server). 503 if the server is disabled.",
+        responses=_errors(404, 503),
+    )
+    async def restart_server(name: ServerName) -> ServerView:
+        return view(await hub.restart_server(name))
+
+    # --- tools, resources, prompts -------------------------------------------------------------------
+
+    @router.get(
+        "/tools",
+        tags=["tools"],
+        summary="List tools",
+        description="Every exposed tool (prefixed names), as MCP `Tool` objects or in the OpenAI or "
+        "Anthropic tool format, ready to hand to an LLM API.",
+        responses=_errors(404),
+    )
+    async def list_tools(
+        format: Annotated[Format, Query(description="`mcp`, `openai` or `anthropic`.")] = "mcp",
+        server: Annotated[str | None, Query(description="Only the tools of this server.")] = None,
+    ) -> list[dict[str, Any]]:
+        return hub.tools(format, server=server)
+
+    @router.post(
+        "/tools/{name:path}/call",
+        tags=["tools"],
+        summary="Call a tool",
+        description="Call an exposed tool and return the upstream's `CallToolResult` as MCP JSON. A tool "
+        "that fails on its own answers 200 with `isError: true`; the hub's own failures are HTTP errors.",
+        response_model=None,
+        responses={
+            200: {
+                "model": types.CallToolResult,
+                "description": "The tool's result (MCP `CallToolResult`, camelCase).",
+                "content": {
+                    "application/json": {
+                        "example": {"content": [{"type": "text", "text": "hello"}], "isError": False}
+                    }
+                },
+            },
+            **_errors(404, 502, 503, 504),
+        },
+    )
+    async def call_tool(
+        name: Annotated[
+            str, Path(description="The exposed (prefixed) tool name.", examples=["github__search"])
+        ],
+        body: Annotated[CallToolRequest | None, Body()] = None,
+    ) -> JSONResponse:
+        body = body or CallToolRequest()
+        result = await hub.call_tool(name, body.arguments, timeout=body.timeout)
+        return JSONResponse(result.model_dump(by_alias=True, exclude_none=True, mode="json"))
+
+    @router.get(
+        "/resources",
+        tags=["resources"],
+        summary="List resources",
+        description="Every exposed resource (MCP `Resource` objects, names prefixed).",
+    )
+    async def list_resources() -> list[dict[str, Any]]:
+        return [_mcp_json(r) for r in hub.resources()]
+
+    @router.get(
+        "/resources/templates",
+        tags=["resources"],
+        summary="List resource templates",
+        description="Every exposed resource template (MCP `ResourceTemplate` objects, names prefixed).",
+    )
+    async def list_resource_templates() -> list[dict[str, Any]]:
+        return [_mcp_json(t) for t in hub.resource_templates()]
+
+    @router.get(
+        "/prompts",
+        tags=["prompts"],
+        summary="List prompts",
+        description="Every exposed prompt (MCP `Prompt` objects, names prefixed).",
+    )
+    async def list_prompts() -> list[dict[str, Any]]:
+        return [_mcp_json(p) for p in hub.prompts()]
+
+    # --- events --------------------------------------------------------------------------------------
+
+    @router.get(
+        "/events",
+        tags=["events"],
+        summary="Stream hub events",
+        description="Server-Sent Events, from the moment of the request on: `server_state`, `catalog`, "
+        "`config`, `config_reload`, and `events_dropped` when this reader fell behind. Each event is "
+        "`event: <type>` and `data: <JSON>`; a comment line is sent every "
+        f"{EVENT_PING_SECONDS} s to keep proxies from closing an idle stream.",
+        response_class=EventSourceResponse,
+        responses={
+            200: {
+                "description": "An endless `text/event-stream`.",
+                "content": {
+                    "text/event-stream": {
+                        "example": 'event: server_state\r\ndata: {"type":"server_state","time":1764050000.5,'
+                        '"server":"github","state":"disabled","previous":"ready","error":null}\r\n\r\n'
+                    }
+                },
+            }
+        },
+    )
+    async def events() -> EventSourceResponse:
+        sub = hub.events()  # subscribed now, so nothing that happens after this request is missed
+
+        async def stream() -> AsyncIterator[ServerSentEvent]:
+            try:
+                async for event in sub:
+                    yield ServerSentEvent(data=event.model_dump_json(), event=event.type)
+            finally:
+                sub.close()
+
+        return EventSourceResponse(stream(), ping=EVENT_PING_SECONDS, background=BackgroundTask(sub.close))
+
+    return router
+
+
+def _mcp_json(model: BaseModel) -> dict[str, Any]:
+    return model.model_dump(by_alias=True, exclude_none=True, mode="json")
+
+
+def _stderr_tail(hub: Hub, name: str, n: int) -> list[str]:
+    """The last ``n`` stderr lines (``Hub.server_status`` has a fixed tail of 20)."""
+    if n <= 0:
+        return []
+    sup = hub._get(name)  # no public accessor for a longer tail yet
+    return sup.status(tail=n).stderr_tail
+
+
+__all__ = [
+    "REDACTED",
+    "AddServerRequest",
+    "CallToolRequest",
+    "ErrorBody",
+    "ServerView",
+    "build_api",
+    "error_response",
+    "redact_spec",
+]

@@ -1,0 +1,118 @@
+"""The ``patchbay serve`` application: one FastAPI app, one port, every surface.
+
+``/mcp`` (aggregated MCP endpoint), ``/api`` (management, OpenAPI at ``/docs``), ``/healthz``,
+``/readyz``, ``/metrics``. The app listens at once; the hub's servers start in the background and
+``/readyz`` turns 200 when they are up. The config file is watched and changes are applied live.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+from fastapi import FastAPI
+from mcp.server.streamable_http_manager import StreamableHTTPASGIApp
+from starlette.routing import Route
+
+from patchbay import __version__
+from patchbay.hub import Hub
+from patchbay.reload import ConfigWatcher
+from patchbay.server.api import build_api
+from patchbay.server.health import build_health
+from patchbay.server.mcp import McpEndpoint
+from patchbay.server.metrics import build_metrics
+from patchbay.server.security import LOOPBACK_NAMES, Guard, is_loopback
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ServeSettings:
+    host: str = "127.0.0.1"
+    port: int = 8765
+    tokens: list[str] = field(default_factory=list)
+    allowed_hosts: list[str] = field(default_factory=list)  # extra Host names clients may use
+    watch_config: bool = True
+
+    def host_allowlist(self) -> list[str] | None:
+        """Names accepted in Host/Origin headers; None (no check) when bound to every interface."""
+        if self.host in ("0.0.0.0", "::", "") and not self.allowed_hosts:
+            return None
+        names = set(LOOPBACK_NAMES) | {h.lower() for h in self.allowed_hosts}
+        names.add(self.host.lower())
+        return sorted(names)
+
+
+class InsecureBindError(ValueError):
+    pass
+
+
+def check_binding(settings: ServeSettings) -> None:
+    """With no token configured, patchbay listens on loopback only."""
+    if not settings.tokens and not is_loopback(settings.host):
+        raise InsecureBindError(
+            f"refusing to listen on {settings.host} without a bearer token: anyone who can reach it could "
+            "run commands through the management API. Set PATCHBAY_TOKEN (or auth.tokens in the config), "
+            "or listen on 127.0.0.1."
+        )
+
+
+def create_app(hub: Hub, settings: ServeSettings | None = None) -> FastAPI:
+    settings = settings or ServeSettings()
+    check_binding(settings)
+    # Host/Origin checks are done once, for every path, by Guard; the SDK's own check is redundant.
+    endpoint = McpEndpoint(hub, dns_rebinding_protection=False)
+    watcher = ConfigWatcher(hub, hub.config.path) if settings.watch_config and hub.config.path else None
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with endpoint.manager.run():
+            endpoint.start()
+            starting = asyncio.create_task(_start(hub, app), name="patchbay-hub-start")
+            if watcher is not None:
+                watcher.start()
+            try:
+                yield
+            finally:
+                if watcher is not None:
+                    await watcher.stop()
+                await endpoint.stop()
+                starting.cancel()
+                await hub.close()
+
+    app = FastAPI(
+        title="patchbay",
+        version=__version__,
+        description="One hub for all your MCP servers. The aggregated MCP endpoint is at `/mcp`.",
+        lifespan=lifespan,
+    )
+    app.state.hub = hub
+    app.state.mcp = endpoint
+    app.state.started = asyncio.Event()  # set once every enabled server has settled (ready or failed)
+    # Route, not Mount: no /mcp → /mcp/ redirect, and the manager's run() is entered in our lifespan.
+    app.router.routes.append(
+        Route("/mcp", endpoint=StreamableHTTPASGIApp(endpoint.manager), methods=["GET", "POST", "DELETE"])
+    )
+    app.include_router(build_api(hub), prefix="/api")
+    app.include_router(build_health(hub))
+    app.include_router(build_metrics(hub))
+    app.add_middleware(Guard, tokens=settings.tokens, allowed_hosts=settings.host_allowlist())
+    return app
+
+
+async def _start(hub: Hub, app: FastAPI) -> None:
+    await hub.start()
+    status = hub.status().values()
+    ready = sum(1 for s in status if s.state == "ready")
+    enabled = sum(1 for s in status if s.enabled)
+    log.info("%d/%d servers ready, %d tools", ready, enabled, len(hub.catalog.tools))
+    app.state.started.set()
+
+
+def env_tokens() -> list[str]:
+    raw = os.environ.get("PATCHBAY_TOKEN", "")
+    return [t.strip() for t in raw.split(",") if t.strip()]

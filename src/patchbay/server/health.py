@@ -1,0 +1,53 @@
+"""Liveness and readiness probes, served at the root without authentication (for orchestrators)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
+
+from patchbay.hub import Hub
+from patchbay.supervisor import ServerState
+
+
+class Liveness(BaseModel):
+    status: str = Field(default="ok", description="Always `ok` while the process answers.")
+
+
+class Readiness(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"ready": False, "servers": {"github": "ready", "db": "backoff"}}]}
+    )
+
+    ready: bool = Field(description="Whether every enabled server is `ready`.")
+    servers: dict[str, ServerState] = Field(
+        description="The state of each enabled server (disabled ones are left out)."
+    )
+
+
+def build_health(hub: Hub) -> APIRouter:
+    """``GET /healthz`` (always 200) and ``GET /readyz`` (200 if every enabled server is ready, else 503)."""
+    router = APIRouter(tags=["health"])
+
+    @router.get(
+        "/healthz",
+        summary="Liveness",
+        description="200 whenever the process is up and serving; says nothing about the upstream servers.",
+    )
+    async def healthz() -> Liveness:
+        return Liveness()
+
+    @router.get(
+        "/readyz",
+        summary="Readiness",
+        description="200 when every enabled server is `ready` (also when none is enabled), else 503; the "
+        "body lists each enabled server's state either way.",
+        response_model=Readiness,
+        responses={503: {"model": Readiness, "description": "Some enabled server is not ready."}},
+    )
+    async def readyz() -> JSONResponse:
+        servers = {name: s.state for name, s in hub.status().items() if s.enabled}
+        body = Readiness(ready=all(state == ServerState.READY for state in servers.values()), servers=servers)
+        return JSONResponse(body.model_dump(mode="json"), status_code=200 if body.ready else 503)
+
+    return router

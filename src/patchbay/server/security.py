@@ -1,0 +1,111 @@
+"""One gate in front of every route: Host and Origin checks (DNS rebinding) and bearer tokens.
+
+The SDK protects only ``/mcp`` against DNS rebinding; patchbay's management API can add a server, which
+runs a command, so the same check must cover every path. Tokens are compared as SHA-256 digests with
+``hmac.compare_digest`` (constant time, no length leak) and never logged.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import ipaddress
+import json
+import logging
+from collections.abc import Iterable
+from urllib.parse import urlsplit
+
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+log = logging.getLogger(__name__)
+
+LOOPBACK_NAMES = frozenset({"127.0.0.1", "localhost", "::1"})
+OPEN_PATHS = frozenset({"/healthz"})
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def _digest(token: str) -> bytes:
+    return hashlib.sha256(token.encode()).digest()
+
+
+def _hostname(value: str) -> str:
+    """``host:port`` / ``[v6]:port`` → the host name, lower-cased, without brackets."""
+    parsed = urlsplit(f"//{value}")
+    return (parsed.hostname or "").lower()
+
+
+class Guard:
+    """ASGI middleware. ``allowed_hosts=None`` disables the Host check (binding to every interface
+    without knowing the names clients use; tokens are mandatory then)."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        tokens: Iterable[str] = (),
+        allowed_hosts: Iterable[str] | None = LOOPBACK_NAMES,
+        open_paths: Iterable[str] = OPEN_PATHS,
+    ) -> None:
+        self.app = app
+        self._digests = [_digest(t) for t in tokens if t]
+        self._hosts = (
+            None if allowed_hosts is None else frozenset(h.lower().strip("[]") for h in allowed_hosts)
+        )
+        self._open = frozenset(open_paths)
+
+    @property
+    def auth_required(self) -> bool:
+        return bool(self._digests)
+
+    def token_ok(self, presented: str) -> bool:
+        d = _digest(presented)
+        ok = False
+        for expected in self._digests:  # no early exit: the time does not depend on which token matched
+            ok |= hmac.compare_digest(d, expected)
+        return ok
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
+        if self._hosts is not None:
+            host = _hostname(headers.get("host", ""))
+            if host not in self._hosts:
+                await self._deny(
+                    scope, receive, send, 421, f"Host {headers.get('host', '')!r} is not allowed"
+                )
+                return
+            origin = headers.get("origin")
+            if origin and origin != "null" and (urlsplit(origin).hostname or "").lower() not in self._hosts:
+                await self._deny(scope, receive, send, 403, f"Origin {origin!r} is not allowed")
+                return
+        if self._digests and scope.get("path", "") not in self._open:
+            auth = headers.get("authorization", "")
+            scheme, _, presented = auth.partition(" ")
+            if scheme.lower() != "bearer" or not presented or not self.token_ok(presented.strip()):
+                why = "missing bearer token" if not auth else "invalid bearer token"
+                await self._deny(scope, receive, send, 401, why)
+                return
+        await self.app(scope, receive, send)
+
+    @staticmethod
+    async def _deny(scope: Scope, receive: Receive, send: Send, status: int, message: str) -> None:
+        log.info("refused %s %s: %s", scope.get("method", "WS"), scope.get("path"), message)
+        if scope["type"] == "websocket":
+            await send({"type": "websocket.close", "code": 1008, "reason": message[:120]})
+            return
+        body = json.dumps({"detail": message}).encode()
+        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+        if status == 401:
+            headers.append((b"www-authenticate", b'Bearer realm="patchbay"'))
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
