@@ -121,7 +121,8 @@ async def _serve(args: argparse.Namespace) -> int:
         await app.state.started.wait()
         print("", flush=True)
         _print_status(hub)
-        print(f"\nready: {len(hub.catalog.tools)} tools. Ctrl-C to stop.", flush=True)
+        _print_tools(hub)
+        print(f"\nready: serving {len(hub.catalog.tools)} tools at {base}/mcp. Ctrl-C to stop.", flush=True)
 
     reporter = asyncio.create_task(report_ready())
     try:

@@ -13,9 +13,11 @@ the server is not running, 504 on a call timeout, 502 when the upstream answered
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Annotated, Any
 
+import anyio
 import mcp.types as types
 from fastapi import APIRouter, Body, Path, Query, Request, Response
 from fastapi.responses import JSONResponse
@@ -36,12 +38,14 @@ from patchbay.errors import (
     UnknownToolError,
     UpstreamError,
 )
+from patchbay.events import Event, Subscription
 from patchbay.hub import Hub
 from patchbay.supervisor import ServerStatus
 
 REDACTED = "***"
 SECRET_FIELDS = ("env", "headers")
 EVENT_PING_SECONDS = 15
+SHUTDOWN_GRACE_SECONDS = 2.0  # for event streams to end on their own when the server stops
 
 _SPEC_EXAMPLE: dict[str, Any] = {
     "command": "npx",
@@ -449,17 +453,37 @@ def build_api(hub: Hub) -> APIRouter:
     )
     async def events() -> EventSourceResponse:
         sub = hub.events()  # subscribed now, so nothing that happens after this request is missed
-
-        async def stream() -> AsyncIterator[ServerSentEvent]:
-            try:
-                async for event in sub:
-                    yield ServerSentEvent(data=event.model_dump_json(), event=event.type)
-            finally:
-                sub.close()
-
-        return EventSourceResponse(stream(), ping=EVENT_PING_SECONDS, background=BackgroundTask(sub.close))
+        shutdown = anyio.Event()  # set by sse-starlette when the server begins to shut down
+        return EventSourceResponse(
+            _event_stream(sub, shutdown),
+            ping=EVENT_PING_SECONDS,
+            shutdown_event=shutdown,
+            shutdown_grace_period=SHUTDOWN_GRACE_SECONDS,
+            background=BackgroundTask(sub.close),
+        )
 
     return router
+
+
+async def _event_stream(sub: Subscription, shutdown: anyio.Event) -> AsyncIterator[ServerSentEvent]:
+    """The hub's events as SSE until the server shuts down (then the stream ends properly, with its final
+    chunk) or the client goes away (then this generator is cancelled); the subscription is closed either way.
+    """
+    stop = asyncio.ensure_future(shutdown.wait())
+    pending: asyncio.Future[Event] | None = None
+    try:
+        while True:
+            pending = pending or asyncio.ensure_future(anext(sub))
+            await asyncio.wait((pending, stop), return_when=asyncio.FIRST_COMPLETED)
+            if not pending.done():
+                return
+            event, pending = pending.result(), None
+            yield ServerSentEvent(data=event.model_dump_json(), event=event.type)
+    finally:
+        stop.cancel()
+        if pending is not None:
+            pending.cancel()
+        sub.close()
 
 
 def _mcp_json(model: BaseModel) -> dict[str, Any]:
