@@ -7,12 +7,13 @@ import json
 import os
 import signal
 import time
+import uuid
 
 import psutil
 import pytest
 
 from patchbay import CallTimeoutError, ServerExitedError, ServerUnavailableError, UpstreamError
-from tests.conftest import MISBEHAVING, EventLog, HubFactory, alive, bad, wait_for
+from tests.conftest import EventLog, HubFactory, alive, bad, wait_for
 
 
 async def test_start_handshake_and_status(make_hub: HubFactory) -> None:
@@ -273,16 +274,15 @@ async def test_stop_kills_the_whole_process_group(make_hub: HubFactory) -> None:
 
 
 async def test_no_orphans_after_the_hub_exits(make_hub: HubFactory) -> None:
-    hub = await make_hub({f"s{i}": bad() for i in range(4)})
+    marker = f"orphan-check-{uuid.uuid4().hex[:8]}"  # only our processes, whatever else runs here
+    hub = await make_hub({f"s{i}": bad("--name", marker) for i in range(4)})
     for i in range(4):
         await hub.call_tool(f"s{i}__spawn_child")
     tree = psutil.Process().children(recursive=True)  # servers and their grandchildren
     assert len(tree) >= 8
     await hub.close()
     await wait_for(lambda: not any(alive(p.pid) for p in tree), 3)
-    leftovers = [
-        p for p in psutil.process_iter(["cmdline"]) if str(MISBEHAVING) in " ".join(p.info["cmdline"] or [])
-    ]
+    leftovers = [p for p in psutil.process_iter(["cmdline"]) if marker in " ".join(p.info["cmdline"] or [])]
     assert [p for p in leftovers if alive(p.pid)] == []
 
 

@@ -134,8 +134,9 @@ class Hub(SupervisorHooks):
         """Per server, in config order: state, pid, protocol version, tools, restarts, errors, stderr tail."""
         return {name: self.server_status(name) for name in self._supervisors}
 
-    def server_status(self, name: str) -> ServerStatus:
-        status = self._get(name).status(self.catalog.conflicts.get(name))
+    def server_status(self, name: str, *, tail: int = 20) -> ServerStatus:
+        """One server's status; ``tail`` is how many stderr lines to include (at most 200 are kept)."""
+        status = self._get(name).status(self.catalog.conflicts.get(name), tail=tail)
         status.tool_count = sum(1 for e in self.catalog.tools.values() if e.source == name)
         return status
 

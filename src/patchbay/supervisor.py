@@ -89,6 +89,13 @@ def make_wire(spec: ServerSpec, name: str, base_dir: Path | None) -> Callable[..
     resolved = resolve(name, spec, base_dir)
     if resolved.transport == "stdio":
         return lambda on_message, on_close: StdioTransport(resolved, on_message, on_close)
+    if resolved.transport in ("http", "sse"):
+        # Imported here: the HTTP client stack (httpx2, the SDK's client transports) only when it is used.
+        from patchbay.transports.http import HttpTransport, SseTransport, check_url
+
+        check_url(name, resolved.url)  # a bad URL is a config error (failed), not something to retry
+        wire_class = HttpTransport if resolved.transport == "http" else SseTransport
+        return lambda on_message, on_close: wire_class(resolved, on_message, on_close)
     raise ConfigError(
         f"server {name!r}: type: {resolved.transport!r} upstreams are not supported yet",
         server=name,

@@ -178,13 +178,8 @@ def error_response(exc: PatchbayError) -> JSONResponse:
     elif isinstance(exc, CallTimeoutError):
         status, body.error, body.server = 504, "timeout", exc.server
     elif isinstance(exc, UpstreamError):
-        status, body.error, body.server, body.code, body.data = (
-            502,
-            "upstream_error",
-            exc.server,
-            exc.code,
-            exc.data,
-        )
+        status, body.error, body.server = 502, "upstream_error", exc.server
+        body.code, body.data = exc.code, exc.data
     return JSONResponse(body.model_dump(exclude_none=True, mode="json"), status_code=status)
 
 
@@ -491,11 +486,8 @@ def _mcp_json(model: BaseModel) -> dict[str, Any]:
 
 
 def _stderr_tail(hub: Hub, name: str, n: int) -> list[str]:
-    """The last ``n`` stderr lines (``Hub.server_status`` has a fixed tail of 20)."""
-    if n <= 0:
-        return []
-    sup = hub._get(name)  # no public accessor for a longer tail yet
-    return sup.status(tail=n).stderr_tail
+    """The last ``n`` stderr lines."""
+    return hub.server_status(name, tail=n).stderr_tail
 
 
 __all__ = [

@@ -87,7 +87,7 @@ class StderrTail:
             self._suppressed += 1
 
     def tail(self, n: int = 50) -> list[str]:
-        return list(self.lines)[-n:]
+        return list(self.lines)[-n:] if n > 0 else []
 
 
 class _Protocol(asyncio.SubprocessProtocol):
