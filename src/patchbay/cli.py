@@ -108,6 +108,9 @@ async def _serve(args: argparse.Namespace) -> int:
             port=args.port,
             log_level="debug" if args.debug else "warning",
             ws="websockets-sansio",
+            ws_max_size=args.agent_max_frame,
+            ws_ping_interval=args.agent_ping,
+            ws_ping_timeout=args.agent_ping,
             timeout_graceful_shutdown=5,
             lifespan="on",
         )
@@ -130,6 +133,31 @@ async def _serve(args: argparse.Namespace) -> int:
     finally:
         reporter.cancel()
     return 0 if server.started else 1
+
+
+async def _agent(args: argparse.Namespace) -> int:
+    import os
+
+    from patchbay.agent import AgentRefused, run_agent
+
+    token = args.token or os.environ.get("PATCHBAY_AGENT_TOKEN", "")
+    if not token:
+        print("patchbay: error: give --token or set PATCHBAY_AGENT_TOKEN", file=sys.stderr)
+        return 2
+    if not args.hub.startswith(("ws://", "wss://")):
+        print(f"patchbay: error: --hub must be a ws:// or wss:// URL, got {args.hub!r}", file=sys.stderr)
+        return 2
+
+    def on_state(state: str, detail: str) -> None:
+        print(f"agent {state}: {detail}", flush=True)
+
+    print(f"patchbay agent {__version__}: lending the servers of {args.config} to {args.hub}", flush=True)
+    try:
+        await run_agent(args.config, args.hub, token, on_state)
+    except AgentRefused as exc:
+        print(f"patchbay: error: {exc}", file=sys.stderr)
+        return 2
+    return 0
 
 
 async def _call(args: argparse.Namespace) -> int:
@@ -188,7 +216,36 @@ def build_parser() -> argparse.ArgumentParser:
         help="extra host name clients may use (Host header check)",
     )
     serve.add_argument("--no-reload", action="store_true", help="do not watch the config file")
+    serve.add_argument(
+        "--agent-max-frame",
+        type=int,
+        default=16 * 1024 * 1024,
+        help="largest WebSocket frame accepted (bytes)",
+    )
+    serve.add_argument(
+        "--agent-ping",
+        type=float,
+        default=10.0,
+        help="seconds between pings to agents; one that does not answer within as long again is dropped",
+    )
     serve.set_defaults(func=_serve)
+
+    agent = sub.add_parser(
+        "agent",
+        help="dial out to a hub and lend it this machine's servers",
+        description="Run the servers of --config here and offer their tools to a patchbay hub that cannot "
+        "reach this machine (NAT, laptop): the agent dials out over WebSocket and reconnects forever.\n\n"
+        "example: patchbay agent --hub wss://hub.example.com/agents --token $TOKEN --config laptop.json",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    agent.add_argument(
+        "--hub", required=True, help="the hub's agent endpoint, ws://HOST:PORT/agents or wss://…"
+    )
+    agent.add_argument("--token", help="this agent's token (or PATCHBAY_AGENT_TOKEN)")
+    agent.add_argument(
+        "--config", type=Path, default=default_config_path(), help="config file (default: bundled)"
+    )
+    agent.set_defaults(func=_agent)
 
     call = sub.add_parser(
         "call",

@@ -99,6 +99,44 @@ class ServerSpec(BaseModel):
         return self.model_dump(by_alias=True, exclude_unset=True, mode="json")
 
 
+class AgentSpec(BaseModel):
+    """A remote agent the hub accepts (top-level ``agents``): it proves who it is with this token.
+
+    ``token`` may use placeholders (``${LAPTOP_TOKEN}``); tokens added through the API are stored only
+    as ``tokenSha256``, so the file never holds them in clear.
+    """
+
+    model_config = ConfigDict(extra="allow", populate_by_name=True)
+
+    token: str | None = None
+    token_sha256: str | None = Field(default=None, alias="tokenSha256", pattern=r"^[0-9a-f]{64}$")
+    timeout: Seconds | None = Field(default=None, gt=0, description="seconds allowed per call")
+    max_in_flight: int = Field(default=64, ge=1, alias="maxInFlight")
+
+    @model_validator(mode="after")
+    def _check_token(self) -> AgentSpec:
+        if not self.token and not self.token_sha256:
+            raise ValueError("an agent needs 'token' (or 'tokenSha256')")
+        return self
+
+    def to_json(self) -> dict[str, Any]:
+        return self.model_dump(by_alias=True, exclude_unset=True, mode="json")
+
+
+def parse_agent_spec(name: str, data: Any) -> AgentSpec:
+    validate_server_name(name)
+    if isinstance(data, AgentSpec):
+        return data
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"agent {name!r}: expected an object, got {type(data).__name__}", server=name)
+    try:
+        return AgentSpec.model_validate(dict(data))
+    except ValidationError as exc:
+        raise ConfigError(
+            _describe_validation(name, exc).replace("server ", "agent "), server=name, field=_first_field(exc)
+        ) from None
+
+
 def validate_server_name(name: str) -> None:
     if not isinstance(name, str) or not NAME_RE.fullmatch(name):
         raise ConfigError(
@@ -142,10 +180,13 @@ class HubConfig:
     document: dict[str, Any] = field(default_factory=dict)
     path: Path | None = None
     source_bytes: bytes | None = None  # the file as last read or written, to tell our saves from edits
+    agents: dict[str, AgentSpec] = field(default_factory=dict)
 
     def to_document(self) -> dict[str, Any]:
         doc = dict(self.document)
         doc[self.servers_key] = {name: spec.to_json() for name, spec in self.servers.items()}
+        if self.agents or "agents" in doc:
+            doc["agents"] = {name: spec.to_json() for name, spec in self.agents.items()}
         return doc
 
     @property
@@ -192,9 +233,22 @@ def parse_config(text: str, source: str = "<config>", path: Path | None = None) 
             servers[name] = parse_server_spec(name, entry)
         except ConfigError as exc:
             problems.append(str(exc))
+    agents: dict[str, AgentSpec] = {}
+    raw_agents = doc.get("agents") or {}
+    if not isinstance(raw_agents, dict):
+        problems.append("'agents' must be an object mapping agent names to their settings")
+        raw_agents = {}
+    for name, entry in raw_agents.items():
+        try:
+            agents[name] = parse_agent_spec(name, entry)
+        except ConfigError as exc:
+            problems.append(str(exc))
+            continue
+        if name in servers:
+            problems.append(f"agent {name!r}: a server has the same name; agent and server names must differ")
     if problems:
         raise ConfigError(f"{source}: invalid configuration:\n  " + "\n  ".join(problems))
-    return HubConfig(servers=servers, servers_key=key, document=doc, path=path)
+    return HubConfig(servers=servers, servers_key=key, document=doc, path=path, agents=agents)
 
 
 def load_config(path: str | os.PathLike[str]) -> HubConfig:

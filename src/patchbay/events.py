@@ -26,6 +26,16 @@ class ServerStateEvent(Event):
     error: str | None = None
 
 
+class AgentEvent(Event):
+    """A dial-in agent arrived (``connected``) or left (``disconnected``, with the reason)."""
+
+    type: Literal["agent"] = "agent"
+    agent: str
+    state: str
+    address: str | None = None
+    error: str | None = None
+
+
 class CatalogEvent(Event):
     type: Literal["catalog"] = "catalog"
     version: int
@@ -36,7 +46,7 @@ class CatalogEvent(Event):
 
 class ConfigEvent(Event):
     type: Literal["config"] = "config"
-    action: Literal["added", "removed", "updated", "enabled", "disabled"]
+    action: Literal["added", "removed", "updated", "enabled", "disabled", "agent_added", "agent_revoked"]
     server: str
 
 

@@ -18,26 +18,38 @@ from typing import Any, Protocol, Self, TypeVar
 import mcp.types as types
 from pydantic import ValidationError
 
+from patchbay.agents import AgentLink, AgentStatus, token_digest
 from patchbay.catalog import Catalog, Format, Listing
 from patchbay.config import (
     HubConfig,
     ServerSpec,
     load_config,
+    parse_agent_spec,
     parse_config,
     parse_server_spec,
     save_config,
 )
 from patchbay.errors import (
     CallTimeoutError,
+    ConfigError,
     DuplicateServerError,
     ServerUnavailableError,
     UnknownServerError,
     UnknownToolError,
     UpstreamError,
 )
-from patchbay.events import CatalogEvent, ConfigEvent, Event, EventBus, ServerStateEvent, Subscription
+from patchbay.events import (
+    AgentEvent,
+    CatalogEvent,
+    ConfigEvent,
+    Event,
+    EventBus,
+    ServerStateEvent,
+    Subscription,
+)
 from patchbay.jsonrpc import METHOD_NOT_FOUND, ProgressCallback
 from patchbay.supervisor import ServerState, ServerStatus, ServerSupervisor, SupervisorHooks
+from patchbay.transports.websocket import WebSocketWire
 
 log = logging.getLogger(__name__)
 
@@ -74,8 +86,11 @@ class Hub(SupervisorHooks):
         self._call_observers: list[CallObserver] = []
         self._notification_observers: list[NotificationObserver] = []
         self._clients: dict[str, list[DownstreamClient]] = {}
+        self._agents: dict[str, AgentLink] = {}
         for name, spec in self.config.servers.items():
             self._add_supervisor(name, spec)
+        for name, agent in self.config.agents.items():
+            self._agents[name] = AgentLink(name, agent, self, self.config.base_dir)
 
     # --- construction ------------------------------------------------------------------------------
 
@@ -119,7 +134,11 @@ class Hub(SupervisorHooks):
     async def close(self) -> None:
         """Stop every server (their whole process groups), in parallel."""
         self._started = False
-        await asyncio.gather(*(s.stop() for s in self._supervisors.values()), return_exceptions=True)
+        await asyncio.gather(
+            *(s.stop() for s in self._supervisors.values()),
+            *(a.disconnect("the hub is shutting down") for a in self._agents.values()),
+            return_exceptions=True,
+        )
 
     async def wait_ready(self, *names: str, timeout: float = 30.0) -> None:
         """Wait until the named servers (default: all enabled) are ready; raises TimeoutError otherwise."""
@@ -229,14 +248,18 @@ class Hub(SupervisorHooks):
         entry = self.catalog.tools.get(name)
         if entry is None:
             raise self._not_found(name)
-        sup = self._supervisors[entry.source]
+        sup = self._supervisors.get(entry.source) or self._agents[entry.source]
         conn = sup.connection
         if conn is None:
             raise self._unavailable(sup)
+        if sup.max_in_flight is not None and conn.peer.in_flight >= sup.max_in_flight:
+            raise ServerUnavailableError(
+                sup.name, f"agent {sup.name!r} already has {sup.max_in_flight} calls in flight (maxInFlight)"
+            )
         request = conn.peer.request(
             "tools/call",
             {"name": entry.original, "arguments": dict(arguments) if arguments else {}},
-            timeout=timeout or sup.spec.timeout or self.default_timeout,
+            timeout=timeout or sup.call_timeout or self.default_timeout,
             progress=progress,
             target=entry.original,
         )
@@ -259,7 +282,8 @@ class Hub(SupervisorHooks):
             ) from None
 
     async def read_resource(self, uri: str, *, timeout: float | None = None) -> types.ReadResourceResult:
-        sup = self._supervisors[self.catalog.resource_owner(uri)]
+        owner = self.catalog.resource_owner(uri)
+        sup = self._supervisors.get(owner) or self._agents[owner]
         raw = await self._request(sup, "resources/read", {"uri": uri}, timeout, uri)
         return self._validate(types.ReadResourceResult, raw, sup.name, f"resource {uri!r}")
 
@@ -267,7 +291,7 @@ class Hub(SupervisorHooks):
         self, name: str, arguments: Mapping[str, str] | None = None, *, timeout: float | None = None
     ) -> types.GetPromptResult:
         entry = self.catalog.prompt(name)
-        sup = self._supervisors[entry.source]
+        sup = self._supervisors.get(entry.source) or self._agents[entry.source]
         params: dict[str, Any] = {"name": entry.original}
         if arguments:
             params["arguments"] = dict(arguments)
@@ -275,13 +299,18 @@ class Hub(SupervisorHooks):
         return self._validate(types.GetPromptResult, raw, sup.name, f"prompt {entry.original!r}")
 
     async def _request(
-        self, sup: ServerSupervisor, method: str, params: dict[str, Any], timeout: float | None, target: str
+        self,
+        sup: ServerSupervisor | AgentLink,
+        method: str,
+        params: dict[str, Any],
+        timeout: float | None,
+        target: str,
     ) -> Any:
         conn = sup.connection
         if conn is None:
             raise self._unavailable(sup)
         return await conn.peer.request(
-            method, params, timeout=timeout or sup.spec.timeout or self.default_timeout, target=target
+            method, params, timeout=timeout or sup.call_timeout or self.default_timeout, target=target
         )
 
     @staticmethod
@@ -299,6 +328,9 @@ class Hub(SupervisorHooks):
             prefix = sup.spec.prefix if sup.spec.prefix is not None else sup.name
             if prefix and name.startswith(f"{prefix}__") and sup.connection is None:
                 return self._unavailable(sup)
+        for agent in self._agents.values():
+            if name.startswith(f"{agent.name}__") and agent.connection is None:
+                return self._unavailable(agent)
         try:
             self.catalog.tool(name)
         except UnknownToolError as exc:
@@ -306,7 +338,10 @@ class Hub(SupervisorHooks):
         return UnknownToolError(name, [])
 
     @staticmethod
-    def _unavailable(sup: ServerSupervisor) -> ServerUnavailableError:
+    def _unavailable(sup: ServerSupervisor | AgentLink) -> ServerUnavailableError:
+        if isinstance(sup, AgentLink):
+            why = f" (last: {sup.last_error})" if sup.last_error else ""
+            return ServerUnavailableError(sup.name, f"agent {sup.name!r} is not connected{why}")
         why = f": {sup.last_error}" if sup.last_error and sup.state != ServerState.DISABLED else ""
         return ServerUnavailableError(
             sup.name, f"server {sup.name!r} is not running (state: {sup.state}){why}"
@@ -320,6 +355,10 @@ class Hub(SupervisorHooks):
             parsed = parse_server_spec(name, spec if isinstance(spec, ServerSpec) else dict(spec))
             if name in self._supervisors:
                 raise DuplicateServerError(name)
+            if name in self._agents:
+                raise ConfigError(
+                    f"server {name!r}: an agent has the same name; server and agent names must differ"
+                )
             self._commit(lambda cfg: cfg.servers.__setitem__(name, parsed))
             sup = self._add_supervisor(name, parsed)
             self._bus.publish(ConfigEvent(action="added", server=name))
@@ -418,10 +457,64 @@ class Hub(SupervisorHooks):
                 await asyncio.gather(*(s.wait_settled() for s in starting))
             return {"added": added, "removed": removed, "changed": changed}
 
+    # --- agents ------------------------------------------------------------------------------------
+
+    def agents(self) -> dict[str, AgentStatus]:
+        """Every configured agent: connected or not, address, since, protocol, tools, calls in flight."""
+        return {n: a.status(self.catalog.conflicts.get(n)) for n, a in self._agents.items()}
+
+    def agent_for_token(self, token: str) -> AgentLink | None:
+        """The agent this token belongs to; every agent is compared, in constant time each."""
+        digest = token_digest(token)
+        found = None
+        for agent in self._agents.values():
+            if agent.matches(digest):
+                found = agent
+        return found
+
+    async def attach_agent(self, agent: AgentLink, ws: Any) -> None:
+        """Serve one accepted WebSocket of ``agent`` until it closes (used by the ``/agents`` endpoint)."""
+        await agent.serve(ws, WebSocketWire)
+
+    async def add_agent(self, name: str, token: str, **settings: Any) -> AgentStatus:
+        """Accept a new agent; only the token's SHA-256 is saved, so it is never shown back."""
+        async with self._lock:
+            if name in self._agents:
+                raise DuplicateServerError(name)
+            if name in self._supervisors:
+                raise ConfigError(
+                    f"agent {name!r}: a server has the same name; agent and server names must differ"
+                )
+            if len(token) < 16:
+                raise ConfigError(
+                    f"agent {name!r}: token: use at least 16 characters", server=name, field="token"
+                )
+            spec = parse_agent_spec(name, {"tokenSha256": token_digest(token).hex(), **settings})
+            self._commit(lambda cfg: cfg.agents.__setitem__(name, spec))
+            self._agents[name] = AgentLink(name, spec, self, self.config.base_dir)
+            self._bus.publish(ConfigEvent(action="agent_added", server=name))
+            return self._agents[name].status()
+
+    async def revoke_agent(self, name: str) -> None:
+        """Forget an agent: its token stops working and a live connection is closed at once."""
+        async with self._lock:
+            agent = self._agents.get(name)
+            if agent is None:
+                raise UnknownServerError(name, list(self._agents))
+            self._commit(lambda cfg: cfg.agents.pop(name))
+            del self._agents[name]
+            await agent.disconnect("the agent's token was revoked")
+            self.catalog.remove_source(name)
+            self._bus.publish(ConfigEvent(action="agent_revoked", server=name))
+
+    def agent_state_changed(self, name: str, state: str, address: str | None, error: str | None) -> None:
+        self._bus.publish(AgentEvent(agent=name, state=state, address=address, error=error))
+
     def _commit(self, change: Any) -> None:
         """Apply ``change`` to a copy of the config, save it, and only then adopt it."""
         candidate = copy.copy(self.config)
         candidate.servers = dict(self.config.servers)
+        candidate.agents = dict(self.config.agents)
         change(candidate)
         save_config(candidate)
         self.config = candidate
@@ -479,7 +572,13 @@ class Hub(SupervisorHooks):
 
     def listing_changed(self, name: str, listing: Listing | None) -> None:
         sup = self._supervisors.get(name)
-        if listing is None or sup is None:
+        agent = self._agents.get(name)
+        if listing is not None and agent is not None and sup is None:
+            # agents rank after every local server: an agent can never take a local tool's name
+            added, removed = self.catalog.set_source(
+                name, listing, prefix=name, rank=(1, list(self._agents).index(name), name)
+            )
+        elif listing is None or sup is None:
             added, removed = self.catalog.remove_source(name)
         else:
             added, removed = self.catalog.set_source(

@@ -81,6 +81,9 @@ class SupervisorHooks:
     def notification(self, name: str, method: str, params: dict[str, Any]) -> None:
         pass
 
+    def agent_state_changed(self, name: str, state: str, address: str | None, error: str | None) -> None:
+        pass
+
     async def upstream_request(self, name: str, method: str, params: dict[str, Any]) -> Any:
         raise UpstreamError(name, METHOD_NOT_FOUND, f"method {method!r} is not supported")
 
@@ -215,6 +218,12 @@ class ServerSupervisor:
             if conn is not None:
                 self._withdraw(conn, "was stopped")
                 await asyncio.shield(self._discard(conn))
+
+    @property
+    def call_timeout(self) -> float | None:
+        return self.spec.timeout
+
+    max_in_flight: int | None = None
 
     def _withdraw(self, conn: Connection, reason: str) -> None:
         """The connection is gone: stop routing to it and take its tools out of the catalog, at once.

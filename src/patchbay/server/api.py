@@ -26,6 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from sse_starlette import EventSourceResponse, ServerSentEvent
 from starlette.background import BackgroundTask
 
+from patchbay.agents import AgentStatus
 from patchbay.catalog import Catalog, Format
 from patchbay.config import ServerSpec
 from patchbay.errors import (
@@ -90,6 +91,17 @@ class ServerView(ServerStatus):
         description="The server's entry as written in the config file (camelCase keys, placeholders "
         f"unexpanded), with every `env` and `headers` value replaced by `{REDACTED}`."
     )
+
+
+class AddAgentRequest(BaseModel):
+    """A remote agent the hub will accept. The token is stored only as its SHA-256 and never shown back."""
+
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"name": "laptop", "token": "a-long-random-secret"}]}
+    )
+
+    name: str = Field(description="The agent's name: its tools are exposed as `<name>__<tool>`.")
+    token: str = Field(min_length=16, description="The bearer token the agent will present (16+ characters).")
 
 
 class AddServerRequest(BaseModel):
@@ -349,6 +361,42 @@ def build_api(hub: Hub) -> APIRouter:
     )
     async def restart_server(name: ServerName) -> ServerView:
         return view(await hub.restart_server(name))
+
+    # --- agents --------------------------------------------------------------------------------------
+
+    @router.get(
+        "/agents",
+        tags=["agents"],
+        summary="List agents",
+        description="Every agent the hub accepts: connected or not, address, connected since, protocol "
+        "version, tool count, calls in flight. Tokens are never shown.",
+    )
+    async def list_agents() -> list[AgentStatus]:
+        return list(hub.agents().values())
+
+    @router.post(
+        "/agents",
+        tags=["agents"],
+        status_code=201,
+        summary="Accept a new agent",
+        description="Save the agent (its token only as a SHA-256 digest). The agent can then dial in to "
+        "`/agents` with `Authorization: Bearer <token>`.",
+        responses=_errors(409, 422),
+    )
+    async def add_agent(body: AddAgentRequest) -> AgentStatus:
+        return await hub.add_agent(body.name, body.token)
+
+    @router.delete(
+        "/agents/{name}",
+        tags=["agents"],
+        status_code=204,
+        summary="Revoke an agent",
+        description="Remove the agent: its token stops working and its live connection is closed.",
+        responses=_errors(404),
+    )
+    async def revoke_agent(name: ServerName) -> Response:
+        await hub.revoke_agent(name)
+        return Response(status_code=204)
 
     # --- tools, resources, prompts -------------------------------------------------------------------
 

@@ -14,7 +14,7 @@ import os
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
-from fastapi import FastAPI
+from fastapi import FastAPI, WebSocket
 from mcp.server.streamable_http_manager import StreamableHTTPASGIApp
 from starlette.routing import Route
 
@@ -100,7 +100,29 @@ def create_app(hub: Hub, settings: ServeSettings | None = None) -> FastAPI:
     app.include_router(build_api(hub), prefix="/api")
     app.include_router(build_health(hub))
     app.include_router(build_metrics(hub))
-    app.add_middleware(Guard, tokens=settings.tokens, allowed_hosts=settings.host_allowlist())
+
+    @app.websocket("/agents")
+    async def agents(ws: WebSocket) -> None:
+        """Remote agents dial in here; the bearer token names the agent (the agent never does)."""
+        scheme, _, token = ws.headers.get("authorization", "").partition(" ")
+        agent = hub.agent_for_token(token.strip()) if scheme.lower() == "bearer" and token.strip() else None
+        if agent is None:
+            client = f"{ws.client.host}:{ws.client.port}" if ws.client else "?"
+            log.warning(
+                "refused an agent from %s: %s", client, "unknown token" if token else "no bearer token"
+            )
+            await ws.close(code=1008)  # before accept: the upgrade is refused with HTTP 403
+            return
+        await ws.accept()
+        await hub.attach_agent(agent, ws)
+
+    # Agents authenticate with their own tokens at /agents; everything else with the hub's.
+    app.add_middleware(
+        Guard,
+        tokens=settings.tokens,
+        allowed_hosts=settings.host_allowlist(),
+        open_paths={"/healthz", "/agents"},
+    )
     return app
 
 

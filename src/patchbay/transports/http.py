@@ -100,7 +100,7 @@ def describe_http_error(exc: BaseException) -> str:
     if isinstance(exc, httpx2.ReadTimeout):
         return f"no data for {READ_TIMEOUT:g} s"
     if isinstance(exc, httpx2.RemoteProtocolError):
-        return f"the server dropped the connection ({exc})"
+        return "the server closed the connection mid-response"
     text = str(exc)
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
@@ -305,6 +305,7 @@ class _RemoteWire:
         self._finish("was stopped")
 
     async def _run(self) -> None:
+        reason = self._eof_reason()
         try:
             async with self._open() as (read, write):
                 if not self._opened.done():
@@ -316,14 +317,14 @@ class _RemoteWire:
                     await self._stop.wait()
                     tg.cancel_scope.cancel()
         except asyncio.CancelledError:
-            self._lost("was stopped")
+            reason = "was stopped"
             raise
         except (Exception, BaseExceptionGroup) as exc:
             failure = _first_failure(exc)
             log.debug("%s: %s connection ended with %r", self.name, self.kind, failure, exc_info=exc)
-            self._lost(self._explain(failure))
-        else:
-            self._lost(self._eof_reason())
+            reason = self._explain(failure)
+        finally:
+            self._lost(reason)  # a no-op if the cause was already reported
 
     def _explain(self, exc: BaseException) -> str:
         if isinstance(exc, httpx2.TransportError):
@@ -423,7 +424,7 @@ class _RemoteWire:
             if isinstance(err, dict):
                 code, text = err.get("code"), str(err.get("message", ""))
                 if code == INVALID_REQUEST and text.lower() in _SDK_SESSION_GONE:
-                    self._lost(self._session_gone(text))
+                    self._lost(self._session_gone(repr(text)))
                     return
                 if code == CONNECTION_CLOSED and text.startswith("SSE stream"):  # made up by the SDK
                     if self.protocol_version is None:
@@ -450,7 +451,7 @@ class _RemoteWire:
             log.exception("%s: message handler failed", self.name)
 
     def _session_gone(self, what: str) -> str:
-        return f"answered {what!r} at {self.url}: its session is gone (the server restarted or dropped it)"
+        return f"answered {what} at {self.url}: its session is gone (the server restarted or dropped it)"
 
     # --- liveness probe ------------------------------------------------------------------------------
 
@@ -595,7 +596,8 @@ class HttpTransport(_RemoteWire):
                 self._probe_wanted.set()
             return
         if session_gone:
-            self._lost(self._session_gone(f"{self._status(response)} {rpc_message or ''}".strip()))
+            said = f" {rpc_message!r}" if rpc_message else ""
+            self._lost(self._session_gone(f"{self._status(response)}{said}"))
         elif status in (401, 403):
             self._lost(
                 f"answered {self._status(response)} at {self.url}{_snippet(body)} "

@@ -1,0 +1,141 @@
+"""``patchbay agent``: lend this machine's MCP servers to a hub it can reach, but that cannot reach it.
+
+The agent is the same hub: a ``Hub`` supervising the servers of its own config, plus the same ``/mcp``
+server (``McpEndpoint``), run over an outbound WebSocket instead of HTTP. Over that socket the agent is
+the MCP server and the hub the client. When the agent's catalog changes, the endpoint's fan-out tells
+the hub (``notifications/tools/list_changed``) and the hub re-lists. It reconnects forever, with
+exponential backoff and jitter, and says clearly why it was refused.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import ssl
+from collections.abc import Callable
+from pathlib import Path
+
+import anyio
+import mcp.types as types
+from mcp.shared.message import SessionMessage
+from pydantic import ValidationError
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidStatus, InvalidURI
+
+from patchbay.hub import Hub
+from patchbay.server.mcp import McpEndpoint
+
+log = logging.getLogger(__name__)
+
+BACKOFF_INITIAL = 0.5
+BACKOFF_MAX = 30.0
+
+
+class AgentRefused(Exception):
+    """The hub answered, but will not accept this agent (bad or revoked token): retrying may not help."""
+
+
+async def serve_over_websocket(endpoint: McpEndpoint, ws: ClientConnection) -> None:
+    """Run the agent's MCP server over one connected socket until it closes."""
+    read_send, read_recv = anyio.create_memory_object_stream[SessionMessage | Exception](64)
+    write_send, write_recv = anyio.create_memory_object_stream[SessionMessage](64)
+
+    async def from_hub() -> None:
+        async with read_send:
+            async for frame in ws:
+                text = frame if isinstance(frame, str) else frame.decode()
+                try:
+                    message = types.jsonrpc_message_adapter.validate_json(text, by_name=False)
+                except ValidationError as exc:
+                    await read_send.send(exc)
+                    continue
+                await read_send.send(SessionMessage(message))
+
+    async def to_hub() -> None:
+        async with write_recv:
+            async for item in write_recv:
+                await ws.send(item.message.model_dump_json(by_alias=True, exclude_unset=True))
+
+    server = endpoint.server
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(from_hub)
+        tg.start_soon(to_hub)
+        await server.run(read_recv, write_send, server.create_initialization_options())
+        tg.cancel_scope.cancel()
+
+
+class Agent:
+    def __init__(
+        self,
+        hub: Hub,
+        url: str,
+        token: str,
+        *,
+        ssl_context: ssl.SSLContext | None = None,
+        on_state: Callable[[str, str], None] | None = None,
+    ) -> None:
+        self.hub = hub
+        self.url = url
+        self.token = token
+        self.ssl_context = ssl_context
+        self.on_state = on_state or (lambda state, detail: None)
+        self.connected = asyncio.Event()
+        self.attempts = 0
+
+    async def run(self) -> None:
+        """Connect, serve, and on any loss reconnect with backoff; runs until cancelled."""
+        endpoint = McpEndpoint(self.hub, dns_rebinding_protection=False)
+        endpoint.start()
+        failures = 0
+        try:
+            while True:
+                self.attempts += 1
+                try:
+                    async with connect(
+                        self.url,
+                        additional_headers={"Authorization": f"Bearer {self.token}"},
+                        max_size=None,
+                        ping_interval=10,
+                        ping_timeout=20,
+                        open_timeout=10,
+                        ssl=self.ssl_context if self.url.startswith("wss://") else None,
+                    ) as ws:
+                        failures = 0
+                        self.connected.set()
+                        self.on_state("connected", self.url)
+                        await serve_over_websocket(endpoint, ws)
+                    reason = "the hub closed the connection"
+                except InvalidStatus as exc:
+                    status = exc.response.status_code
+                    if status in (401, 403):
+                        reason = f"the hub refused this agent's token (HTTP {status}): check --token"
+                    else:
+                        reason = f"the hub answered HTTP {status} instead of accepting a WebSocket"
+                except (ConnectionClosed, BaseExceptionGroup) as exc:
+                    reason = f"the connection to the hub was lost ({_describe(exc)})"
+                except InvalidURI as exc:
+                    raise AgentRefused(f"invalid hub URL {self.url!r}: {exc}") from None
+                except (OSError, TimeoutError) as exc:
+                    reason = f"the hub at {self.url} is unreachable ({_describe(exc)})"
+                self.connected.clear()
+                failures += 1
+                delay = min(BACKOFF_INITIAL * 2 ** (failures - 1), BACKOFF_MAX) * random.uniform(0.5, 1.0)
+                log.warning("%s; retrying in %.1f s", reason, delay)
+                self.on_state("disconnected", f"{reason}; retrying in {delay:.1f} s")
+                await asyncio.sleep(delay)
+        finally:
+            await endpoint.stop()
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, BaseExceptionGroup):
+        return "; ".join(_describe(e) for e in exc.exceptions)
+    return str(exc) or type(exc).__name__
+
+
+async def run_agent(
+    config: Path, url: str, token: str, on_state: Callable[[str, str], None] | None = None
+) -> None:
+    async with Hub.from_file(config) as hub:
+        await Agent(hub, url, token, ssl_context=ssl.create_default_context(), on_state=on_state).run()
