@@ -20,14 +20,21 @@ run: $(BIN)/.installed
 test: $(BIN)/.installed tests/.stamp-servers
 	$(BIN)/python -m pytest
 
-tests/.stamp-servers: tests/npm/package.json tests/npm/package-lock.json tests/requirements-servers.txt $(BIN)/.installed
+# The pinned third-party MCP software the tests drive: Node servers and the MCP Inspector CLI (npm), Python
+# servers (project venv), and the official Python SDK 1.x client in a venv of its own (it cannot share one
+# with patchbay's SDK 2.x).
+SDK1_VENV := tests/.venv-sdk1
+
+tests/.stamp-servers: tests/npm/package.json tests/npm/package-lock.json tests/requirements-servers.txt tests/requirements-sdk1.txt $(BIN)/.installed
 	cd tests/npm && npm ci --no-audit --no-fund --loglevel=error
 	$(BIN)/python -m pip install -q -r tests/requirements-servers.txt
+	test -x $(SDK1_VENV)/bin/python || $(PYTHON) -m venv $(SDK1_VENV)
+	$(SDK1_VENV)/bin/python -m pip install -q -r tests/requirements-sdk1.txt
 	touch $@
 
 lint: $(BIN)/.installed
-	$(BIN)/ruff check src tests bench
-	$(BIN)/ruff format --check src tests bench
+	$(BIN)/ruff check src tests bench examples
+	$(BIN)/ruff format --check src tests bench examples
 	$(BIN)/mypy
 
 bench: $(BIN)/.installed tests/.stamp-servers
@@ -35,3 +42,17 @@ bench: $(BIN)/.installed tests/.stamp-servers
 
 clean:
 	rm -rf $(VENV) tests/npm/node_modules tests/.stamp-servers
+
+## bench-http: tools/call through /mcp under wrk: bare ASGI, mcp-proxy, patchbay (BENCH_HTTP_ARGS="--profile" to profile)
+PEERS_VENV := bench/.venv-peers
+BENCH_HTTP_ARGS ?=
+
+.PHONY: bench-http
+bench-http: $(BIN)/.installed $(PEERS_VENV)/.installed
+	command -v wrk >/dev/null || apt-get install -y wrk || (apt-get update && apt-get install -y wrk)
+	$(BIN)/python -m bench.http $(BENCH_HTTP_ARGS)
+
+$(PEERS_VENV)/.installed: bench/requirements-peers.txt
+	test -x $(PEERS_VENV)/bin/python || $(PYTHON) -m venv $(PEERS_VENV)
+	$(PEERS_VENV)/bin/python -m pip install -q -r bench/requirements-peers.txt
+	touch $@

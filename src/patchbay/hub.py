@@ -457,6 +457,27 @@ class Hub(SupervisorHooks):
                 await asyncio.gather(*(s.wait_settled() for s in starting))
             return {"added": added, "removed": removed, "changed": changed}
 
+    # --- LLM tool-calling loop ----------------------------------------------------------------------
+
+    async def run_openai_tool_calls(
+        self, message: Any, *, timeout: float | None = None
+    ) -> list[dict[str, Any]]:
+        """Run an OpenAI assistant message's ``tool_calls`` concurrently; returns ``role: tool`` messages.
+
+        Bad arguments, unknown tools and failures become error results the model can read (see llm.py).
+        """
+        from patchbay.llm import run_openai_tool_calls
+
+        return await run_openai_tool_calls(self, message, timeout=timeout)
+
+    async def run_anthropic_tool_uses(
+        self, content: Any, *, timeout: float | None = None
+    ) -> list[dict[str, Any]]:
+        """Run Anthropic ``tool_use`` blocks concurrently; returns ``tool_result`` blocks."""
+        from patchbay.llm import run_anthropic_tool_uses
+
+        return await run_anthropic_tool_uses(self, content, timeout=timeout)
+
     # --- agents ------------------------------------------------------------------------------------
 
     def agents(self) -> dict[str, AgentStatus]:
