@@ -41,7 +41,7 @@ bench: $(BIN)/.installed tests/.stamp-servers
 	$(BIN)/python -m bench.core
 
 clean:
-	rm -rf $(VENV) tests/npm/node_modules tests/.stamp-servers
+	rm -rf $(VENV) tests/npm/node_modules tests/.stamp-servers $(SDK1_VENV) bench/.venv-peers
 
 ## bench-http: tools/call through /mcp under wrk: bare ASGI, mcp-proxy, patchbay (BENCH_HTTP_ARGS="--profile" to profile)
 PEERS_VENV := bench/.venv-peers

@@ -231,6 +231,13 @@ class Catalog:
                     continue
                 resources[res.uri] = ResourceEntry(res.uri, safe_name(src.prefix, res.name), src.name, res)
             for tpl in src.listing.templates:
+                owner_t = next((t for t in templates if t.template.uri_template == tpl.uri_template), None)
+                if owner_t is not None:
+                    notes.append(
+                        f"resource template {tpl.uri_template!r} is not exposed: the same template is "
+                        f"offered by {owner_t.source!r}"
+                    )
+                    continue
                 templates.append(
                     TemplateEntry(
                         safe_name(src.prefix, tpl.name), src.name, tpl, _template_regex(tpl.uri_template)
