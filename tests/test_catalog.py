@@ -630,7 +630,9 @@ def test_resource_owner_matches_templates() -> None:
     assert cat.resource_owner("test://echo/a/b c") == "everything"
     assert cat.resource_owner("test://echo/fixed") == "everything"
     assert cat.resource_owner("db://users.v1/42") == "everything"
-    assert [t.name for t in cat.templates] == ["ev__echo", "ev__pair", "ot__echo"]
+    # the same template from a lower-ranked source is a conflict, not a second (unreachable) entry
+    assert [t.name for t in cat.templates] == ["ev__echo", "ev__pair"]
+    assert any("test://echo/{value}" in note for note in cat.conflicts["other"])
     for uri in ("test://echo/", "test://echoX", "db://usersXv1/42", "other://echo/x"):
         with pytest.raises(UnknownToolError) as ei:
             cat.resource_owner(uri)
