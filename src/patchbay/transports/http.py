@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import socket
@@ -254,10 +255,6 @@ class _RemoteWire:
     def stderr(self) -> StderrTail | None:
         return None
 
-    @property
-    def alive(self) -> bool:
-        return self._task is not None and not self._finished and self._reason is None
-
     # --- to be provided by each transport ------------------------------------------------------------
 
     def _open(self) -> contextlib.AbstractAsyncContextManager[tuple[Any, Any]]:
@@ -428,9 +425,7 @@ class _RemoteWire:
                     return
                 if code == CONNECTION_CLOSED and text.startswith("SSE stream"):  # made up by the SDK
                     if self.protocol_version is None:
-                        self._lost(
-                            f"dropped the {self.kind} connection to {self.url} during start-up ({text})"
-                        )
+                        self._lost(f"dropped the {self.kind} connection to {self.url} mid-answer ({text})")
                     else:
                         self._held.append(msg)
                         self._probe_wanted.set()
@@ -644,6 +639,12 @@ class SseTransport(_RemoteWire):
         self._lost(f"answered {self._status(response)} to {what} at {request.url}{_snippet(body)}{hint}")
 
 
+@functools.cache
+def _default_ssl_context() -> ssl.SSLContext:
+    """httpx2's default (certifi, SSL_CERT_FILE/DIR) built once: building it blocks the loop for ~0.1 s."""
+    return httpx2.create_ssl_context()
+
+
 def _watched_client(
     wire: _RemoteWire,
     headers: dict[str, str] | None,
@@ -654,11 +655,12 @@ def _watched_client(
     limits = httpx2.Limits(
         max_connections=100, max_keepalive_connections=20, keepalive_expiry=KEEPALIVE_EXPIRY
     )
+    inner = httpx2.AsyncHTTPTransport(verify=_default_ssl_context(), limits=limits)
     client = httpx2.AsyncClient(
         headers=headers,
         timeout=timeout or httpx2.Timeout(WRITE_TIMEOUT, connect=CONNECT_TIMEOUT, read=READ_TIMEOUT),
         auth=auth,
-        transport=_WatchedTransport(httpx2.AsyncHTTPTransport(limits=limits), wire),
+        transport=_WatchedTransport(inner, wire),
     )
     # Proxies from the environment (HTTP_PROXY, ...) are mounted transports that bypass ``transport``.
     mounts = getattr(client, "_mounts", None)
