@@ -26,6 +26,7 @@ test: $(BIN)/.installed tests/.stamp-servers
 SDK1_VENV := tests/.venv-sdk1
 
 tests/.stamp-servers: tests/npm/package.json tests/npm/package-lock.json tests/requirements-servers.txt tests/requirements-sdk1.txt $(BIN)/.installed
+	command -v chromium >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium)
 	cd tests/npm && npm ci --no-audit --no-fund --loglevel=error
 	$(BIN)/python -m pip install -q -r tests/requirements-servers.txt
 	test -x $(SDK1_VENV)/bin/python || $(PYTHON) -m venv $(SDK1_VENV)
@@ -56,3 +57,10 @@ $(PEERS_VENV)/.installed: bench/requirements-peers.txt
 	test -x $(PEERS_VENV)/bin/python || $(PYTHON) -m venv $(PEERS_VENV)
 	$(PEERS_VENV)/bin/python -m pip install -q -r bench/requirements-peers.txt
 	touch $@
+
+## bench-agents: tools/call of the same echo tool locally vs through a dial-in agent (BENCH_AGENTS_ARGS="--profile")
+BENCH_AGENTS_ARGS ?=
+
+.PHONY: bench-agents
+bench-agents: $(BIN)/.installed $(PEERS_VENV)/.installed
+	$(BIN)/python -m bench.agents $(BENCH_AGENTS_ARGS)

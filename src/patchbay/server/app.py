@@ -21,9 +21,11 @@ from starlette.routing import Route
 from patchbay import __version__
 from patchbay.hub import Hub
 from patchbay.reload import ConfigWatcher
+from patchbay.server import dashboard
 from patchbay.server.api import build_api
+from patchbay.server.fastpath import McpFastPath
 from patchbay.server.health import build_health
-from patchbay.server.mcp import McpEndpoint
+from patchbay.server.mcp import McpEndpoint, tool_error_json
 from patchbay.server.metrics import build_metrics
 from patchbay.server.security import LOOPBACK_NAMES, Guard, is_loopback
 
@@ -100,6 +102,7 @@ def create_app(hub: Hub, settings: ServeSettings | None = None) -> FastAPI:
     app.include_router(build_api(hub), prefix="/api")
     app.include_router(build_health(hub))
     app.include_router(build_metrics(hub))
+    dashboard.mount_dashboard(app)  # the web page at /, its assets at /dashboard/
 
     @app.websocket("/agents")
     async def agents(ws: WebSocket) -> None:
@@ -116,12 +119,22 @@ def create_app(hub: Hub, settings: ServeSettings | None = None) -> FastAPI:
         await ws.accept()
         await hub.attach_agent(agent, ws)
 
+    # Plain tools/call requests skip the SDK's per-request machinery (see fastpath.py); inside the Guard.
+    app.add_middleware(
+        McpFastPath,
+        hub=hub,
+        manager=endpoint.manager,
+        sessions=endpoint.fast_sessions,
+        tool_error=tool_error_json,
+        server_info=lambda: endpoint.server.server_info_stamp,
+    )
     # Agents authenticate with their own tokens at /agents; everything else with the hub's.
     app.add_middleware(
         Guard,
         tokens=settings.tokens,
         allowed_hosts=settings.host_allowlist(),
-        open_paths={"/healthz", "/agents"},
+        open_paths={"/healthz", "/agents", *dashboard.OPEN_PATHS},
+        open_prefixes=dashboard.OPEN_PREFIXES,
     )
     return app
 

@@ -47,6 +47,7 @@ from patchbay.errors import (
 from patchbay.events import CatalogEvent, Subscription
 from patchbay.hub import Hub
 from patchbay.results import result_text
+from patchbay.server.fastpath import FastSessions
 
 log = logging.getLogger(__name__)
 
@@ -118,6 +119,7 @@ class McpEndpoint:
         self._log_levels: dict[int, int] = {}
         self._tools_cache: tuple[int, types.ListToolsResult] | None = None
         self._events: Subscription | None = None
+        self.fast_sessions = FastSessions()
         self._fanout: asyncio.Task[None] | None = None
         with warnings.catch_warnings():  # logging is deprecated in 2026-07-28, still used by older clients
             warnings.simplefilter("ignore")
@@ -134,6 +136,8 @@ class McpEndpoint:
                 on_get_prompt=self._get_prompt,
                 on_set_logging_level=self._set_level,
                 on_subscriptions_listen=ListenHandler(self.bus),
+                # Without this the SDK lists every tool on each modern-era call to check Mcp-Param headers.
+                get_tool_input_schema=self._input_schema,
             )
         self.server.middleware.append(self._track_sessions)
         security = TransportSecuritySettings(
@@ -186,6 +190,13 @@ class McpEndpoint:
             key = id(conn)
             self._legacy[key] = ctx.session
             conn.exit_stack.callback(self._forget, key)
+            request = getattr(ctx, "request", None)
+            session_id = request.headers.get("mcp-session-id") if request is not None else None
+            caps = ctx.session.client_capabilities
+            asks_back = caps is not None and (caps.sampling is not None or caps.elicitation is not None)
+            if session_id and not asks_back:  # the fast path can serve it: nothing to route back to it
+                self.fast_sessions.eligible.add(session_id)
+                conn.exit_stack.callback(self.fast_sessions.eligible.discard, session_id)
         return result
 
     def _forget(self, key: int) -> None:
@@ -197,6 +208,10 @@ class McpEndpoint:
         return len(self._legacy)
 
     # --- handlers ----------------------------------------------------------------------------------
+
+    def _input_schema(self, name: str) -> dict[str, Any] | None:
+        entry = self.hub.catalog.tools.get(name)
+        return entry.tool.input_schema if entry is not None else None
 
     async def _list_tools(
         self, ctx: Any, params: types.PaginatedRequestParams | None
@@ -290,6 +305,17 @@ class McpEndpoint:
                     )
                 task = asyncio.ensure_future(coro)
                 task.add_done_callback(_quiet)
+
+
+def tool_error_result(exc: PatchbayError) -> types.CallToolResult:
+    """Routing failures as tool errors naming the server: the model should read them."""
+    return types.CallToolResult(content=[types.TextContent(type="text", text=str(exc))], is_error=True)
+
+
+def tool_error_json(exc: PatchbayError) -> dict[str, Any]:
+    return tool_error_result(exc).model_dump(
+        by_alias=True, exclude_none=True, mode="json", exclude={"result_type"}
+    )
 
 
 def _quiet(task: asyncio.Future[Any]) -> None:

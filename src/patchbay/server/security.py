@@ -53,6 +53,7 @@ class Guard:
         tokens: Iterable[str] = (),
         allowed_hosts: Iterable[str] | None = LOOPBACK_NAMES,
         open_paths: Iterable[str] = OPEN_PATHS,
+        open_prefixes: Iterable[str] = (),
     ) -> None:
         self.app = app
         self._digests = [_digest(t) for t in tokens if t]
@@ -60,6 +61,7 @@ class Guard:
             None if allowed_hosts is None else frozenset(h.lower().strip("[]") for h in allowed_hosts)
         )
         self._open = frozenset(open_paths)
+        self._open_prefixes = tuple(open_prefixes)
 
     @property
     def auth_required(self) -> bool:
@@ -71,6 +73,13 @@ class Guard:
         for expected in self._digests:  # no early exit: the time does not depend on which token matched
             ok |= hmac.compare_digest(d, expected)
         return ok
+
+    def is_open(self, path: str) -> bool:
+        """Served without a token: an exact open path, or under an open prefix (never with a ``..``
+        segment, so a prefix cannot be used to climb out of it)."""
+        if path in self._open:
+            return True
+        return path.startswith(self._open_prefixes) and ".." not in path.split("/")
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] not in ("http", "websocket"):
@@ -88,7 +97,7 @@ class Guard:
             if origin and origin != "null" and (urlsplit(origin).hostname or "").lower() not in self._hosts:
                 await self._deny(scope, receive, send, 403, f"Origin {origin!r} is not allowed")
                 return
-        if self._digests and scope.get("path", "") not in self._open:
+        if self._digests and not self.is_open(scope.get("path", "")):
             auth = headers.get("authorization", "")
             scheme, _, presented = auth.partition(" ")
             if scheme.lower() != "bearer" or not presented or not self.token_ok(presented.strip()):

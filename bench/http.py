@@ -1,0 +1,666 @@
+"""Benchmark of ``tools/call`` through patchbay's ``/mcp``, against mcp-proxy and a bare ASGI app.
+
+The load generator is ``wrk`` (C, epoll) with bench/wrk_mcp.lua: every request has its own JSON-RPC id,
+every response is checked (non-200 status, JSON-RPC ``error``, ``"isError": true``, or no echoed result
+count as errors; JSON and SSE bodies alike). All rows run in the same run, on the same machine, against the
+same hand-written stdio server (bench/floor_server.py), and are reported as ratios against mcp-proxy (the
+machine is shared and noisy; absolute numbers move between runs, ratios much less).
+
+Rows:
+- bare ASGI: bench/bare_asgi.py on uvicorn with patchbay's uvicorn settings, answering the same JSON with no
+  MCP and no upstream: the HTTP floor.
+- mcp-proxy: ``mcp-proxy==0.13.0`` (bench/.venv-peers) fronting the floor server over stdio.
+- patchbay (legacy): ``patchbay serve --no-reload`` with the floor server as ``floor``, handshake era: one
+  session opened (``initialize`` + ``notifications/initialized``) before wrk starts, its ``Mcp-Session-Id``
+  on every request, ``MCP-Protocol-Version: 2025-11-25``. mcp-proxy is driven the same way.
+- patchbay (modern): the same process, 2026-07-28 era: no session; ``params._meta`` carries the protocol
+  version and client capabilities, and ``Mcp-Method`` / ``Mcp-Name`` headers match the body.
+
+Run with ``make bench-http`` or ``python -m bench.http [--duration 5] [--connections 1,16,64]`` from the
+repository root (as a module: run as a script, this file would shadow the standard library's ``http``).
+``--profile`` then samples patchbay with py-spy under load and prints where its CPU time goes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import contextlib
+import json
+import os
+import re
+import resource
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx2
+import psutil
+
+ROOT = Path(__file__).resolve().parent.parent
+BENCH = ROOT / "bench"
+PEERS = BENCH / ".venv-peers" / "bin"
+LUA = BENCH / "wrk_mcp.lua"
+RESULTS = BENCH / "results"
+FLOOR = [sys.executable, str(BENCH / "floor_server.py")]
+TEXT = "patchbay-bench"
+LEGACY = "2025-11-25"
+MODERN = "2026-07-28"
+ACCEPT = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
+MCP_PROXY = "mcp-proxy"
+GOAL_LATENCY = 0.5  # patchbay p50 at 1 connection ≤ half of mcp-proxy's
+GOAL_THROUGHPUT = 2.5  # patchbay req/s at 64 connections ≥ 2.5 times mcp-proxy's
+
+
+# --- servers -------------------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Server:
+    name: str
+    proc: subprocess.Popen[bytes]
+    url: str
+    log: Path
+
+    def cpu_seconds(self) -> float:
+        """CPU time of the server and every process under it (the upstream stdio server)."""
+        total = 0.0
+        with contextlib.suppress(psutil.Error):
+            root = psutil.Process(self.proc.pid)
+            for p in [root, *root.children(recursive=True)]:
+                with contextlib.suppress(psutil.Error):
+                    t = p.cpu_times()
+                    total += t.user + t.system
+        return total
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGTERM)  # its own process group: it and its upstream
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+
+
+def start(name: str, cmd: list[str], port: int, path: str, logdir: Path) -> Server:
+    log = logdir / f"{name.replace(' ', '_')}.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            cmd,
+            cwd=ROOT,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    return Server(name, proc, f"http://127.0.0.1:{port}{path}", log)
+
+
+def wait_until(server: Server, ready: Any, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    last: Exception | None = None
+    while time.monotonic() < deadline:
+        if server.proc.poll() is not None:
+            raise RuntimeError(f"{server.name} exited ({server.proc.returncode}):\n{server.log.read_text()}")
+        try:
+            if ready():
+                return
+        except httpx2.HTTPError as exc:
+            last = exc
+        time.sleep(0.1)
+    raise RuntimeError(f"{server.name} not ready after {timeout} s ({last}):\n{server.log.read_text()}")
+
+
+# --- MCP over HTTP, by hand (the handshake and a check that the endpoint answers what wrk will ask) ------
+
+
+def body_messages(response: httpx2.Response) -> list[dict[str, Any]]:
+    """The JSON-RPC messages in a response body: plain JSON, or the ``data:`` lines of an SSE stream."""
+    text = response.text
+    if response.headers.get("content-type", "").startswith("text/event-stream"):
+        return [
+            json.loads(line[5:])
+            for line in text.splitlines()
+            if line.startswith("data:") and line[5:].strip()
+        ]
+    return [json.loads(text)] if text.strip() else []
+
+
+@dataclass
+class Target:
+    """One row: a server and how to talk to it."""
+
+    label: str
+    server: Server
+    tool: str
+    protocol: str = LEGACY
+    session: str | None = None
+    modern: bool = False
+    results: dict[int, list[dict[str, Any]]] = field(default_factory=dict)
+
+    def headers(self) -> dict[str, str]:
+        h = {**ACCEPT, "MCP-Protocol-Version": self.protocol}
+        if self.session:
+            h["Mcp-Session-Id"] = self.session
+        if self.modern:
+            h["Mcp-Method"] = "tools/call"
+            h["Mcp-Name"] = self.tool
+        return h
+
+    def call_body(self, request_id: int) -> dict[str, Any]:
+        params: dict[str, Any] = {"name": self.tool, "arguments": {"text": TEXT}}
+        if self.modern:
+            params["_meta"] = {
+                "io.modelcontextprotocol/protocolVersion": self.protocol,
+                "io.modelcontextprotocol/clientCapabilities": {},
+                "io.modelcontextprotocol/clientInfo": {"name": "bench", "version": "1"},
+            }
+        return {"jsonrpc": "2.0", "id": request_id, "method": "tools/call", "params": params}
+
+    def open_session(self, client: httpx2.Client) -> None:
+        """The handshake era: ``initialize``, then ``notifications/initialized`` on the new session."""
+        init = {
+            "jsonrpc": "2.0",
+            "id": 0,
+            "method": "initialize",
+            "params": {
+                "protocolVersion": LEGACY,
+                "capabilities": {},
+                "clientInfo": {"name": "bench-http", "version": "1"},
+            },
+        }
+        r = client.post(self.server.url, json=init, headers=ACCEPT)
+        r.raise_for_status()
+        (reply,) = [m for m in body_messages(r) if m.get("id") == 0]
+        if "result" not in reply:
+            raise RuntimeError(f"{self.label}: initialize failed: {reply}")
+        self.session = r.headers.get("mcp-session-id")
+        self.protocol = reply["result"]["protocolVersion"]
+        r = client.post(
+            self.server.url,
+            json={"jsonrpc": "2.0", "method": "notifications/initialized"},
+            headers=self.headers(),
+        )
+        if r.status_code not in (200, 202):
+            raise RuntimeError(f"{self.label}: notifications/initialized answered {r.status_code}: {r.text}")
+
+    def check(self, client: httpx2.Client, calls: int = 200) -> None:
+        """Warm up with the very request wrk sends, and fail loudly if it is not answered as expected."""
+        for i in range(calls):
+            r = client.post(self.server.url, json=self.call_body(-1 - i), headers=self.headers())
+            replies = [m for m in body_messages(r) if m.get("id") == -1 - i]
+            ok = (
+                r.status_code == 200
+                and len(replies) == 1
+                and "result" in replies[0]
+                and not replies[0]["result"].get("isError")
+                and replies[0]["result"]["content"][0]["text"] == TEXT
+            )
+            if not ok:
+                raise RuntimeError(f"{self.label}: tools/call answered {r.status_code}: {r.text[:500]}")
+
+
+# --- wrk -------------------------------------------------------------------------------------------------
+
+
+def wrk(target: Target, connections: int, duration: float, threads: int) -> dict[str, Any]:
+    env = {
+        **os.environ,
+        "BENCH_TOOL": target.tool,
+        "BENCH_TEXT": TEXT,
+        "BENCH_PROTOCOL": target.protocol,
+        "BENCH_SESSION": target.session or "",
+        "BENCH_MODERN": "1" if target.modern else "0",
+    }
+    cmd = [
+        "wrk",
+        f"-t{min(threads, connections)}",
+        f"-c{connections}",
+        f"-d{duration:g}s",
+        "--timeout",
+        "10s",
+        "-s",
+        str(LUA),
+        target.server.url,
+    ]
+    cpu0 = target.server.cpu_seconds()
+    kids0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    t0 = time.monotonic()
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
+    wall = time.monotonic() - t0
+    kids1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu1 = target.server.cpu_seconds()
+    line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("WRKJSON ")), None)
+    if proc.returncode != 0 or line is None:
+        raise RuntimeError(f"wrk failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+    r: dict[str, Any] = json.loads(line[8:])
+    seconds = r["duration_us"] / 1e6
+    r["rps"] = r["requests"] / seconds
+    socket_errors = r["socket_connect"] + r["socket_read"] + r["socket_write"] + r["socket_timeout"]
+    r["err"] = r["errors"] + socket_errors
+    r["server_cpu_us_per_call"] = (cpu1 - cpu0) / max(r["requests"], 1) * 1e6
+    wrk_cpu = (kids1.ru_utime - kids0.ru_utime) + (kids1.ru_stime - kids0.ru_stime)
+    r["wrk_cpu_pct"] = wrk_cpu / wall * 100
+    r["connections"] = connections
+    return r
+
+
+# --- the run ---------------------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def servers(rows: list[str], logdir: Path) -> Iterator[list[Target]]:
+    started: list[Server] = []
+    try:
+        targets: list[Target] = []
+        if "bare" in rows:
+            port = free_port()
+            bare = start(
+                "bare ASGI", [sys.executable, "-m", "bench.bare_asgi", str(port)], port, "/mcp", logdir
+            )
+            started.append(bare)
+            targets.append(Target("bare ASGI", bare, "echo"))
+        if "mcp-proxy" in rows:
+            exe = PEERS / "mcp-proxy"
+            if not exe.exists():
+                raise SystemExit(
+                    f"{exe} missing: python3 -m venv bench/.venv-peers && "
+                    "bench/.venv-peers/bin/pip install -r bench/requirements-peers.txt"
+                )
+            port = free_port()
+            # --log-level WARNING: uvicorn's per-request access log off, as in patchbay (its default is INFO).
+            cmd = [
+                str(exe),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--log-level",
+                "WARNING",
+                "--",
+                *FLOOR,
+            ]
+            proxy = start(MCP_PROXY, cmd, port, "/mcp", logdir)
+            started.append(proxy)
+            targets.append(Target(MCP_PROXY, proxy, "echo"))
+        if "patchbay" in rows or "patchbay-modern" in rows:
+            config = logdir / "patchbay.json"
+            config.write_text(json.dumps({"mcpServers": {"floor": {"command": FLOOR[0], "args": FLOOR[1:]}}}))
+            port = free_port()
+            exe = Path(sys.executable).parent / "patchbay"
+            cmd = [
+                str(exe),
+                "serve",
+                "--config",
+                str(config),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--no-reload",
+            ]
+            hub = start("patchbay", cmd, port, "/mcp", logdir)
+            started.append(hub)
+            if "patchbay" in rows:
+                targets.append(Target("patchbay (legacy)", hub, "floor__echo"))
+            if "patchbay-modern" in rows:
+                targets.append(Target("patchbay (modern)", hub, "floor__echo", protocol=MODERN, modern=True))
+
+        with httpx2.Client(timeout=10) as client:
+            for t in targets:
+                if t.label.startswith("patchbay"):
+                    base = t.server.url.removesuffix("/mcp")
+                    wait_until(t.server, lambda b=base: client.get(f"{b}/readyz").status_code == 200)
+                else:
+                    wait_until(
+                        t.server, lambda s=t.server: client.post(s.url, json={}, headers=ACCEPT) and True
+                    )
+                if t.label != "bare ASGI" and not t.modern:
+                    t.open_session(client)
+                t.check(client)
+        yield targets
+    finally:
+        for s in started:
+            s.stop()
+
+
+def pick(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Of several runs of one cell, the one with the median throughput (errors summed over all)."""
+    ordered = sorted(runs, key=lambda r: r["rps"])
+    chosen = dict(ordered[(len(ordered) - 1) // 2])
+    chosen["err"] = sum(r["err"] for r in runs)
+    chosen["requests_all"] = sum(r["requests"] for r in runs)
+    return chosen
+
+
+def fmt_cell(r: dict[str, Any]) -> str:
+    return f"{r['rps']:7.0f} {r['p50_us'] / 1000:7.2f} {r['p99_us'] / 1000:7.2f} {r['err']:5d}"
+
+
+def report(targets: list[Target], conns: list[int], duration: float, rounds: int) -> dict[str, Any]:
+    width = max(len(t.label) for t in targets) + 2
+    cells = {t.label: {c: pick(t.results[c]) for c in conns} for t in targets}
+    head1 = " " * width + "".join(f"| {f'{c} connection' + ('s' if c > 1 else ''):^29} " for c in conns)
+    head2 = " " * width + "| req/s  p50 ms  p99 ms   err " * len(conns)
+    print(
+        f"\ntools/call echo through /mcp: wrk, {duration:g} s per cell, {rounds} round(s) "
+        "(median-throughput round shown, errors summed)\n"
+    )
+    print(head1)
+    print(head2)
+    for t in targets:
+        print(f"{t.label:<{width}}" + "".join(f"| {fmt_cell(cells[t.label][c])} " for c in conns))
+
+    print(
+        f"\nserver CPU per call (µs, server + its stdio upstream) and wrk's own CPU, "
+        f"at {conns[-1]} connections:"
+    )
+    for t in targets:
+        r = cells[t.label][conns[-1]]
+        print(
+            f"  {t.label:<{width}} {r['server_cpu_us_per_call']:7.0f} µs/call   "
+            f"wrk {r['wrk_cpu_pct']:4.0f}% of a core"
+            f"   SSE bodies {r['sse']}/{r['responses']}"
+        )
+
+    proxy = cells.get(MCP_PROXY)
+    if proxy:
+        print("\nratios vs mcp-proxy (same run):")
+        for t in targets:
+            if t.label == MCP_PROXY:
+                continue
+            c = cells[t.label]
+            lat = c[conns[0]]["p50_us"] / proxy[conns[0]]["p50_us"]
+            parts = [f"p50 @{conns[0]}: {lat:5.2f}x"]
+            parts += [f"req/s @{n}: {c[n]['rps'] / proxy[n]['rps']:5.2f}x" for n in conns]
+            print(f"  {t.label:<{width}} " + "   ".join(parts))
+        for t in targets:
+            if not t.label.startswith("patchbay"):
+                continue
+            c = cells[t.label]
+            lat = c[conns[0]]["p50_us"] / proxy[conns[0]]["p50_us"]
+            thr = c[conns[-1]]["rps"] / proxy[conns[-1]]["rps"]
+            errors = sum(c[n]["err"] for n in conns)
+            verdict = [
+                f"p50 @{conns[0]} {lat:.2f}x (goal ≤ {GOAL_LATENCY}) "
+                f"{'ok' if lat <= GOAL_LATENCY else 'MISSED'}",
+                f"req/s @{conns[-1]} {thr:.2f}x (goal ≥ {GOAL_THROUGHPUT}) "
+                f"{'ok' if thr >= GOAL_THROUGHPUT else 'MISSED'}",
+                f"errors {errors} (goal 0) {'ok' if errors == 0 else 'MISSED'}",
+            ]
+            print(f"  goals, {t.label}: " + ";  ".join(verdict))
+    bare = cells.get("bare ASGI")
+    if bare:
+        print(f"\nratios vs bare ASGI (the HTTP floor): p50 @{conns[0]} / req/s @{conns[-1]}")
+        for t in targets:
+            if t.label == "bare ASGI":
+                continue
+            c = cells[t.label]
+            print(
+                f"  {t.label:<{width}} {c[conns[0]]['p50_us'] / bare[conns[0]]['p50_us']:5.2f}x latency   "
+                f"{c[conns[-1]]['rps'] / bare[conns[-1]]['rps']:5.2f}x throughput"
+            )
+    return {
+        "duration": duration,
+        "rounds": rounds,
+        "cells": {k: {str(c): v for c, v in d.items()} for k, d in cells.items()},
+    }
+
+
+# --- profile ---------------------------------------------------------------------------------------------
+
+CATEGORIES = [
+    ("patchbay", "/patchbay/"),
+    ("mcp (server)", "/mcp/server/"),
+    ("mcp (shared)", "/mcp/shared/"),
+    ("mcp_types", "/mcp_types/"),
+    ("pydantic", "/pydantic"),
+    ("starlette/fastapi", "/starlette/"),
+    ("starlette/fastapi", "/fastapi/"),
+    ("sse_starlette", "/sse_starlette/"),
+    ("uvicorn", "/uvicorn/"),
+    ("h11", "/h11/"),
+    ("anyio", "/anyio/"),
+    ("asyncio", "/asyncio/"),
+    ("json", "/json/"),
+    ("logging", "/logging/"),
+    ("opentelemetry", "/opentelemetry/"),
+]
+PROFILE_RATE = 250
+FRAME = re.compile(r"^(?P<func>.*) \((?P<file>[^():]*)(?::(?P<line>\d+))?\)$")
+
+
+# Who is responsible for a sample: the innermost frame from one of these (generic libraries such as
+# pydantic, anyio and asyncio are charged to whoever called them). First match wins.
+EVENT_LOOP = "event loop (asyncio/anyio scheduling, select)"
+COMPONENTS = [
+    (EVENT_LOOP, "patchbay/cli.py"),  # the root of every stack: asyncio.run(...)
+    ("patchbay: server (mcp.py handlers, Guard)", "patchbay/server/"),
+    ("patchbay: hub → upstream (stdio)", "patchbay/"),
+    ("SDK: session manager", "mcp/server/streamable_http_manager"),
+    ("SDK: 2026-07-28 entry (_streamable_http_modern)", "mcp/server/_streamable_http_modern"),
+    ("SDK: streamable HTTP transport", "mcp/server/streamable_http"),
+    ("SDK: OpenTelemetry middleware", "mcp/server/_otel"),
+    ("SDK: OpenTelemetry middleware", "mcp/shared/_otel"),
+    ("SDK: dispatcher/runner (mcp/server, mcp/shared)", "mcp/"),
+    ("SDK: mcp_types (validate/serialize)", "mcp_types/"),
+    ("sse-starlette (SSE response)", "sse_starlette/"),
+    ("FastAPI/Starlette (routing, middleware)", "fastapi/"),
+    ("FastAPI/Starlette (routing, middleware)", "starlette/"),
+    ("uvicorn + h11 (HTTP/1.1)", "uvicorn/"),
+    ("uvicorn + h11 (HTTP/1.1)", "h11/"),
+]
+
+
+def _matches(file: str, needle: str) -> bool:
+    return f"/{needle}" in file or file.startswith(needle)
+
+
+# A 2026-07-28 tools/call with arguments makes the SDK list every tool (through the whole dispatch pipeline)
+# to validate Mcp-Param-* headers, unless the server gives it get_tool_input_schema: charged separately.
+PARAM_CHECK = "SDK: tools/list run per tools/call (Mcp-Param check)"
+
+
+def component(frames: list[str], files: list[str]) -> str:
+    if any(f.startswith("_tool_input_schema ") for f in frames):
+        return PARAM_CHECK
+    for file in reversed(files):
+        for name, needle in COMPONENTS:
+            if _matches(file, needle):
+                return name
+    return EVENT_LOOP
+
+
+def category(file: str) -> str:
+    """py-spy shortens paths to ``package/module.py``; full paths appear for some frames."""
+    for name, needle in CATEGORIES:
+        if needle in file or file.startswith(needle[1:]):
+            return name
+    return "other (stdlib, C)"
+
+
+def short(frame: str) -> str:
+    m = FRAME.match(frame)
+    if not m:
+        return frame
+    file = m["file"]
+    for marker in ("site-packages/", "src/", "lib/python3.11/", "lib/python3.12/", "lib/python3.13/"):
+        if marker in file:
+            file = file.split(marker, 1)[1]
+            break
+    return f"{m['func']} ({file}:{m['line']})" if m["line"] else f"{m['func']} ({file})"
+
+
+def summarize_profile(raw: Path, cpu_us_per_call: float, top: int = 30) -> None:
+    """Where patchbay's time goes, from py-spy's raw output: by component, by package, by function.
+
+    Shares are of the samples; µs/call apportions ``cpu_us_per_call`` (the patchbay process's own CPU time
+    per call, measured during the profiled run) by those shares.
+    """
+    by_component: collections.Counter[str] = collections.Counter()
+    self_by_cat: collections.Counter[str] = collections.Counter()
+    self_by_func: collections.Counter[str] = collections.Counter()
+    incl_by_func: collections.Counter[str] = collections.Counter()
+    total = 0
+    for line in raw.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack or not count.isdigit():
+            continue
+        n = int(count)
+        frames = [f for f in stack.split(";") if FRAME.match(f)]
+        if any("_do_waitpid" in f for f in frames):
+            continue  # asyncio's child-watcher thread, blocked in waitpid(): idle, whatever py-spy thinks
+        total += n
+        if not frames:
+            continue
+        files = [m["file"] for m in map(FRAME.match, frames) if m]
+        by_component[component(frames, files)] += n
+        m = FRAME.match(frames[-1])
+        self_by_cat[category(m["file"] if m else "")] += n
+        self_by_func[short(frames[-1])] += n
+        for f in set(frames):
+            incl_by_func[short(f)] += n
+    if not total:
+        print("  no samples")
+        return
+    per_call = cpu_us_per_call / total  # µs of CPU per call, per sample
+    print(f"  {total} samples; patchbay's own CPU: {cpu_us_per_call:.0f} µs per call")
+    print(
+        "\n  by component (innermost frame of patchbay, the SDK or the HTTP stack; "
+        "libraries charged to their caller):"
+    )
+    for name, n in by_component.most_common():
+        print(f"    {n / total * 100:5.1f}%  {n * per_call:6.0f} µs/call  {name}")
+    print("\n  self time by package (leaf frame):")
+    for name, n in self_by_cat.most_common():
+        print(f"    {n / total * 100:5.1f}%  {name}")
+    print(f"\n  top {top} functions by self time:")
+    for name, n in self_by_func.most_common(top):
+        print(f"    {n / total * 100:5.1f}%  {name}")
+    print(f"\n  top {top} functions by inclusive time:")
+    for name, n in incl_by_func.most_common(top):
+        print(f"    {n / total * 100:5.1f}%  {name}")
+
+
+def profile(targets: list[Target], connections: int, seconds: float, outdir: Path) -> None:
+    spy = PEERS / "py-spy"
+    if not spy.exists():
+        raise SystemExit(f"{spy} missing: bench/.venv-peers/bin/pip install -r bench/requirements-peers.txt")
+    for t in targets:
+        if not t.label.startswith("patchbay"):
+            continue
+        era = "modern" if t.modern else "legacy"
+        raw = outdir / f"profile-{era}.txt"
+        svg = outdir / f"profile-{era}.svg"
+        print(f"\nprofile of {t.label} at {connections} connections, {seconds:g} s (py-spy, on-CPU samples):")
+        for fmt, out in (("raw", raw), ("flamegraph", svg)):
+            spy_proc = subprocess.Popen(
+                # --gil: only samples of a thread holding the GIL, i.e. running Python (not waiting for a
+                # CPU on this shared machine, nor blocked in a system call).
+                [
+                    str(spy),
+                    "record",
+                    "--pid",
+                    str(t.server.proc.pid),
+                    "--gil",
+                    "--rate",
+                    str(PROFILE_RATE),
+                    "--duration",
+                    f"{seconds + 1:.0f}",
+                    "--format",
+                    fmt,
+                    "-o",
+                    str(out),
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+            )
+            time.sleep(0.5)
+            me = psutil.Process(t.server.proc.pid)
+            cpu0 = sum(me.cpu_times()[:2])
+            r = wrk(t, connections, seconds, 1)
+            cpu_us_per_call = (sum(me.cpu_times()[:2]) - cpu0) / max(r["requests"], 1) * 1e6
+            _, err = spy_proc.communicate(timeout=seconds + 30)
+            if spy_proc.returncode != 0:
+                print(f"  py-spy failed: {err.decode()[-500:]}")
+                break
+            if fmt == "raw":
+                print(
+                    f"  under profiling: {r['rps']:.0f} req/s, p50 {r['p50_us'] / 1000:.2f} ms, "
+                    f"errors {r['err']}"
+                )
+                summarize_profile(raw, cpu_us_per_call)
+        print(f"\n  collapsed stacks: {raw}\n  flame graph: {svg}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--duration", type=float, default=5.0, help="seconds per cell (default 5)")
+    parser.add_argument("--connections", default="1,16,64", help="comma-separated (default 1,16,64)")
+    parser.add_argument(
+        "--rounds", type=int, default=3, help="runs per cell, interleaved; the median is shown (default 3)"
+    )
+    parser.add_argument(
+        "--threads", type=int, default=1, help="wrk threads (default 1: the machine has 2 cores)"
+    )
+    parser.add_argument(
+        "--rows",
+        default="bare,mcp-proxy,patchbay,patchbay-modern",
+        help="comma-separated subset of bare,mcp-proxy,patchbay,patchbay-modern",
+    )
+    parser.add_argument("--profile", action="store_true", help="then profile patchbay under load with py-spy")
+    parser.add_argument("--profile-seconds", type=float, default=10.0)
+    parser.add_argument("--profile-connections", type=int, default=64)
+    ns = parser.parse_args()
+    if shutil.which("wrk") is None:
+        raise SystemExit("wrk not found: apt-get install -y wrk (make bench-http installs it)")
+    conns = [int(c) for c in ns.connections.split(",")]
+    rows = [r.strip() for r in ns.rows.split(",")]
+    RESULTS.mkdir(exist_ok=True)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    with tempfile.TemporaryDirectory(prefix="bench-http-") as tmp, servers(rows, Path(tmp)) as targets:
+        print(
+            f"patchbay HTTP benchmark: {', '.join(t.label for t in targets)}; "
+            f"connections {ns.connections}; {ns.duration:g} s per cell; wrk -t{ns.threads}"
+        )
+        for rnd in range(ns.rounds):
+            for c in conns:
+                order = targets[rnd % len(targets) :] + targets[: rnd % len(targets)]  # rotate the order
+                for t in order:
+                    r = wrk(t, c, ns.duration, ns.threads)
+                    t.results.setdefault(c, []).append(r)
+                    print(
+                        f"  round {rnd + 1} {t.label:<20} c={c:<3} {r['rps']:7.0f} req/s  "
+                        f"p50 {r['p50_us'] / 1000:6.2f} ms  p99 {r['p99_us'] / 1000:6.2f} ms  err {r['err']}",
+                        flush=True,
+                    )
+        summary = report(targets, conns, ns.duration, ns.rounds)
+        out = RESULTS / f"http-{stamp}.json"
+        out.write_text(json.dumps(summary, indent=1))
+        print(f"\nresults: {out.relative_to(ROOT)}")
+        if ns.profile:
+            profile(targets, ns.profile_connections, ns.profile_seconds, RESULTS)
+
+
+if __name__ == "__main__":
+    with contextlib.suppress(KeyboardInterrupt):
+        main()
