@@ -94,6 +94,11 @@ class _Protocol(asyncio.SubprocessProtocol):
     def __init__(self, owner: StdioTransport) -> None:
         self._owner = owner
 
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # Before subprocess_exec returns: a process that dies at once reports its exit through this.
+        assert isinstance(transport, asyncio.SubprocessTransport)
+        self._owner._transport = transport
+
     def pipe_data_received(self, fd: int, data: bytes) -> None:
         if fd == 1:
             self._owner._on_stdout(data)
@@ -239,8 +244,7 @@ class StdioTransport:
             self._fail("closed its stdout")
 
     def _on_process_exited(self) -> None:
-        assert self._transport is not None
-        self.returncode = self._transport.get_returncode()
+        self.returncode = self._transport.get_returncode() if self._transport is not None else None
         self.stderr.flush()
         if not self._exited.done():
             self._exited.set_result(self.returncode)

@@ -1,0 +1,714 @@
+"""The ``patchbay`` command line end to end: the real CLI as subprocesses, real config files in tmp dirs,
+and a real ``patchbay serve`` for the commands that go through a hub's API.
+
+Every CLI run is a fresh interpreter (about a second each), so independent runs go in parallel.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx2
+import pytest
+
+from patchbay.cli import CliError, main, parse_call_arguments, strip_jsonc
+from tests.conftest import bad
+from tests.test_serve import free_port
+
+TOKEN = "cli-test-token-0123456789"
+SERVER_VIEW_KEYS = {
+    "name",
+    "state",
+    "transport",
+    "enabled",
+    "pid",
+    "tool_count",
+    "restarts",
+    "last_error",
+    "spec",
+}
+
+
+@dataclass
+class Result:
+    code: int
+    out: str
+    err: str
+
+    def json(self) -> Any:
+        return json.loads(self.out)
+
+    def __str__(self) -> str:
+        return f"exit {self.code}\n--- stdout\n{self.out}\n--- stderr\n{self.err}"
+
+
+def clean_env(**extra: str | None) -> dict[str, str]:
+    """The test's environment without the user's patchbay and colour settings; a dead default hub URL
+    (nothing listens there), so commands fall back to the config file unless a test says otherwise."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k
+        not in ("PATCHBAY_URL", "PATCHBAY_TOKEN", "NO_COLOR", "FORCE_COLOR", "XDG_CONFIG_HOME", "APPDATA")
+    }
+    env["PATCHBAY_URL"] = f"http://127.0.0.1:{DEAD_PORT}"
+    for key, value in extra.items():
+        if value is None:
+            env.pop(key, None)
+        else:
+            env[key] = value
+    return env
+
+
+DEAD_PORT = free_port()
+
+
+def cli(*args: str, cwd: Path, env: dict[str, str] | None = None, stdin: str | None = None) -> Result:
+    proc = subprocess.run(
+        [sys.executable, "-m", "patchbay", *args],
+        cwd=cwd,
+        env=env or clean_env(),
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    return Result(proc.returncode, proc.stdout, proc.stderr)
+
+
+def cli_many(runs: Sequence[tuple[Sequence[str], dict[str, Any]]]) -> list[Result]:
+    """Independent CLI runs, in parallel."""
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        futures = [pool.submit(cli, *args, **kwargs) for args, kwargs in runs]
+        return [f.result() for f in futures]
+
+
+InProcess = Callable[..., Result]
+
+
+@pytest.fixture
+def in_process(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> InProcess:
+    """``main(argv)`` in this process: the same CLI without an interpreter start, for the runs that only
+    read and write files (each command also has subprocess runs)."""
+    for var in ("NO_COLOR", "FORCE_COLOR", "XDG_CONFIG_HOME", "APPDATA", "PATCHBAY_URL", "PATCHBAY_TOKEN"):
+        monkeypatch.delenv(var, raising=False)
+
+    def run(*argv: str, cwd: Path, env: dict[str, str] | None = None) -> Result:
+        monkeypatch.chdir(cwd)
+        for key, value in (env or {}).items():
+            monkeypatch.setenv(key, value)
+        capsys.readouterr()
+        code = main(list(argv))
+        captured = capsys.readouterr()
+        return Result(code, captured.out, captured.err)
+
+    return run
+
+
+def one_error_line(r: Result) -> str:
+    """The run failed with one error line on stderr, ``patchbay: error: …``, last, and no traceback
+    (progress lines such as "via hub at …" may come before it)."""
+    errors = [line for line in r.err.splitlines() if line.startswith("patchbay: error: ")]
+    assert len(errors) == 1 and r.err.splitlines()[-1] == errors[0], r
+    assert "Traceback" not in r.err
+    return errors[0]
+
+
+def write(path: Path, data: Any) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(data if isinstance(data, str) else json.dumps(data, indent=2))
+    return path
+
+
+# --- a real hub -----------------------------------------------------------------------------------------
+
+
+@dataclass
+class RunningHub:
+    url: str
+    config: Path
+    proc: subprocess.Popen[bytes]
+
+    def env(self, **extra: str | None) -> dict[str, str]:
+        return clean_env(**{"PATCHBAY_URL": self.url, "PATCHBAY_TOKEN": TOKEN, **extra})
+
+    def doc(self) -> dict[str, Any]:
+        data: dict[str, Any] = json.loads(self.config.read_text())
+        return data
+
+
+@pytest.fixture(scope="module")
+def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningHub]:
+    """One ``patchbay serve`` (with a bearer token) for the module's API-mode tests."""
+    folder = tmp_path_factory.mktemp("hub")
+    config = write(
+        folder / "patchbay.json",
+        {"mcpServers": {"mb": bad(), "spare": bad("--name", "spare", enabled=False)}, "custom": {"keep": 1}},
+    )
+    port = free_port()
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "patchbay",
+            "serve",
+            "--config",
+            str(config),
+            "--port",
+            str(port),
+            "--token",
+            TOKEN,
+        ],
+        env=clean_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    with httpx2.Client(base_url=url, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=5) as http:
+        for _ in range(300):
+            assert proc.poll() is None, "patchbay serve exited"
+            try:
+                if http.get("/readyz").status_code == 200:
+                    break
+            except httpx2.TransportError:
+                pass
+            time.sleep(0.1)
+        else:
+            pytest.fail("patchbay serve did not become ready")
+    yield RunningHub(url, config, proc)
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(15)
+
+
+def test_through_the_hub_list_tools_and_call(hub: RunningHub, tmp_path: Path) -> None:
+    env = hub.env()
+    runs: list[tuple[Sequence[str], dict[str, Any]]] = [
+        (["servers", "list", "--json"], {"env": env}),
+        (["servers", "list"], {"env": env}),
+        (["tools", "--json"], {"env": env}),
+        (["tools", "--server", "mb", "--format", "openai"], {"env": env}),
+        (["call", "mb__add", "a=2", "b=3", "--json"], {"env": env}),
+        (["call", "mb__echo", "--args", "-"], {"env": env, "stdin": '{"text": "from stdin"}'}),
+        (["call", "mb__fail"], {"env": env}),
+        (["call", "mb__ech", "text=x"], {"env": env}),
+        (["servers", "list"], {"env": hub.env(PATCHBAY_TOKEN=None)}),
+    ]
+    (
+        listed, table, tools, openai, added, stdin, failed, unknown, no_token,
+    ) = cli_many([(args, {"cwd": tmp_path, **kw}) for args, kw in runs])  # fmt: skip
+
+    assert listed.code == 0, listed
+    assert f"via hub at {hub.url}" in listed.err
+    views = {v["name"]: v for v in listed.json()}
+    assert all(set(v) >= SERVER_VIEW_KEYS for v in views.values())
+    assert views["mb"]["state"] == "ready" and views["mb"]["tool_count"] >= 5 and views["mb"]["pid"]
+    assert views["spare"]["state"] == "disabled" and not views["spare"]["enabled"]
+    assert views["mb"]["spec"]["args"] == bad()["args"]
+    assert "SERVER" in table.out and "ready" in table.out and "\x1b[" not in table.out  # no colour in a pipe
+
+    names = [t["name"] for t in tools.json()]
+    assert "mb__echo" in names and "inputSchema" in tools.json()[0]
+    assert openai.code == 0 and all(t["type"] == "function" for t in openai.json())  # JSON without --json
+    assert {t["function"]["name"] for t in openai.json()} >= {"mb__echo", "mb__add"}
+
+    assert added.code == 0 and added.json()["structuredContent"] == {"result": 5}
+    assert stdin.code == 0 and stdin.out == "from stdin\n"
+    assert failed.code == 1 and failed.out == "Error: tool failed on purpose\n"
+    assert unknown.code == 2
+    assert "unknown tool 'mb__ech'; did you mean 'mb__echo'" in one_error_line(unknown)
+    assert no_token.code == 2 and "needs a bearer token" in one_error_line(no_token)
+
+
+def test_through_the_hub_add_disable_enable_restart_remove(hub: RunningHub, tmp_path: Path) -> None:
+    env = hub.env()
+    spec = bad("--name", "extra")
+
+    def step(*runs: Sequence[str]) -> list[Result]:
+        return cli_many([(args, {"cwd": tmp_path, "env": env}) for args in runs])
+
+    good, broken, restarted = step(
+        ["servers", "add", "extra", "--timeout", "20", "--", spec["command"], *spec["args"]],
+        ["servers", "add", "broken", "--", str(tmp_path / "no-such-command")],
+        ["servers", "restart", "mb", "--json"],
+    )
+    assert good.code == 0, good
+    assert "added extra: ready" in good.out and f"via hub at {hub.url}" in good.err
+    assert hub.doc()["mcpServers"]["extra"] == {**spec, "timeout": 20}
+    assert hub.doc()["custom"] == {"keep": 1}  # the hub's save keeps unknown keys
+    assert broken.code == 1
+    assert "server 'broken' did not start (failed): command:" in one_error_line(broken)
+    assert restarted.code == 0 and set(restarted.json()) >= SERVER_VIEW_KEYS
+    assert restarted.json()["state"] == "ready" and restarted.json()["spec"]["args"] == bad()["args"]
+
+    disabled, removed_broken = step(
+        ["servers", "disable", "extra", "--json"], ["servers", "remove", "broken"]
+    )
+    assert disabled.code == 0 and disabled.json()["state"] == "disabled"
+    assert hub.doc()["mcpServers"]["extra"]["enabled"] is False
+    assert removed_broken.code == 0 and "removed broken" in removed_broken.out
+    [enabled] = step(["servers", "enable", "extra"])
+    assert enabled.code == 0 and "enabled extra: ready" in enabled.out
+    [removed] = step(["servers", "remove", "extra", "--json"])
+    assert removed.code == 0 and removed.json() == {"name": "extra", "removed": True}
+    assert set(hub.doc()["mcpServers"]) == {"mb", "spare"}
+
+
+# --- without a hub: the config file ---------------------------------------------------------------------
+
+
+def test_without_a_hub_servers_commands_edit_the_file(tmp_path: Path) -> None:
+    write(
+        tmp_path / "patchbay.json",
+        {
+            "mcpServers": {"mb": bad(env={"SECRET": "hunter2"}), "old": {"command": "x", "disabled": True}},
+            "custom": {"keep": [1, 2]},
+        },
+    )
+    listed, table, restart, explicit, duplicate, unknown, created = cli_many(
+        [
+            (["servers", "list", "--json"], {"cwd": tmp_path}),
+            (["servers", "list"], {"cwd": tmp_path}),
+            (["servers", "restart", "mb"], {"cwd": tmp_path}),
+            (["servers", "list", "--url", f"http://127.0.0.1:{DEAD_PORT}"], {"cwd": tmp_path}),
+            (["servers", "add", "mb", "--", "x"], {"cwd": tmp_path}),
+            (["servers", "remove", "nope"], {"cwd": tmp_path}),
+            # a new file is created where --config says, folder and all
+            (["servers", "add", "web", "https://example.com/mcp", "-H", "Authorization: Bearer ${T}",
+              "--config", "sub/new.json", "--json"], {"cwd": tmp_path}),
+        ]
+    )  # fmt: skip
+    assert listed.code == 0, listed
+    assert "hub not reachable; using patchbay.json directly" in listed.err
+    views = listed.json()
+    assert [v["name"] for v in views] == ["mb", "old"]
+    assert all(set(v) >= SERVER_VIEW_KEYS and v["state"] is None for v in views)
+    assert views[0]["spec"]["env"] == {"SECRET": "***"} and not views[1]["enabled"]
+    assert "disabled" in table.out and "misbehaving_server.py" in table.out
+    assert restart.code == 3 and "needs a running hub" in one_error_line(restart)
+    assert explicit.code == 3
+    assert f"hub not reachable at http://127.0.0.1:{DEAD_PORT}" in one_error_line(explicit)
+    assert duplicate.code == 2 and "'mb' already exists" in one_error_line(duplicate)
+    assert unknown.code == 2 and "unknown server 'nope'; known: mb, old" in one_error_line(unknown)
+    assert created.code == 0, created
+    assert created.json()["transport"] == "http" and created.json()["spec"]["headers"] == {
+        "Authorization": "***"
+    }
+    assert json.loads((tmp_path / "sub" / "new.json").read_text()) == {
+        "mcpServers": {"web": {"url": "https://example.com/mcp", "headers": {"Authorization": "Bearer ${T}"}}}
+    }
+
+    # two files edited in parallel: add then remove in one, disable then enable in the other
+    write(tmp_path / "b.json", {"mcpServers": {"mb": bad(), "old": {"command": "x", "disabled": True}}})
+
+    def add_then_remove() -> tuple[Result, Result]:
+        added = cli(
+            "servers", "add", "files", "--env", "ROOT=${HOME}", "--prefix", "fs", "--",
+            "npx", "-y", "@modelcontextprotocol/server-filesystem", "--flag", cwd=tmp_path,
+        )  # fmt: skip
+        assert json.loads((tmp_path / "patchbay.json").read_text())["mcpServers"]["files"] == {
+            "command": "npx",
+            "args": ["-y", "@modelcontextprotocol/server-filesystem", "--flag"],
+            "env": {"ROOT": "${HOME}"},
+            "prefix": "fs",
+        }
+        return added, cli("servers", "remove", "files", cwd=tmp_path)
+
+    def disable_then_enable() -> tuple[Result, Result]:
+        disabled = cli("servers", "disable", "mb", "--config", "b.json", cwd=tmp_path)
+        return disabled, cli("servers", "enable", "old", "--json", "--config", "b.json", cwd=tmp_path)
+
+    with ThreadPoolExecutor(2) as pool:
+        chain_a, chain_b = pool.submit(add_then_remove), pool.submit(disable_then_enable)
+        (added, removed), (disabled, enabled) = chain_a.result(), chain_b.result()
+    assert added.code == 0 and "added files to patchbay.json" in added.out, added
+    assert removed.code == 0 and "removed files from patchbay.json" in removed.out
+    assert disabled.code == 0 and "disabled mb in b.json" in disabled.out
+    assert enabled.code == 0 and enabled.json()["enabled"] is True
+    b_doc = json.loads((tmp_path / "b.json").read_text())
+    assert b_doc["mcpServers"]["mb"]["enabled"] is False
+    assert b_doc["mcpServers"]["old"] == {"command": "x", "disabled": False}  # the file's own style is kept
+
+    doc = json.loads((tmp_path / "patchbay.json").read_text())
+    assert doc["custom"] == {"keep": [1, 2]}
+    assert doc["mcpServers"] == {
+        "mb": bad(env={"SECRET": "hunter2"}),
+        "old": {"command": "x", "disabled": True},
+    }
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]  # atomic saves leave no temp files
+
+
+def test_without_a_hub_tools_and_call_start_the_servers_here(tmp_path: Path) -> None:
+    write(
+        tmp_path / "patchbay.json",
+        {"mcpServers": {"mb": bad(), "broken": {"command": str(tmp_path / "missing"), "maxRestarts": 0}}},
+    )
+    tools, anthropic, echoed, failed, once = cli_many(
+        [
+            (["tools"], {"cwd": tmp_path}),
+            (["tools", "--format", "anthropic", "--server", "mb", "--json"], {"cwd": tmp_path}),
+            (["call", "mb__echo", "text=hi", "--json"], {"cwd": tmp_path}),
+            (["call", "mb__fail"], {"cwd": tmp_path}),
+            (["run", "--once", "--json", "--config", "patchbay.json"], {"cwd": tmp_path}),
+        ]
+    )
+    assert tools.code == 0, tools
+    assert "hub not reachable; using patchbay.json directly" in tools.err
+    assert "mb: ready" in tools.err and "broken: failed" in tools.err  # progress as servers settle
+    assert "TOOL" in tools.out and "mb__echo" in tools.out and "Echo the text back." in tools.out
+    assert anthropic.code == 0
+    assert {"mb__echo", "mb__add"} <= {t["name"] for t in anthropic.json()}
+    assert all(set(t) == {"name", "description", "input_schema"} for t in anthropic.json())
+    assert echoed.code == 0 and echoed.json()["content"] == [{"type": "text", "text": "hi"}]
+    assert failed.code == 1 and failed.out == "Error: tool failed on purpose\n"
+    assert once.code == 1  # a server failed
+    status = {s["name"]: s["state"] for s in once.json()["servers"]}
+    assert status == {"mb": "ready", "broken": "failed"} and once.json()["tools"]
+
+
+def test_key_value_arguments_are_json_when_they_parse() -> None:
+    parsed = parse_call_arguments(
+        None,
+        ["n=5", "x=2.5", "on=true", "none=null", "tags=[\"a\", 1]", "obj={\"k\": 1}", "text=hello world",
+         "quoted=\"5\"", "empty=", "eq=a=b", "nan=NaN", "brace={not json"],
+    )  # fmt: skip
+    assert parsed == {
+        "n": 5, "x": 2.5, "on": True, "none": None, "tags": ["a", 1], "obj": {"k": 1}, "text": "hello world",
+        "quoted": "5", "empty": "", "eq": "a=b", "nan": "NaN", "brace": "{not json",
+    }  # fmt: skip
+    assert parse_call_arguments('{"a": [1]}', []) == {"a": [1]}
+    for args_json, pairs, message in (
+        ("{}", ["a=1"], "not both"),
+        (None, ["a=1", "a=2"], "given twice"),
+        (None, ["=1"], "expected key=value"),
+        ("1", [], "must be a JSON object"),
+    ):
+        with pytest.raises(CliError, match=message) as info:
+            parse_call_arguments(args_json, pairs)
+        assert info.value.code == 2
+
+
+def test_ctrl_c_exits_130(tmp_path: Path) -> None:
+    write(tmp_path / "patchbay.json", {"mcpServers": {"mb": bad()}})
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "patchbay", "call", "mb__sleep", "seconds=30"],
+        cwd=tmp_path,
+        env=clean_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stderr is not None
+    seen = ""
+    while "mb: ready" not in seen:
+        line = proc.stderr.readline()
+        assert line, seen
+        seen += line
+    time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=20)
+    assert proc.returncode == 130
+    assert "Traceback" not in err
+
+
+# --- config check ---------------------------------------------------------------------------------------
+
+
+def test_config_check(tmp_path: Path, in_process: InProcess) -> None:
+    write(
+        tmp_path / "patchbay.json",
+        {
+            "mcpServers": {
+                "mb": bad(),
+                "needs": {"command": "${PATCHBAY_PYTHON}", "env": {"T": "${CLI_TEST_UNSET_VAR}"}},
+                "ghost": {"command": "patchbay-no-such-command-xyz"},
+                "remote": {"url": "https://example.com/mcp", "headers": {"A": "${CLI_TEST_OTHER:-x}"}},
+            }
+        },
+    )
+    write(tmp_path / "syntax.json", '{\n  "mcpServers": {\n    "a": {"command": }\n  }\n}\n')
+    write(
+        tmp_path / "fields.json",
+        {"mcpServers": {"a": {"args": "x", "timeout": -1}, "b c": {"command": "x"}, "ok": {"command": "x"}}},
+    )
+    good, fields_json = cli_many(
+        [
+            (["config", "check"], {"cwd": tmp_path}),  # ./patchbay.json
+            (["config", "check", "fields.json", "--json"], {"cwd": tmp_path}),
+        ]
+    )
+    good_json = in_process("config", "check", "patchbay.json", "--json", cwd=tmp_path)
+    syntax = in_process("config", "check", "syntax.json", cwd=tmp_path)
+    fields = in_process("config", "check", "fields.json", cwd=tmp_path)
+    assert good.code == 0, good
+    assert "patchbay.json: 4 servers" in good.out and "patchbay.json: valid (2 warnings)" in good.out
+    report = good_json.json()
+    assert set(report) == {"path", "valid", "servers", "errors", "warnings"}
+    assert report["valid"] is True and report["errors"] == []
+    assert report["servers"] == ["mb", "needs", "ghost", "remote"]
+    assert {(w["server"], w["field"]) for w in report["warnings"]} == {
+        ("needs", "env.T"),
+        ("ghost", "command"),
+    }
+    assert any("'CLI_TEST_UNSET_VAR' is not set" in w["message"] for w in report["warnings"])
+    assert any("was not found on PATH" in w["message"] for w in report["warnings"])
+
+    assert syntax.code == 1 and "syntax.json:3:22: not valid JSON" in syntax.out
+    assert "syntax.json is invalid (1 error)" in one_error_line(syntax)
+
+    assert fields.code == 1 and fields_json.code == 1
+    problems = {(e["server"], e["field"]) for e in fields_json.json()["errors"]}
+    assert problems == {("a", "args"), ("a", "timeout"), ("b c", None)}
+    assert "server 'a': timeout: Input should be greater than 0" in fields.out
+
+
+# --- import ---------------------------------------------------------------------------------------------
+
+
+def claude_path(home: Path) -> Path:
+    if sys.platform == "darwin":
+        return home / "Library" / "Application Support" / "Claude" / "claude_desktop_config.json"
+    if os.name == "nt":
+        return home / "AppData" / "Roaming" / "Claude" / "claude_desktop_config.json"
+    return home / ".config" / "Claude" / "claude_desktop_config.json"
+
+
+def test_import_claude_from_its_usual_place(tmp_path: Path, in_process: InProcess) -> None:
+    home, project = tmp_path / "home", tmp_path / "project"
+    project.mkdir()
+    env = clean_env(HOME=str(home), USERPROFILE=str(home), APPDATA=str(home / "AppData" / "Roaming"))
+    write(
+        claude_path(home),
+        {
+            "mcpServers": {
+                "filesystem": {"command": "npx",
+                               "args": ["-y", "@modelcontextprotocol/server-filesystem", "/tmp"]},
+                "github": {"command": "npx", "args": ["-y", "@modelcontextprotocol/server-github"],
+                           "env": {"GITHUB_PERSONAL_ACCESS_TOKEN": "ghp_x"}},
+                "bad name": {"command": "x"},
+                "broken": {"args": ["no command"]},
+            },
+            "globalShortcut": "Ctrl+Space",
+        },
+    )  # fmt: skip
+    first = cli("import", "claude", cwd=project, env=env)
+    assert first.code == 1, first  # two entries could not be imported
+    assert f"from {claude_path(home)} into patchbay.json" in first.err
+    assert "wrote patchbay.json (new file): 2 added, 0 replaced, 2 skipped" in first.out
+    assert "invalid server name 'bad name'" in first.out and "a stdio server needs 'command'" in first.out
+    target = project / "patchbay.json"
+    doc = json.loads(target.read_text())
+    assert list(doc) == ["mcpServers"] and list(doc["mcpServers"]) == ["filesystem", "github"]
+    assert doc["mcpServers"]["github"]["env"] == {"GITHUB_PERSONAL_ACCESS_TOKEN": "ghp_x"}
+
+    # the target's own keys survive; present names are skipped unless --overwrite
+    doc["auth"] = {"tokens": ["${PATCHBAY_TOKEN}"]}
+    doc["mcpServers"]["github"]["args"] = ["changed"]
+    write(target, doc)
+    env = {"HOME": str(home), "USERPROFILE": str(home), "APPDATA": str(home / "AppData" / "Roaming")}
+    again = in_process("import", "claude", "--json", cwd=project, env=env)
+    report = again.json()
+    assert set(report) == {
+        "source",
+        "target",
+        "created",
+        "dry_run",
+        "added",
+        "replaced",
+        "skipped",
+        "warnings",
+    }
+    assert report["added"] == [] and report["replaced"] == []
+    skipped = {s["name"]: s["reason"] for s in report["skipped"]}
+    assert skipped["filesystem"] == "already present, identical"
+    assert "use --overwrite" in skipped["github"]
+    assert json.loads(target.read_text())["mcpServers"]["github"]["args"] == ["changed"]
+    replaced = in_process("import", "claude", "--overwrite", "--json", cwd=project, env=env)
+    assert replaced.json()["replaced"] == ["github"]
+    doc = json.loads(target.read_text())
+    assert doc["auth"] == {"tokens": ["${PATCHBAY_TOKEN}"]}
+    assert doc["mcpServers"]["github"]["args"] == ["-y", "@modelcontextprotocol/server-github"]
+
+
+def test_import_vscode_workspace_with_comments_and_inputs(tmp_path: Path, in_process: InProcess) -> None:
+    project = tmp_path / "project"
+    write(
+        project / ".vscode" / "mcp.json",
+        """{
+  // servers for this workspace
+  "inputs": [
+    {"type": "promptString", "id": "gh-token", "description": "GitHub PAT", "password": true},
+  ],
+  "servers": {
+    "github": {
+      "type": "http",
+      "url": "https://api.githubcopilot.com/mcp/",
+      "headers": {"Authorization": "Bearer ${input:gh-token}"}, /* asked for at start */
+    },
+    "local": {"type": "stdio", "command": "python3", "args": ["${workspaceFolder}/server.py", "a // b"]},
+  },
+}
+""",
+    )
+    env = {"HOME": str(tmp_path / "home")}
+    r = in_process("import", "vscode", "--json", cwd=project, env=env)
+    assert r.code == 0, r
+    report = r.json()
+    assert report["added"] == ["github", "local"] and report["created"] is True
+    [warning] = report["warnings"]
+    assert warning["server"] == "github" and warning["field"] == "headers.Authorization"
+    assert "${input:gh-token} (GitHub PAT)" in warning["message"] and "cannot ask" in warning["message"]
+    doc = json.loads((project / "patchbay.json").read_text())
+    assert doc["mcpServers"]["github"] == {
+        "type": "http",
+        "url": "https://api.githubcopilot.com/mcp/",
+        "headers": {"Authorization": "Bearer ${input:gh-token}"},
+    }
+    assert doc["mcpServers"]["local"]["args"] == [f"{project.resolve()}/server.py", "a // b"]
+    check = in_process("config", "check", cwd=project, env=env)
+    assert check.code == 0 and "VS Code input prompt" in check.out  # config check warns about it as well
+
+
+def test_import_cursor_into_an_existing_file(tmp_path: Path, in_process: InProcess) -> None:
+    home = tmp_path / "home"
+    write(
+        home / ".cursor" / "mcp.json",
+        {
+            "mcpServers": {
+                "legacy": {"url": "http://localhost:3000/sse"},
+                "weird": {"command": "x", "env": {"A": True}},
+            }
+        },
+    )
+    write(tmp_path / "mine.json", {"servers": {"kept": {"command": "y"}}, "other": "value"})
+    write(tmp_path / "elsewhere.json", {"mcpServers": {"given": {"command": "z"}}})
+    real = cli(
+        "import", "cursor", "--config", "real.json", "--json", cwd=tmp_path, env=clean_env(HOME=str(home))
+    )
+    env = {"HOME": str(home), "USERPROFILE": str(home)}
+    dry = in_process("import", "cursor", "--config", "mine.json", "--dry-run", cwd=tmp_path, env=env)
+    explicit = in_process(
+        "import", "cursor", "elsewhere.json", "--config", "mine.json", cwd=tmp_path, env=env
+    )
+    assert dry.code == 1 and "dry run: 1 added, 0 replaced, 1 skipped; mine.json not written" in dry.out
+    assert real.code == 1
+    report = real.json()
+    assert report["added"] == ["legacy"]
+    assert report["skipped"] == [
+        {"name": "weird", "reason": "server 'weird': env.A: Input should be a valid string"}
+    ]
+    assert json.loads((tmp_path / "real.json").read_text())["mcpServers"]["legacy"] == {
+        "type": "sse",
+        "url": "http://localhost:3000/sse",
+    }
+    assert explicit.code == 0, explicit
+    assert json.loads((tmp_path / "mine.json").read_text()) == {
+        "servers": {"kept": {"command": "y"}, "given": {"command": "z"}},  # the file's key is kept
+        "other": "value",
+    }
+
+
+def test_jsonc_is_read_with_positions_kept() -> None:
+    text = '{\n  // c\n  "a": "x // y", /* z */\n  "b": [1, 2,],\n}'
+    assert json.loads(strip_jsonc(text)) == {"a": "x // y", "b": [1, 2]}
+    assert len(strip_jsonc(text)) == len(text)
+
+
+# --- help, usage errors, colour -------------------------------------------------------------------------
+
+COMMANDS = [
+    [], ["run"], ["serve"], ["agent"], ["servers"], ["servers", "list"], ["servers", "add"],
+    ["servers", "remove"], ["servers", "enable"], ["servers", "disable"], ["servers", "restart"],
+    ["tools"], ["call"], ["config"], ["config", "check"], ["import"],
+]  # fmt: skip
+
+
+def test_every_command_has_help_with_an_example(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    for cmd in COMMANDS:  # in-process: the same parser, without an interpreter start per command
+        with pytest.raises(SystemExit) as exited:
+            main([*cmd, "--help"])
+        assert exited.value.code == 0, cmd
+        assert "example" in capsys.readouterr().out.lower(), cmd
+    real = cli("servers", "add", "--help", cwd=tmp_path)  # and once through the real entry point
+    assert real.code == 0 and "examples:" in real.out and "-- npx -y" in real.out
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["servers"], "the following arguments are required: ACTION (see 'patchbay servers --help')"),
+        (["tools", "--format", "xml"], "invalid choice: 'xml'"),
+        (["servers", "add", "x", "npx", "-y", "pkg"], "put the server's command after '--'"),
+        (["call", "t", "--bogus"], "unrecognized arguments: --bogus (see 'patchbay call --help')"),
+        (["servers", "list", "--no-hub", "--url", "http://127.0.0.1:1"], "either --url or --no-hub"),
+        (["servers", "list", "--url", "ftp://x"], "--url must be an http:// or https:// address"),
+        (["servers", "add", "x", "--env", "NOVALUE", "--", "cmd"], "--env expects KEY=VALUE"),
+        (["servers", "add", "x"], "give the server's command after '--'"),
+        (
+            ["servers", "add", "x", "--spec", '{"command": "c", "timeout": 0}'],
+            "timeout: Input should be greater",
+        ),
+    ],
+)
+def test_usage_errors_are_one_line_exit_2(
+    argv: list[str],
+    message: str,
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    try:
+        code = main(argv)
+    except SystemExit as exc:
+        code = exc.code  # type: ignore[assignment]
+    assert code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("patchbay: error: ") and message in err, err
+
+
+def test_config_errors_and_debug_tracebacks(tmp_path: Path) -> None:
+    write(tmp_path / "patchbay.json", {"mcpServers": {"a": {"command": "x", "timeout": 0}}})
+    invalid, debug = cli_many(
+        [
+            (["tools"], {"cwd": tmp_path}),
+            (["servers", "list", "--no-hub", "--config", "missing.json", "--debug"], {"cwd": tmp_path}),
+        ]
+    )
+    assert invalid.code == 2
+    assert "patchbay.json: invalid configuration: server 'a': timeout: Input should be greater than 0" in (
+        one_error_line(invalid)
+    )
+    assert debug.code != 0 and "Traceback" in debug.err and "config file not found" in debug.err
+
+
+def test_colour_only_when_wanted_and_more_failures_in_process(
+    tmp_path: Path, in_process: InProcess, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    write(tmp_path / "patchbay.json", {"mcpServers": {"ghost": {"command": "patchbay-no-such-command-xyz"}}})
+    write(tmp_path / "other.json", {"editor.fontSize": 14})
+    plain = in_process("config", "check", cwd=tmp_path)  # captured output is not a terminal: no colour
+    assert plain.code == 0 and "warning" in plain.out and "\x1b[" not in plain.out
+    forced = in_process("config", "check", cwd=tmp_path, env={"FORCE_COLOR": "1"})
+    assert forced.code == 0 and "\x1b[33mwarning\x1b[0m" in forced.out
+    no_colour = in_process("config", "check", cwd=tmp_path, env={"NO_COLOR": "1"})
+    assert no_colour.code == 0 and "\x1b[" not in no_colour.out
+
+    missing = in_process("config", "check", "missing.json", cwd=tmp_path)
+    assert missing.code == 1 and "missing.json: config file not found" in missing.out
+    assert "missing.json is invalid" in one_error_line(missing)
+    nowhere = in_process("import", "claude", cwd=tmp_path, env={"HOME": str(tmp_path / "nobody")})
+    assert nowhere.code == 2 and "no Claude Desktop config found (looked for" in one_error_line(nowhere)
+    not_a_client = in_process("import", "cursor", "other.json", cwd=tmp_path)
+    assert not_a_client.code == 2 and "no 'mcpServers' or 'servers' in this file" in one_error_line(
+        not_a_client
+    )
