@@ -21,7 +21,10 @@ from typing import Any
 import httpx2
 import pytest
 
-from patchbay.cli import CliError, main, parse_call_arguments, strip_jsonc
+from patchbay.cli import main
+from patchbay.cli.commands.tools import parse_call_arguments
+from patchbay.cli.errors import CliError
+from patchbay.cli.importers import strip_jsonc
 from tests.conftest import bad
 from tests.test_serve import free_port
 

@@ -1,0 +1,170 @@
+"""The long-running commands: ``run`` (servers supervised in the terminal), ``serve`` (the MCP endpoint and
+management API over HTTP) and ``agent`` (lend this machine's servers to a remote hub)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import sys
+from typing import TYPE_CHECKING
+
+from patchbay import __version__
+from patchbay.cli.errors import EXIT_USAGE
+from patchbay.cli.output import Output
+from patchbay.config import auth_tokens
+from patchbay.events import CatalogEvent, ServerStateEvent
+
+if TYPE_CHECKING:  # the hub (and the MCP SDK under it) is imported only by the commands that run servers
+    from patchbay.hub import Hub
+
+
+def _usage_error(message: str) -> int:
+    """A refused start (bad settings, token, URL) as the one error line on stderr; exit 2."""
+    print(f"patchbay: error: {message}", file=sys.stderr)
+    return EXIT_USAGE
+
+
+def _print_status(hub: Hub) -> None:
+    rows = [("SERVER", "STATE", "PID", "PROTOCOL", "TOOLS", "RESTARTS", "LAST ERROR")]
+    for st in hub.status().values():
+        rows.append(
+            (
+                st.name,
+                str(st.state),
+                str(st.pid or "-"),
+                st.protocol_version or "-",
+                str(st.tool_count),
+                str(st.restarts),
+                (st.last_error or "")[:80],
+            )
+        )
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for r in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
+
+
+def _print_tools(hub: Hub) -> None:
+    tools = hub.tools("mcp")
+    print(f"\n{len(tools)} tools:")
+    width = max((len(t["name"]) for t in tools), default=0)
+    for t in tools:
+        desc = (t.get("description") or "").strip().splitlines()
+        print(f"  {t['name'].ljust(width)}  {desc[0][:90] if desc else ''}")
+
+
+async def cmd_run(args: argparse.Namespace) -> int:
+    from patchbay.hub import Hub
+
+    hub = Hub.from_file(args.config)
+    out = Output(args.json)
+    if not args.json:
+        print(f"patchbay {__version__}: starting {len(hub.servers)} server(s) from {args.config}", flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    async with hub:
+        if args.json:
+            out.emit_json(
+                {
+                    "servers": [s.model_dump(mode="json") for s in hub.status().values()],
+                    "tools": hub.tools("mcp"),
+                }
+            )
+        else:
+            _print_status(hub)
+            _print_tools(hub)
+        if args.once:
+            return 0 if all(s.state == "ready" for s in hub.status().values() if s.enabled) else 1
+        if not args.json:
+            print("\nRunning; server and catalog changes are shown below. Ctrl-C to stop.", flush=True)
+
+        async def watch() -> None:
+            async for ev in hub.events():
+                if args.json:
+                    print(ev.model_dump_json(), flush=True)
+                elif isinstance(ev, ServerStateEvent):
+                    print(f"server {ev.server}: {ev.state}{f' ({ev.error})' if ev.error else ''}", flush=True)
+                elif isinstance(ev, CatalogEvent) and (ev.added or ev.removed):
+                    print(f"catalog v{ev.version}: +{len(ev.added)} -{len(ev.removed)} tools", flush=True)
+
+        watcher = asyncio.create_task(watch())
+        await stop.wait()
+        watcher.cancel()
+        if not args.json:
+            print("stopping…", flush=True)
+    return 0
+
+
+async def cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from patchbay.hub import Hub
+    from patchbay.server.app import ServeSettings, create_app, env_tokens
+
+    hub = Hub.from_file(args.config)
+    settings = ServeSettings(
+        host=args.host,
+        port=args.port,
+        tokens=[*args.token, *env_tokens(), *auth_tokens(hub.config)],
+        allowed_hosts=args.allow_host,
+        watch_config=not args.no_reload,
+    )
+    try:
+        app = create_app(hub, settings)
+    except ValueError as exc:
+        return _usage_error(str(exc))
+    server = uvicorn.Server(
+        uvicorn.Config(
+            app,
+            host=args.host,
+            port=args.port,
+            log_level="debug" if args.debug else "warning",
+            ws="websockets-sansio",
+            ws_max_size=args.agent_max_frame,
+            ws_ping_interval=args.agent_ping,
+            ws_ping_timeout=args.agent_ping,
+            timeout_graceful_shutdown=5,
+            lifespan="on",
+        )
+    )
+    base = f"http://{args.host if ':' not in args.host else f'[{args.host}]'}:{args.port}"
+    print(f"patchbay {__version__}: {len(hub.servers)} server(s) from {args.config}", flush=True)
+    print(f"  MCP endpoint  {base}/mcp", flush=True)
+    print(f"  API docs      {base}/docs{'   (bearer token required)' if settings.tokens else ''}", flush=True)
+
+    async def report_ready() -> None:
+        await app.state.started.wait()
+        print("", flush=True)
+        _print_status(hub)
+        _print_tools(hub)
+        print(f"\nready: serving {len(hub.catalog.tools)} tools at {base}/mcp. Ctrl-C to stop.", flush=True)
+
+    reporter = asyncio.create_task(report_ready())
+    try:
+        await server.serve()
+    finally:
+        reporter.cancel()
+    return 0 if server.started else 1
+
+
+async def cmd_agent(args: argparse.Namespace) -> int:
+    from patchbay.agent import AgentRefused, run_agent
+
+    token = args.token or os.environ.get("PATCHBAY_AGENT_TOKEN", "")
+    if not token:
+        return _usage_error("give --token or set PATCHBAY_AGENT_TOKEN")
+    if not args.hub.startswith(("ws://", "wss://")):
+        return _usage_error(f"--hub must be a ws:// or wss:// URL, got {args.hub!r}")
+
+    def on_state(state: str, detail: str) -> None:
+        print(f"agent {state}: {detail}", flush=True)
+
+    print(f"patchbay agent {__version__}: lending the servers of {args.config} to {args.hub}", flush=True)
+    try:
+        await run_agent(args.config, args.hub, token, on_state)
+    except AgentRefused as exc:
+        return _usage_error(str(exc))
+    return 0

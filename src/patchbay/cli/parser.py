@@ -1,0 +1,379 @@
+"""The command line's grammar: every command, option and help text (with examples), usage errors as one
+line, and the words argparse leaves over (``call`` pairs, the command after ``servers add … --``)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any, NoReturn
+
+from patchbay import __version__
+from patchbay.cli.commands.config import cmd_config_check
+from patchbay.cli.commands.import_ import cmd_import
+from patchbay.cli.commands.serve import cmd_agent, cmd_run, cmd_serve
+from patchbay.cli.commands.servers import (
+    cmd_servers_add,
+    cmd_servers_disable,
+    cmd_servers_enable,
+    cmd_servers_list,
+    cmd_servers_remove,
+    cmd_servers_restart,
+)
+from patchbay.cli.commands.tools import cmd_call, cmd_tools
+from patchbay.cli.configfile import default_config_path
+from patchbay.cli.errors import EXIT_USAGE
+from patchbay.cli.hubclient import DEFAULT_URL
+from patchbay.cli.importers import CLIENTS
+from patchbay.cli.options import seconds
+
+FORMATS = ("mcp", "openai", "anthropic")
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, with usage errors as one line (exit 2) and examples kept as written."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", argparse.RawDescriptionHelpFormatter)
+        super().__init__(*args, **kwargs)
+
+    def error(self, message: str) -> NoReturn:
+        _usage_exit(self, self.prog, message)
+
+
+def _usage_exit(parser: argparse.ArgumentParser, prog: str, message: str) -> NoReturn:
+    """A usage error: one line pointing at the command's --help, exit 2."""
+    parser.exit(EXIT_USAGE, f"patchbay: error: {message} (see '{prog} --help')\n")
+
+
+def _common_options() -> Parser:
+    p = Parser(add_help=False)
+    p.add_argument("--json", action="store_true", help="machine-readable JSON on stdout")
+    p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="logs and full tracebacks")
+    return p
+
+
+def _bundled_config_option(p: argparse.ArgumentParser) -> None:
+    """``--config`` for the commands that run servers: by default the bundled demo config."""
+    p.add_argument(
+        "--config", type=Path, default=default_config_path(), help="config file (default: bundled)"
+    )
+
+
+def _hub_options() -> Parser:
+    p = Parser(add_help=False)
+    g = p.add_argument_group("hub or file")
+    g.add_argument(
+        "--url",
+        help=f"the running hub to use (default: $PATCHBAY_URL, else {DEFAULT_URL}); when given, an "
+        "unreachable hub is an error (exit 3) instead of a fallback to the config file",
+    )
+    g.add_argument("--token", help="bearer token for the hub (default: $PATCHBAY_TOKEN)")
+    g.add_argument(
+        "--config",
+        type=Path,
+        help="config file used when no hub is reachable (default: ./patchbay.json; for reading, the "
+        "bundled demo config if there is no ./patchbay.json)",
+    )
+    g.add_argument("--no-hub", action="store_true", help="use the config file even if a hub is running")
+    return p
+
+
+HUB_NOTE = (
+    "With a hub running (patchbay serve) at --url / $PATCHBAY_URL / " + DEFAULT_URL + ", this goes through "
+    "its API; otherwise it works on the config file directly. A line on stderr says which."
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = Parser(
+        prog="patchbay",
+        description="One hub for all your MCP servers.",
+        epilog="examples:\n"
+        "  patchbay serve --config patchbay.json        serve every tool at http://127.0.0.1:8765/mcp\n"
+        "  patchbay import claude                       copy Claude Desktop's servers into ./patchbay.json\n"
+        "  patchbay servers list                        what runs, or what the config has\n"
+        "  patchbay tools --format openai --json        tool definitions for an LLM API\n"
+        "  patchbay call demo__add a=1 b=2              call one tool\n"
+        "  patchbay config check patchbay.json          validate a config file\n\n"
+        "exit codes: 0 ok, 1 operation failed, 2 usage or config error, 3 hub not reachable, 130 Ctrl-C.\n"
+        "Every command has --help with examples.",
+    )
+    parser.add_argument("--version", action="version", version=f"patchbay {__version__}")
+    parser.add_argument("--debug", action="store_true", help="verbose logs and full tracebacks")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    common, hubopts = _common_options(), _hub_options()
+
+    run = sub.add_parser(
+        "run",
+        help="start the configured servers and show their tools",
+        description="Start every enabled server, print status and the merged tool catalog, and keep them "
+        "supervised until Ctrl-C.\n\nexample: patchbay run --config ~/.config/patchbay.json\n"
+        "         patchbay run --once --json     (status and tools as JSON, then exit)",
+        parents=[common],
+    )
+    _bundled_config_option(run)
+    run.add_argument("--once", action="store_true", help="print status and tools, then exit")
+    run.set_defaults(func=cmd_run)
+
+    serve = sub.add_parser(
+        "serve",
+        help="serve every tool at one MCP endpoint (/mcp), with a management API",
+        description="Start the configured servers and serve them: the aggregated MCP endpoint at /mcp, the "
+        "management API at /api (docs at /docs), /healthz, /readyz and /metrics. The config file is watched "
+        "and changes are applied live.\n\nexample: patchbay serve --config patchbay.json --port 8765\n"
+        "then point any MCP client at http://127.0.0.1:8765/mcp",
+    )
+    _bundled_config_option(serve)
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=8765, help="port (default: 8765)")
+    serve.add_argument(
+        "--token", action="append", default=[], help="bearer token clients must send (also PATCHBAY_TOKEN)"
+    )
+    serve.add_argument(
+        "--allow-host",
+        action="append",
+        default=[],
+        help="extra host name clients may use (Host header check)",
+    )
+    serve.add_argument("--no-reload", action="store_true", help="do not watch the config file")
+    serve.add_argument(
+        "--agent-max-frame",
+        type=int,
+        default=16 * 1024 * 1024,
+        help="largest WebSocket frame accepted (bytes)",
+    )
+    serve.add_argument(
+        "--agent-ping",
+        type=float,
+        default=10.0,
+        help="seconds between pings to agents; one that does not answer within as long again is dropped",
+    )
+    serve.set_defaults(func=cmd_serve)
+
+    agent = sub.add_parser(
+        "agent",
+        help="dial out to a hub and lend it this machine's servers",
+        description="Run the servers of --config here and offer their tools to a patchbay hub that cannot "
+        "reach this machine (NAT, laptop): the agent dials out over WebSocket and reconnects forever.\n\n"
+        "example: patchbay agent --hub wss://hub.example.com/agents --token $TOKEN --config laptop.json",
+    )
+    agent.add_argument(
+        "--hub", required=True, help="the hub's agent endpoint, ws://HOST:PORT/agents or wss://…"
+    )
+    agent.add_argument("--token", help="this agent's token (or PATCHBAY_AGENT_TOKEN)")
+    _bundled_config_option(agent)
+    agent.set_defaults(func=cmd_agent)
+
+    _add_servers(sub, common, hubopts)
+    _add_tools_and_call(sub, common, hubopts)
+    _add_config(sub, common)
+    _add_import(sub, common)
+    return parser
+
+
+def _add_servers(sub: Any, common: argparse.ArgumentParser, hubopts: argparse.ArgumentParser) -> None:
+    servers = sub.add_parser(
+        "servers",
+        help="list, add, remove, enable, disable or restart servers",
+        description=f"Manage the configured MCP servers.\n\n{HUB_NOTE}\n\n"
+        "examples:\n"
+        "  patchbay servers list\n"
+        "  patchbay servers add github --env 'GITHUB_TOKEN=${GITHUB_TOKEN}' -- npx -y "
+        "@modelcontextprotocol/server-github\n"
+        "  patchbay servers disable github\n"
+        "  patchbay servers restart github --url http://127.0.0.1:8765",
+    )
+    actions = servers.add_subparsers(dest="action", required=True, metavar="ACTION")
+
+    ls = actions.add_parser(
+        "list",
+        help="every server: live state through a hub, else as configured",
+        description="List the servers. Through a hub: state, pid, tools, restarts, last error. From the "
+        f"file: enabled or not, and the command or URL.\n\n{HUB_NOTE}\n\n"
+        "examples:\n  patchbay servers list\n  patchbay servers list --json | jq '.[].state'\n"
+        "  patchbay servers list --no-hub --config ~/patchbay.json",
+        parents=[common, hubopts],
+    )
+    ls.set_defaults(func=cmd_servers_list)
+
+    add = actions.add_parser(
+        "add",
+        help="add a server (a stdio command after '--', or a URL)",
+        description="Add a server. Through a hub it is saved to the hub's config file and started at once "
+        "(exit 1 if it does not become ready); without one it is written to --config (created if "
+        f"missing).\n\n{HUB_NOTE}\n\n"
+        "Put the server's command after '--' so its options are not read as patchbay's. Quote ${VAR} "
+        "placeholders so the shell leaves them to patchbay.\n\n"
+        "examples:\n"
+        "  patchbay servers add files -- npx -y @modelcontextprotocol/server-filesystem ~/notes\n"
+        "  patchbay servers add github --env 'GITHUB_TOKEN=${GITHUB_TOKEN}' -- npx -y "
+        "@modelcontextprotocol/server-github\n"
+        "  patchbay servers add remote https://mcp.example.com/mcp \\\n"
+        "      --header 'Authorization: Bearer ${TOKEN}'\n"
+        '  patchbay servers add db --spec \'{"command": "db-mcp", "timeout": 20}\'',
+        parents=[common, hubopts],
+    )
+    add.add_argument("name", help="the server's name: 1-64 letters, digits, '_', '-' or '.'")
+    add.add_argument(
+        "command_line",
+        nargs="*",
+        metavar="COMMAND [ARG …] | URL",
+        help="the stdio command (after --), or a remote server's http(s):// URL",
+    )
+    add.add_argument("--type", choices=["stdio", "http", "sse"], help="transport (default: from command/url)")
+    add.add_argument(
+        "-e", "--env", action="append", metavar="KEY=VALUE", help="environment variable (repeat)"
+    )
+    add.add_argument("-H", "--header", action="append", metavar="'NAME: VALUE'", help="HTTP header (repeat)")
+    add.add_argument("--cwd", help="working directory (relative: to the config file)")
+    add.add_argument("--prefix", help="tool name prefix (default: the server's name; '' for none)")
+    add.add_argument("--timeout", type=seconds, help="seconds allowed per call")
+    add.add_argument("--disabled", action="store_true", help="add it switched off")
+    add.add_argument("--spec", metavar="JSON", help="the whole config entry as JSON (flags override it)")
+    add.set_defaults(func=cmd_servers_add)
+
+    for name, func, what, example in (
+        ("remove", cmd_servers_remove, "Remove a server from the config (a hub also stops it).",
+         "remove github"),
+        ("enable", cmd_servers_enable, "Enable a server (a hub also starts it; exit 1 if it does not "
+         "become ready).", "enable github"),
+        ("disable", cmd_servers_disable, "Disable a server (a hub also stops it). The file keeps the style "
+         "it used: 'enabled: false' or 'disabled: true'.", "disable github --json"),
+    ):  # fmt: skip
+        p = actions.add_parser(
+            name,
+            help=what.split(" (")[0].split(".")[0].lower(),
+            description=f"{what}\n\n{HUB_NOTE}\n\nexamples:\n  patchbay servers {example}\n"
+            f"  patchbay servers {name} github --no-hub --config ~/patchbay.json",
+            parents=[common, hubopts],
+        )
+        p.add_argument("name", help="the server's name")
+        p.set_defaults(func=func)
+
+    restart = actions.add_parser(
+        "restart",
+        help="restart a server now (needs a running hub)",
+        description="Stop and start a server again now, with its failure count reset (also revives a "
+        "'failed' server). Needs a running hub: exit 3 if none is reachable.\n\n"
+        "examples:\n  patchbay servers restart github\n"
+        "  patchbay servers restart github --url http://10.0.0.5:8765 --token $PATCHBAY_TOKEN",
+        parents=[common, hubopts],
+    )
+    restart.add_argument("name", help="the server's name")
+    restart.set_defaults(func=cmd_servers_restart)
+
+
+def _add_tools_and_call(sub: Any, common: argparse.ArgumentParser, hubopts: argparse.ArgumentParser) -> None:
+    tools = sub.add_parser(
+        "tools",
+        help="list the tools (MCP, OpenAI or Anthropic format)",
+        description="List every exposed tool. Without a running hub the config's servers are started for "
+        "the listing (progress on stderr). --format openai or anthropic prints tool definitions ready "
+        f"for that LLM API, as JSON.\n\n{HUB_NOTE}\n\n"
+        "examples:\n  patchbay tools\n  patchbay tools --server github\n"
+        "  patchbay tools --format openai --json > tools.json",
+        parents=[common, hubopts],
+    )
+    tools.add_argument("--server", metavar="NAME", help="only this server's tools")
+    tools.add_argument("--format", choices=FORMATS, default="mcp", help="tool format (default: mcp)")
+    tools.set_defaults(func=cmd_tools)
+
+    call = sub.add_parser(
+        "call",
+        help="call one tool and print its result",
+        description="Call one tool. Arguments are key=value pairs (a value is JSON if it parses as JSON, "
+        "else a string) or one JSON object with --args (- reads it from stdin); not both. Exit 1 if the "
+        "tool reports an error (isError). Without a running hub the config's servers are started for the "
+        f"call.\n\n{HUB_NOTE}\n\n"
+        "examples:\n  patchbay call demo__add a=1 b=2\n"
+        "  patchbay call github__search_issues q='is:open label:bug'\n"
+        '  patchbay call demo__add --args \'{"a": 1, "b": 2}\' --json\n'
+        '  echo \'{"text": "hi"}\' | patchbay call mb__echo --args -',
+        parents=[common, hubopts],
+    )
+    call.add_argument("tool", help="the exposed tool name, <server>__<tool>")
+    call.add_argument("pairs", nargs="*", metavar="KEY=VALUE", help="an argument (repeat)")
+    call.add_argument(
+        "--args", metavar="JSON", help="the arguments as one JSON object ('-': read from stdin)"
+    )
+    call.add_argument("--timeout", type=seconds, default=None, help="seconds to wait for the result")
+    call.set_defaults(func=cmd_call)
+
+
+def _add_config(sub: Any, common: argparse.ArgumentParser) -> None:
+    config = sub.add_parser(
+        "config",
+        help="check a config file",
+        description="Config file commands.\n\nexample:\n  patchbay config check patchbay.json",
+    )
+    actions = config.add_subparsers(dest="action", required=True, metavar="ACTION")
+    check = actions.add_parser(
+        "check",
+        help="validate a config file",
+        description="Validate a config file without starting anything. Errors (the file cannot be used): "
+        "JSON syntax with line:column, and every invalid field of every server. Warnings (it loads, but "
+        "something would fail at start): placeholder variables that are not set, commands not found on "
+        "PATH. Exit 0 if valid (warnings allowed), 1 if not.\n\n"
+        "examples:\n  patchbay config check\n  patchbay config check ~/.config/patchbay.json --json",
+        parents=[common],
+    )
+    check.add_argument(
+        "path", nargs="?", type=Path, help="the file (default: --config, else ./patchbay.json)"
+    )
+    check.add_argument("--config", type=Path, help=argparse.SUPPRESS)
+    check.set_defaults(func=cmd_config_check)
+
+
+def _add_import(sub: Any, common: argparse.ArgumentParser) -> None:
+    imp = sub.add_parser(
+        "import",
+        help="copy the servers of Claude Desktop, VS Code or Cursor into patchbay's config",
+        description="Read an MCP client's config and merge its servers into patchbay's config file "
+        "(--config, default ./patchbay.json, created if missing; other keys of the file are kept). A name "
+        "already present is skipped unless --overwrite; invalid entries are skipped with the reason "
+        "(exit 1). It always works on the file (a `patchbay serve` running on that file reloads it by "
+        "itself).\n\n"
+        "Where each client's file is looked for (or give PATH):\n"
+        "  claude  claude_desktop_config.json in ~/Library/Application Support/Claude (macOS),\n"
+        "          %APPDATA%\\Claude (Windows), ~/.config/Claude (Linux)\n"
+        "  vscode  .vscode/mcp.json in the current folder, then the user's mcp.json in\n"
+        "          ~/Library/Application Support/Code/User, %APPDATA%\\Code\\User or ~/.config/Code/User\n"
+        "  cursor  .cursor/mcp.json in the current folder, then ~/.cursor/mcp.json\n\n"
+        "examples:\n  patchbay import claude\n  patchbay import vscode .vscode/mcp.json --config team.json\n"
+        "  patchbay import cursor --overwrite --dry-run",
+        parents=[common],
+    )
+    imp.add_argument("client", choices=list(CLIENTS), help="which client's config to read")
+    imp.add_argument("path", nargs="?", type=Path, help="the client's config file (default: its usual place)")
+    imp.add_argument("--config", type=Path, help="patchbay config to merge into (default: ./patchbay.json)")
+    imp.add_argument("--overwrite", action="store_true", help="replace servers whose name is already present")
+    imp.add_argument("--dry-run", action="store_true", help="report what would change; write nothing")
+    imp.set_defaults(func=cmd_import)
+
+
+def absorb_extras(parser: argparse.ArgumentParser, args: argparse.Namespace, extras: list[str]) -> None:
+    """Words argparse could not place: ``call`` pairs and the ``servers add`` command after options/``--``."""
+    if not extras:
+        return
+    if "--" in extras:
+        i = extras.index("--")
+        before, after = extras[:i], extras[i + 1 :]
+    else:
+        before, after = extras, []
+    stray = [w for w in before if w.startswith("-")]
+    func = getattr(args, "func", None)
+    prog = " ".join(["patchbay", *(w for w in (args.command, getattr(args, "action", None)) if w)])
+    if func is cmd_call and not stray:
+        args.pairs = [*args.pairs, *before, *after]
+        return
+    if func is cmd_servers_add and not stray:
+        args.command_line = [*args.command_line, *before, *after]
+        return
+    if func is cmd_servers_add and stray:
+        _usage_exit(
+            parser,
+            prog,
+            f"unrecognized option {stray[0]!r}; put the server's command after '--': "
+            "patchbay servers add NAME [OPTIONS] -- COMMAND [ARGS…]",
+        )
+    _usage_exit(parser, prog, f"unrecognized arguments: {' '.join(extras)}")
