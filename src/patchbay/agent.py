@@ -13,10 +13,12 @@ import asyncio
 import logging
 import random
 import ssl
+import time
 from collections.abc import Callable
 from pathlib import Path
 
 import anyio
+import httpx2
 import mcp.types as types
 from mcp.shared.message import SessionMessage
 from pydantic import ValidationError
@@ -25,11 +27,13 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus, InvalidURI
 
 from patchbay.hub import Hub
 from patchbay.server.mcp import McpEndpoint
+from patchbay.transports.websocket import CLOSE_REPLACED
 
 log = logging.getLogger(__name__)
 
 BACKOFF_INITIAL = 0.5
 BACKOFF_MAX = 30.0
+STABLE_AFTER = 10.0  # a connection that lasted this long resets the backoff
 
 
 class AgentRefused(Exception):
@@ -91,6 +95,8 @@ class Agent:
         try:
             while True:
                 self.attempts += 1
+                connected_at: float | None = None
+                ws: ClientConnection | None = None
                 try:
                     async with connect(
                         self.url,
@@ -101,17 +107,13 @@ class Agent:
                         open_timeout=10,
                         ssl=self.ssl_context if self.url.startswith("wss://") else None,
                     ) as ws:
-                        failures = 0
+                        connected_at = time.monotonic()
                         self.connected.set()
                         self.on_state("connected", self.url)
                         await serve_over_websocket(endpoint, ws)
                     reason = "the hub closed the connection"
                 except InvalidStatus as exc:
-                    status = exc.response.status_code
-                    if status in (401, 403):
-                        reason = f"the hub refused this agent's token (HTTP {status}): check --token"
-                    else:
-                        reason = f"the hub answered HTTP {status} instead of accepting a WebSocket"
+                    reason = await self._refusal(exc.response.status_code)
                 except (ConnectionClosed, BaseExceptionGroup) as exc:
                     reason = f"the connection to the hub was lost ({_describe(exc)})"
                 except InvalidURI as exc:
@@ -119,6 +121,15 @@ class Agent:
                 except (OSError, TimeoutError) as exc:
                     reason = f"the hub at {self.url} is unreachable ({_describe(exc)})"
                 self.connected.clear()
+                if ws is not None and ws.close_code == CLOSE_REPLACED:
+                    # Another agent with this token took over: do not fight it every half second.
+                    reason = "another agent with the same token connected and replaced this one"
+                    failures = max(failures, 6)
+                elif ws is not None and ws.close_code is not None and ws.close_code >= 1002:
+                    why = ws.close_reason or {1012: "restarting"}.get(ws.close_code, "no reason given")
+                    reason = f"the connection to the hub was lost (closed by the hub: {ws.close_code} {why})"
+                if connected_at is not None and time.monotonic() - connected_at >= STABLE_AFTER:
+                    failures = 0  # it was up for a while: this is a new problem, start the backoff over
                 failures += 1
                 delay = min(BACKOFF_INITIAL * 2 ** (failures - 1), BACKOFF_MAX) * random.uniform(0.5, 1.0)
                 log.warning("%s; retrying in %.1f s", reason, delay)
@@ -126,6 +137,23 @@ class Agent:
                 await asyncio.sleep(delay)
         finally:
             await endpoint.stop()
+
+    async def _refusal(self, status: int) -> str:
+        """Why the upgrade was refused. 403 is also what a server says for a path with no WebSocket route,
+        so ask the URL over plain HTTP: the hub's /agents answers 426 there."""
+        if status == 401:
+            return f"the hub refused this agent's token (HTTP {status}): check --token"
+        if status == 403:
+            probe_url = "http" + self.url[2:]  # ws://… → http://…, wss://… → https://…
+            try:
+                async with httpx2.AsyncClient(timeout=5, verify=self.ssl_context or True) as http:
+                    probe = await http.get(probe_url)
+                if probe.status_code == 426:
+                    return f"the hub refused this agent's token (HTTP {status}): check --token"
+                return f"{self.url} is not a patchbay agent endpoint (HTTP {status}): check --hub (…/agents)"
+            except httpx2.HTTPError:
+                return f"the hub refused the connection (HTTP {status}): check --token and --hub"
+        return f"the hub answered HTTP {status} instead of accepting a WebSocket: check --hub"
 
 
 def _describe(exc: BaseException) -> str:

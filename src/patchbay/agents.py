@@ -24,7 +24,7 @@ from patchbay.catalog import Listing
 from patchbay.config import AgentSpec, expand, placeholder_env
 from patchbay.errors import ConfigError, PatchbayError
 from patchbay.supervisor import SupervisorHooks
-from patchbay.transports.websocket import CLOSE_POLICY, WebSocketWire
+from patchbay.transports.websocket import CLOSE_POLICY, CLOSE_REPLACED, WebSocketWire
 from patchbay.upstream import Connection
 
 log = logging.getLogger(__name__)
@@ -93,13 +93,18 @@ class AgentLink:
         """Hold one accepted connection for its lifetime. A newer connection replaces this one."""
         async with self._lock:  # one handover at a time
             if self._wire is not None:
-                await self._wire.close(CLOSE_POLICY, "replaced by a new connection of the same agent")
+                await self._wire.close(CLOSE_REPLACED, "replaced by a new connection of the same agent")
             wires: list[WebSocketWire] = []
+
+            conns: list[Connection] = []
+
+            def expects(rid: Any) -> bool:
+                return bool(conns) and conns[0].peer.expects(rid)
 
             def factory(
                 on_message: Callable[[Any], None], on_close: Callable[[str, int | None], None]
             ) -> Any:
-                wire = make_wire(ws, self.name, on_message, on_close)
+                wire = make_wire(ws, self.name, on_message, on_close, expects=expects)
                 wires.append(wire)
                 return wire
 
@@ -111,6 +116,7 @@ class AgentLink:
                 on_request=lambda m, p: self.hooks.upstream_request(self.name, m, p),
                 on_lost=self._withdraw,
             )
+            conns.append(conn)
             self._wire = wires[0]
             client = ws.client
             address = f"{client.host}:{client.port}" if client else None

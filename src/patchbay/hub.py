@@ -451,6 +451,7 @@ class Hub(SupervisorHooks):
                 if sup.spec.is_enabled:
                     starting.append(sup)
             self._supervisors = {n: self._supervisors[n] for n in new.servers}
+            await self._apply_agents(new)
             if self._started:
                 for sup in starting:
                     sup.start()
@@ -522,7 +523,7 @@ class Hub(SupervisorHooks):
             agent = self._agents.get(name)
             if agent is None:
                 raise UnknownServerError(name, list(self._agents))
-            self._commit(lambda cfg: cfg.agents.pop(name))
+            self._commit(lambda cfg: cfg.agents.pop(name, None))
             del self._agents[name]
             await agent.disconnect("the agent's token was revoked")
             self.catalog.remove_source(name)
@@ -530,6 +531,21 @@ class Hub(SupervisorHooks):
 
     def agent_state_changed(self, name: str, state: str, address: str | None, error: str | None) -> None:
         self._bus.publish(AgentEvent(agent=name, state=state, address=address, error=error))
+
+    async def _apply_agents(self, new: HubConfig) -> None:
+        """Reload: drop agents no longer configured (or whose token changed), accept new ones."""
+        for name, link in list(self._agents.items()):
+            spec = new.agents.get(name)
+            if spec is None or spec.to_json() != link.spec.to_json():
+                del self._agents[name]
+                await link.disconnect("the agent was removed or changed in the config")
+                self.catalog.remove_source(name)
+                self._bus.publish(ConfigEvent(action="agent_revoked", server=name))
+        for name, spec in new.agents.items():
+            if name not in self._agents:
+                self._agents[name] = AgentLink(name, spec, self, new.base_dir)
+                self._bus.publish(ConfigEvent(action="agent_added", server=name))
+        self._agents = {n: self._agents[n] for n in new.agents if n in self._agents}
 
     def _commit(self, change: Any) -> None:
         """Apply ``change`` to a copy of the config, save it, and only then adopt it."""

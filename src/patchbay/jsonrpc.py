@@ -71,6 +71,10 @@ class JsonRpcPeer:
     def in_flight(self) -> int:
         return len(self._pending)
 
+    def expects(self, rid: Any) -> bool:
+        """Whether ``rid`` is the id of a request of ours still waiting for its answer."""
+        return rid in self._pending
+
     async def request(
         self,
         method: str,

@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 from fastapi import FastAPI, WebSocket
+from fastapi.responses import JSONResponse
 from mcp.server.streamable_http_manager import StreamableHTTPASGIApp
 from starlette.routing import Route
 
@@ -103,6 +104,16 @@ def create_app(hub: Hub, settings: ServeSettings | None = None) -> FastAPI:
     app.include_router(build_health(hub))
     app.include_router(build_metrics(hub))
     dashboard.mount_dashboard(app)  # the web page at /, its assets at /dashboard/
+
+    @app.get("/agents", include_in_schema=False, status_code=426)
+    async def agents_probe() -> JSONResponse:
+        """Plain HTTP here means a WebSocket was expected; an agent refused with 403 asks this to tell
+        a refused token (this answer) from a wrong URL (anything else)."""
+        return JSONResponse(
+            {"detail": "patchbay agents connect here over WebSocket", "patchbay": "agents"},
+            status_code=426,
+            headers={"Upgrade": "websocket"},
+        )
 
     @app.websocket("/agents")
     async def agents(ws: WebSocket) -> None:

@@ -23,6 +23,7 @@ CLOSE_NORMAL = 1000
 CLOSE_POLICY = 1008
 CLOSE_INVALID_DATA = 1007
 CLOSE_TOO_BIG = 1009
+CLOSE_REPLACED = 4000  # a newer connection of the same agent took over: the agent should back off
 CLOSE_REASONS = {1009: "sent a frame larger than the hub accepts", 1011: "had an internal error"}
 
 
@@ -60,12 +61,14 @@ class WebSocketWire:
         *,
         frames_per_second: float = 500.0,
         burst: float = 1000.0,
+        expects: Callable[[Any], bool] = lambda rid: False,
     ) -> None:
         self.ws = ws
         self.name = name
         self._on_message = on_message
         self._on_close = on_close
         self._limit = RateLimit(frames_per_second, burst)
+        self._expects = expects  # answers to our own requests in flight are not counted as a flood
         self._queue: asyncio.Queue[str | None] = asyncio.Queue()
         self._tasks: list[asyncio.Task[None]] = []
         self._closed = False
@@ -103,15 +106,20 @@ class WebSocketWire:
                         CLOSE_INVALID_DATA, "sent a binary frame; only text frames"
                     )
                     break
-                if not self._limit.allow():
-                    reason = await self._violation(
-                        CLOSE_POLICY, f"sent more than {self._limit.rate:g} frames a second (flood)"
-                    )
-                    break
                 try:
                     payload = json.loads(text)
                 except ValueError:
                     reason = await self._violation(CLOSE_INVALID_DATA, "sent a frame that is not valid JSON")
+                    break
+                # Answers to the hub's own requests in flight are paced by the hub; all else is rate-limited,
+                # including "answers" to requests the hub never made.
+                awaited = (
+                    type(payload) is dict and "method" not in payload and self._expects(payload.get("id"))
+                )
+                if not awaited and not self._limit.allow():
+                    reason = await self._violation(
+                        CLOSE_POLICY, f"sent more than {self._limit.rate:g} frames a second (flood)"
+                    )
                     break
                 self._on_message(payload)
         except WebSocketDisconnect as exc:

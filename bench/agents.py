@@ -1,0 +1,401 @@
+"""Benchmark of a tool call through a dial-in agent, against the same call made locally by a hub.
+
+The same ``echo`` tool of the same hand-written stdio server (bench/floor_server.py), timed in one run:
+
+- local: ``Hub.call_tool("floor__echo")`` in this process, the floor server configured locally (stdio).
+- agent: via patchbay agent: ``Hub.call_tool("bench__floor__echo")`` in this process, whose hub serves
+  ``/agents`` on 127.0.0.1 (``create_app`` + uvicorn with ``patchbay serve``'s settings); a separate
+  ``patchbay agent`` process dials in and runs the floor server itself. The path: hub → WebSocket frame →
+  agent (its MCP server, its own ``Hub.call_tool``) → stdio → floor server, and back.
+- agent: no permessage-deflate: the same, but the hub's uvicorn refuses compression
+  (``ws_per_message_deflate=False``, which ``patchbay serve`` does not set): what turning it off buys.
+- agent: hand-written forwarder: the same hub, but the process dialling in is ``--forwarder`` below
+  (``websockets`` without compression, ``json``, the floor server over stdio; no MCP SDK, no hub inside):
+  the floor of the agent design with this hub, i.e. what a lean ``patchbay agent`` could reach.
+
+Sequential calls, interleaved in rounds of at most 500 (local, agent, …, local, …) so that the noise of
+this shared machine falls on every row alike, and so that no agent answers more than 500 calls a second for
+long (the hub's flood limit would disconnect it: tests/test_agents.py). The figure of merit is the ratio of
+medians, agent / local (goal ≤ 1.5). With ``--profile``, or when the goal is missed, the hub (this process)
+and then the agent and the forwarder are sampled with py-spy (``--gil``, calls paced at 400/s) and their
+on-CPU time per call is broken down by component, package and function; the collapsed stacks are kept in
+bench/results/agents-profile-*.txt. py-spy comes from bench/.venv-peers (``make bench-http`` or
+``make bench-agents`` installs it) or PATH.
+
+Run with ``make bench-agents`` or ``python -m bench.agents [--calls N] [--profile]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import collections
+import contextlib
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import uvicorn
+
+from bench.core import FLOOR_SERVER, row, summary, timed
+from bench.floor_client import floor_latencies
+from patchbay import Hub
+from patchbay.server.app import ServeSettings, create_app
+
+ROOT = Path(__file__).resolve().parent.parent
+TOKEN = "bench-agent-token-0123456789"
+AGENT = "bench"
+GOAL = 1.5
+PROFILE_RATE = 1000
+PROFILE_CALL_RATE = 400  # calls a second while profiling
+ARGS = {"text": "hi"}
+FLOOR_SPEC = {"command": FLOOR_SERVER[0], "args": FLOOR_SERVER[1:]}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class AgentHub:
+    """A hub in this process serving ``/agents`` on 127.0.0.1, and one ``patchbay agent`` dialled in."""
+
+    def __init__(self, workdir: Path, kind: str = "patchbay", *, deflate: bool = True) -> None:
+        self.kind = kind  # "patchbay" (patchbay agent) or "forwarder" (the hand-written one below)
+        self.workdir = workdir / f"agent-{kind}-{'deflate' if deflate else 'plain'}"
+        self.workdir.mkdir()
+        self.port = free_port()
+        self.hub = Hub.from_dict({"mcpServers": {}, "agents": {AGENT: {"token": TOKEN}}})
+        app = create_app(self.hub, ServeSettings(port=self.port, watch_config=False))
+        # the settings of `patchbay serve` (cli.py) at their defaults
+        self.server = uvicorn.Server(
+            uvicorn.Config(
+                app,
+                host="127.0.0.1",
+                port=self.port,
+                log_level="warning",
+                ws="websockets-sansio",
+                ws_max_size=16 * 1024 * 1024,
+                ws_ping_interval=10.0,
+                ws_ping_timeout=10.0,
+                ws_per_message_deflate=deflate,
+                lifespan="on",
+            )
+        )
+        self.task: asyncio.Task[None] | None = None
+        self.agent: subprocess.Popen[bytes] | None = None
+
+    async def __aenter__(self) -> AgentHub:
+        self.task = asyncio.create_task(self.server.serve())
+        while not self.server.started:
+            if self.task.done():
+                self.task.result()
+            await asyncio.sleep(0.01)
+        config = self.workdir / "agent.json"
+        config.write_text(json.dumps({"mcpServers": {"floor": FLOOR_SPEC}}))
+        self.log = self.workdir / "agent.log"
+        url = f"ws://127.0.0.1:{self.port}/agents"
+        argv = (
+            ["-m", "patchbay", "agent", "--hub", url, "--token", TOKEN, "--config", str(config)]
+            if self.kind == "patchbay"
+            else ["-m", "bench.agents", "--forwarder", url, TOKEN]
+        )
+        with self.log.open("wb") as out:
+            self.agent = subprocess.Popen(  # noqa: ASYNC220 (once, before anything is timed)
+                [sys.executable, *argv],
+                cwd=ROOT,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        deadline = time.monotonic() + 60
+        while f"{AGENT}__floor__echo" not in self.hub.catalog.tools:
+            if self.agent.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"the agent did not connect:\n{self.log.read_text()}")
+            await asyncio.sleep(0.05)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self.agent is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.agent.pid, signal.SIGTERM)
+            try:
+                self.agent.wait(10)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.agent.pid, signal.SIGKILL)
+                self.agent.wait()
+        self.server.should_exit = True
+        if self.task is not None:
+            await self.task
+
+
+# --- the hand-written forwarder (the "agent floor" row) ----------------------------------------------------
+
+
+async def forwarder(url: str, token: str) -> None:
+    """A minimal agent: answers the hub's handshake itself and relays each ``tools/call`` to the floor server
+    (sequentially: the floor server is sequential too). No SDK, no hub, no compression."""
+    from websockets.asyncio.client import connect
+
+    proc = await asyncio.create_subprocess_exec(
+        *FLOOR_SERVER, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE
+    )
+    assert proc.stdin is not None and proc.stdout is not None
+    stdin, stdout = proc.stdin, proc.stdout
+    tool = {
+        "name": "floor__echo",
+        "inputSchema": {"type": "object", "properties": {"text": {"type": "string"}}},
+    }
+    init = {"capabilities": {"tools": {}}, "serverInfo": {"name": "forwarder", "version": "1"}}
+    dumps = json.JSONEncoder(separators=(",", ":")).encode
+    async with connect(
+        url, additional_headers={"Authorization": f"Bearer {token}"}, compression=None, max_size=None
+    ) as ws:
+        async for frame in ws:
+            msg = json.loads(frame)
+            method, rid = msg.get("method"), msg.get("id")
+            if rid is None or method is None:
+                continue  # notifications, stray answers
+            if method == "tools/call":
+                params = msg["params"]
+                name = params["name"].removeprefix("floor__")
+                forwarded = {"name": name, "arguments": params.get("arguments", {})}
+                call = {"jsonrpc": "2.0", "id": rid, "method": method, "params": forwarded}
+                stdin.write(dumps(call).encode() + b"\n")
+                await ws.send((await stdout.readline()).decode())
+                continue
+            if method == "initialize":
+                result: dict[str, object] = {**init, "protocolVersion": msg["params"]["protocolVersion"]}
+            elif method == "tools/list":
+                result = {"tools": [tool]}
+            elif method == "ping":
+                result = {}
+            else:
+                await ws.send(
+                    dumps({"jsonrpc": "2.0", "id": rid, "error": {"code": -32601, "message": method}})
+                )
+                continue
+            await ws.send(dumps({"jsonrpc": "2.0", "id": rid, "result": result}))
+
+
+# --- profile ---------------------------------------------------------------------------------------------
+
+FRAME = re.compile(r"^(?P<func>.*) \((?P<file>[^():]*)(?::(?P<line>\d+))?\)$")
+PACKAGES = [
+    ("patchbay", "patchbay/"),
+    ("mcp SDK (server, shared)", "mcp/"),
+    ("mcp_types", "mcp_types/"),
+    ("pydantic", "pydantic"),
+    ("websockets", "websockets/"),
+    ("uvicorn", "uvicorn/"),
+    ("starlette/fastapi", "starlette/"),
+    ("starlette/fastapi", "fastapi/"),
+    ("anyio", "anyio/"),
+    ("asyncio", "asyncio/"),
+    ("json", "json/"),
+    ("logging", "logging/"),
+]
+
+
+def py_spy() -> str | None:
+    local = ROOT / "bench" / ".venv-peers" / "bin" / "py-spy"
+    return str(local) if local.exists() else shutil.which("py-spy")
+
+
+def package(file: str) -> str:
+    for name, needle in PACKAGES:
+        if f"/{needle}" in file or file.startswith(needle):
+            return name
+    return "other (stdlib, C)"
+
+
+def short(frame: str) -> str:
+    m = FRAME.match(frame)
+    if not m:
+        return frame
+    file = m["file"]
+    for marker in ("site-packages/", "src/", "lib/python3.11/", "lib/python3.12/", "lib/python3.13/"):
+        if marker in file:
+            file = file.split(marker, 1)[1]
+            break
+    return f"{m['func']} ({file}:{m['line']})" if m["line"] else f"{m['func']} ({file})"
+
+
+# Who a sample is charged to: the innermost frame from one of these (generic libraries such as pydantic,
+# anyio, json and asyncio are charged to whoever called them). First match wins.
+EVENT_LOOP = "event loop (asyncio scheduling, select)"
+COMPONENTS = [
+    ("websockets (frames, permessage-deflate)", "websockets/"),
+    ("uvicorn + Starlette WebSocket", "uvicorn/"),
+    ("uvicorn + Starlette WebSocket", "starlette/"),
+    ("patchbay agent.py (SDK streams glue)", "patchbay/agent.py"),
+    ("patchbay server/mcp.py (McpEndpoint)", "patchbay/server/"),
+    ("patchbay WebSocketWire", "patchbay/transports/websocket.py"),
+    ("patchbay hub → JSON-RPC peer → stdio", "patchbay/"),
+    ("MCP SDK server (dispatcher, runner, OTel)", "mcp/"),
+    ("MCP SDK mcp_types (validate, serialize)", "mcp_types/"),
+    ("bench/agents.py (timing loop, forwarder)", "bench/"),
+]
+
+
+def component(files: list[str]) -> str:
+    for file in reversed(files):
+        if file.endswith(("patchbay/cli.py", "patchbay/__main__.py")):
+            continue  # the root of every agent stack: asyncio.run(...)
+        for name, needle in COMPONENTS:
+            if f"/{needle}" in file or file.startswith(needle):
+                return name
+    return EVENT_LOOP
+
+
+def summarize(label: str, raw: Path, calls: int, top: int = 12) -> float:
+    """Print on-CPU µs per call by component, by package (leaf frame) and the heaviest functions."""
+    by_comp: collections.Counter[str] = collections.Counter()
+    by_pkg: collections.Counter[str] = collections.Counter()
+    self_fn: collections.Counter[str] = collections.Counter()
+    total = 0
+    for line in raw.read_text().splitlines() if raw.exists() else []:
+        stack, _, count = line.rpartition(" ")
+        if not stack or not count.isdigit():
+            continue
+        frames = [f for f in stack.split(";") if FRAME.match(f)]
+        if not frames or any("_do_waitpid" in f for f in frames):
+            continue  # asyncio's child watcher, blocked in waitpid(): idle
+        n = int(count)
+        total += n
+        files = [m["file"] for m in map(FRAME.match, frames) if m]
+        by_comp[component(files)] += n
+        by_pkg[package(files[-1])] += n
+        self_fn[short(frames[-1])] += n
+    us = 1e6 / PROFILE_RATE / max(calls, 1)
+    print(f"\n  {label}: {total} samples for {calls} calls = {total * us:.0f} µs on CPU per call")
+    if not total:
+        return 0.0
+    print("    by component (libraries charged to their caller):")
+    for name, n in by_comp.most_common():
+        print(f"      {n * us:6.0f} µs  {n / total * 100:5.1f}%  {name}")
+    print("    self time by package (leaf frame):")
+    for name, n in by_pkg.most_common():
+        print(f"      {n * us:6.0f} µs  {n / total * 100:5.1f}%  {name}")
+    print(f"    top {top} functions by self time:")
+    for name, n in self_fn.most_common(top):
+        print(f"      {n * us:6.0f} µs  {n / total * 100:5.1f}%  {name}")
+    return total * us
+
+
+async def profile(agent_hub: AgentHub, workdir: Path, what: str) -> None:
+    spy = py_spy()
+    if spy is None:
+        print("\nprofile: py-spy not found (pip install py-spy, or make bench-http's bench/.venv-peers)")
+        return
+    assert agent_hub.agent is not None
+    targets = {"hub": os.getpid(), what: agent_hub.agent.pid}
+    kind = "forwarder" if agent_hub.kind == "forwarder" else "agent"
+    seconds = 8.0
+    procs = {}
+    for label, pid in targets.items():
+        side = "hub" if label == "hub" else "agent"
+        out = workdir / f"agents-profile-via-{kind}-{side}.txt"  # e.g. agents-profile-via-agent-hub.txt
+        procs[label] = (out, subprocess.Popen(  # noqa: ASYNC220
+            [spy, "record", "--pid", str(pid), "--gil", "--rate", str(PROFILE_RATE), "--duration",
+             f"{seconds:.0f}", "--format", "raw", "-o", str(out)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        ))  # fmt: skip
+    await asyncio.sleep(1.0)  # py-spy attaches
+    done = 0
+    started = time.monotonic()
+    while (now := time.monotonic()) - started < seconds - 2:
+        # paced below the hub's agent flood limit (500 frames/s, burst 1000), which a sequential caller
+        # exceeds: see tests/test_agents.py::test_a_busy_agent_is_not_mistaken_for_a_flood
+        if (wait := started + done / PROFILE_CALL_RATE - now) > 0:
+            await asyncio.sleep(wait)
+        await agent_hub.hub.call_tool(f"{AGENT}__floor__echo", ARGS)
+        done += 1
+    print(
+        f"\nprofile of calls through the {what}: {done} calls in {seconds - 2:g} s, "
+        f"py-spy --gil {PROFILE_RATE} Hz"
+    )
+    for label, (out, proc) in procs.items():
+        _, err = await asyncio.to_thread(proc.communicate)
+        if proc.returncode != 0:
+            print(f"  {label}: py-spy failed: {err.decode()[-300:]}")
+            continue
+        summarize(f"{label} process (pid {targets[label]})", out, done)
+
+
+async def main(calls: int, rounds: int, force_profile: bool) -> None:
+    # at most 500 calls per row and round: a faster agent would otherwise trip the hub's flood limit
+    rounds = max(rounds, -(-calls // 500))
+    print(
+        f"patchbay agent benchmark: {calls} sequential echo calls per row, in {rounds} interleaved rounds\n"
+    )
+    with tempfile.TemporaryDirectory(prefix="patchbay-bench-agents-") as tmp:
+        workdir = Path(tmp)
+        floor = await floor_latencies(FLOOR_SERVER, calls)
+        lat: dict[str, list[float]] = {"local": [], "agent": [], "plain": [], "forwarder": []}
+        async with (
+            Hub.from_dict({"mcpServers": {"floor": FLOOR_SPEC}}) as local,
+            AgentHub(workdir) as remote,
+            AgentHub(workdir, deflate=False) as plain,
+            AgentHub(workdir, "forwarder") as lean,
+        ):
+            tool = f"{AGENT}__floor__echo"
+            rows = {
+                "local": lambda: local.call_tool("floor__echo", ARGS),
+                "agent": lambda: remote.hub.call_tool(tool, ARGS),
+                "plain": lambda: plain.hub.call_tool(tool, ARGS),
+                "forwarder": lambda: lean.hub.call_tool(tool, ARGS),
+            }
+            per_round = max(calls // rounds, 1)
+            for i in range(rounds):
+                for key, fn in rows.items():
+                    lat[key] += await timed(per_round, fn, 200 if i == 0 else 20)
+            f, loc = summary(floor), summary(lat["local"])
+            ag, pl, fw = summary(lat["agent"]), summary(lat["plain"]), summary(lat["forwarder"])
+            print("echo against the hand-written stdio server (bench/floor_server.py):")
+            print(row("floor (hand-written client)", floor, None, ""))
+            print(row("local: Hub.call_tool (stdio)", lat["local"], f, "floor"))
+            print(row("agent: via patchbay agent", lat["agent"], loc, "local"))
+            print(row("agent: no permessage-deflate", lat["plain"], loc, "local"))
+            print(row("agent: hand-written forwarder", lat["forwarder"], loc, "local"))
+            ratio = ag[0] / loc[0]
+            verdict = "met" if ratio <= GOAL else "MISSED"
+            p99 = ag[1] / loc[1]
+            print(f"\n  agent / local: median {ratio:.2f}, p99 {p99:.2f}   (goal ≤ {GOAL}: {verdict})")
+            print(f"  agent - local: {(ag[0] - loc[0]) * 1000:.0f} µs per call at the median")
+            print(f"  permessage-deflate costs {(ag[0] - pl[0]) * 1000:.0f} µs per call at the median")
+            print(f"  agent floor / local: {fw[0] / loc[0]:.2f}   (the best the design can do with this hub)")
+            if force_profile or ratio > GOAL:
+                await profile(remote, workdir, "patchbay agent")
+                await profile(lean, workdir, "forwarder")
+                keep = ROOT / "bench" / "results"
+                keep.mkdir(exist_ok=True)
+                for p in workdir.glob("agents-profile-*.txt"):
+                    shutil.copy(p, keep / p.name)
+                print(f"\n  collapsed stacks: {keep}/agents-profile-*.txt")
+
+
+if __name__ == "__main__":
+    if sys.argv[1:2] == ["--forwarder"]:
+        asyncio.run(forwarder(sys.argv[2], sys.argv[3]))
+        sys.exit(0)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--calls", type=int, default=3000, help="sequential calls per row (default 3000)")
+    parser.add_argument(
+        "--rounds", type=int, default=10, help="interleaved rounds (default 10, ≤500 calls each)"
+    )
+    parser.add_argument("--profile", action="store_true", help="profile with py-spy even if the goal is met")
+    ns = parser.parse_args()
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(main(ns.calls, ns.rounds, ns.profile))
