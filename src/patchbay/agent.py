@@ -10,12 +10,14 @@ exponential backoff and jitter, and says clearly why it was refused.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import random
 import ssl
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import anyio
 import httpx2
@@ -25,8 +27,9 @@ from pydantic import ValidationError
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus, InvalidURI
 
+from patchbay.errors import PatchbayError, UnknownToolError
 from patchbay.hub import Hub
-from patchbay.server.mcp import McpEndpoint
+from patchbay.server.mcp import McpEndpoint, tool_error_json
 from patchbay.transports.websocket import CLOSE_REPLACED
 
 log = logging.getLogger(__name__)
@@ -41,16 +44,59 @@ class AgentRefused(Exception):
 
 
 async def serve_over_websocket(endpoint: McpEndpoint, ws: ClientConnection) -> None:
-    """Run the agent's MCP server over one connected socket until it closes."""
+    """Run the agent's MCP server over one connected socket until it closes.
+
+    Plain ``tools/call`` requests (no progress token, after the handshake) are answered directly through
+    the hub, as ``/mcp``'s fast path does: the SDK server's per-request machinery costs ~1 ms of CPU a
+    call here. Everything else (handshake, lists, progress, pings) goes to the SDK server.
+    """
     read_send, read_recv = anyio.create_memory_object_stream[SessionMessage | Exception](64)
     write_send, write_recv = anyio.create_memory_object_stream[SessionMessage](64)
+    calls: dict[Any, asyncio.Task[None]] = {}
+    initialized = False
+
+    async def answer(rid: Any, name: str, arguments: dict[str, Any]) -> None:
+        try:
+            result = await endpoint.hub.call_tool(name, arguments)
+            data = result.model_dump(by_alias=True, exclude_none=True, mode="json", exclude={"result_type"})
+            reply: dict[str, Any] = {"jsonrpc": "2.0", "id": rid, "result": data}
+        except UnknownToolError as exc:
+            reply = {"jsonrpc": "2.0", "id": rid, "error": {"code": -32602, "message": str(exc)}}
+        except PatchbayError as exc:
+            reply = {"jsonrpc": "2.0", "id": rid, "result": tool_error_json(exc)}
+        finally:
+            calls.pop(rid, None)
+        await ws.send(json.dumps(reply, ensure_ascii=False))
 
     async def from_hub() -> None:
+        nonlocal initialized
         async with read_send:
             async for frame in ws:
                 text = frame if isinstance(frame, str) else frame.decode()
                 try:
-                    message = types.jsonrpc_message_adapter.validate_json(text, by_name=False)
+                    payload = json.loads(text)
+                except ValueError as exc:
+                    await read_send.send(exc)
+                    continue
+                if type(payload) is dict:
+                    method = payload.get("method")
+                    params = payload.get("params")
+                    if method == "tools/call" and initialized and "id" in payload and _plain_call(params):
+                        assert isinstance(params, dict)
+                        rid = payload["id"]
+                        calls[rid] = asyncio.create_task(
+                            answer(rid, params["name"], params.get("arguments") or {})
+                        )
+                        continue
+                    if method == "notifications/cancelled" and type(params) is dict:
+                        task = calls.pop(params.get("requestId"), None)
+                        if task is not None:  # one of ours: a cancelled request gets no answer
+                            task.cancel()
+                            continue
+                    if method == "notifications/initialized":
+                        initialized = True
+                try:
+                    message = types.jsonrpc_message_adapter.validate_python(payload, by_name=False)
                 except ValidationError as exc:
                     await read_send.send(exc)
                     continue
@@ -62,11 +108,26 @@ async def serve_over_websocket(endpoint: McpEndpoint, ws: ClientConnection) -> N
                 await ws.send(item.message.model_dump_json(by_alias=True, exclude_unset=True))
 
     server = endpoint.server
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(from_hub)
-        tg.start_soon(to_hub)
-        await server.run(read_recv, write_send, server.create_initialization_options())
-        tg.cancel_scope.cancel()
+    try:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(from_hub)
+            tg.start_soon(to_hub)
+            await server.run(read_recv, write_send, server.create_initialization_options())
+            tg.cancel_scope.cancel()
+    finally:
+        for task in list(calls.values()):
+            task.cancel()
+
+
+def _plain_call(params: Any) -> bool:
+    """A tools/call the fast path can answer: a name, object arguments, no progress token."""
+    if type(params) is not dict or not isinstance(params.get("name"), str):
+        return False
+    meta = params.get("_meta")
+    arguments = params.get("arguments")
+    return (meta is None or (type(meta) is dict and "progressToken" not in meta)) and (
+        arguments is None or type(arguments) is dict
+    )
 
 
 class Agent:
