@@ -18,7 +18,7 @@ import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, ValidationError, model_validator
 
@@ -124,17 +124,8 @@ class AgentSpec(BaseModel):
 
 
 def parse_agent_spec(name: str, data: Any) -> AgentSpec:
-    validate_server_name(name)
-    if isinstance(data, AgentSpec):
-        return data
-    if not isinstance(data, Mapping):
-        raise ConfigError(f"agent {name!r}: expected an object, got {type(data).__name__}", server=name)
-    try:
-        return AgentSpec.model_validate(dict(data))
-    except ValidationError as exc:
-        raise ConfigError(
-            _describe_validation(name, exc).replace("server ", "agent "), server=name, field=_first_field(exc)
-        ) from None
+    """Validate one ``agents`` entry; errors name the agent and the field."""
+    return _parse_entry("agent", name, data, AgentSpec)
 
 
 def validate_server_name(name: str) -> None:
@@ -145,16 +136,25 @@ def validate_server_name(name: str) -> None:
 
 
 def parse_server_spec(name: str, data: Any) -> ServerSpec:
-    """Validate one entry; errors name the server and the field."""
+    """Validate one server entry; errors name the server and the field."""
+    return _parse_entry("server", name, data, ServerSpec)
+
+
+_Entry = TypeVar("_Entry", ServerSpec, AgentSpec)
+
+
+def _parse_entry(kind: str, name: str, data: Any, model: type[_Entry]) -> _Entry:
     validate_server_name(name)
-    if isinstance(data, ServerSpec):
+    if isinstance(data, model):
         return data
     if not isinstance(data, Mapping):
-        raise ConfigError(f"server {name!r}: expected an object, got {type(data).__name__}", server=name)
+        raise ConfigError(f"{kind} {name!r}: expected an object, got {type(data).__name__}", server=name)
     try:
-        return ServerSpec.model_validate(dict(data))
+        return model.model_validate(dict(data))
     except ValidationError as exc:
-        raise ConfigError(_describe_validation(name, exc), server=name, field=_first_field(exc)) from None
+        raise ConfigError(
+            _describe_validation(kind, name, exc), server=name, field=_first_field(exc)
+        ) from None
 
 
 def _first_field(exc: ValidationError) -> str | None:
@@ -162,12 +162,12 @@ def _first_field(exc: ValidationError) -> str | None:
     return ".".join(str(p) for p in errs[0]["loc"]) if errs and errs[0]["loc"] else None
 
 
-def _describe_validation(name: str, exc: ValidationError) -> str:
+def _describe_validation(kind: str, name: str, exc: ValidationError) -> str:
     lines = []
     for err in exc.errors():
         loc = ".".join(str(p) for p in err["loc"])
         msg = err["msg"].removeprefix("Value error, ")
-        lines.append(f"server {name!r}: {loc + ': ' if loc else ''}{msg}")
+        lines.append(f"{kind} {name!r}: {loc + ': ' if loc else ''}{msg}")
     return "\n".join(lines)
 
 
