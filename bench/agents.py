@@ -33,7 +33,6 @@ import collections
 import contextlib
 import json
 import os
-import re
 import shutil
 import signal
 import socket
@@ -47,6 +46,7 @@ import uvicorn
 
 from bench.core import FLOOR_SERVER, row, summary, timed
 from bench.floor_client import floor_latencies
+from bench.profiling import FRAME, short
 from patchbay import Hub
 from patchbay.server.app import ServeSettings, create_app
 
@@ -189,7 +189,6 @@ async def forwarder(url: str, token: str) -> None:
 
 # --- profile ---------------------------------------------------------------------------------------------
 
-FRAME = re.compile(r"^(?P<func>.*) \((?P<file>[^():]*)(?::(?P<line>\d+))?\)$")
 PACKAGES = [
     ("patchbay", "patchbay/"),
     ("mcp SDK (server, shared)", "mcp/"),
@@ -216,18 +215,6 @@ def package(file: str) -> str:
         if f"/{needle}" in file or file.startswith(needle):
             return name
     return "other (stdlib, C)"
-
-
-def short(frame: str) -> str:
-    m = FRAME.match(frame)
-    if not m:
-        return frame
-    file = m["file"]
-    for marker in ("site-packages/", "src/", "lib/python3.11/", "lib/python3.12/", "lib/python3.13/"):
-        if marker in file:
-            file = file.split(marker, 1)[1]
-            break
-    return f"{m['func']} ({file}:{m['line']})" if m["line"] else f"{m['func']} ({file})"
 
 
 # Who a sample is charged to: the innermost frame from one of these (generic libraries such as pydantic,

@@ -28,7 +28,6 @@ import collections
 import contextlib
 import json
 import os
-import re
 import resource
 import shutil
 import signal
@@ -44,6 +43,8 @@ from typing import Any
 
 import httpx2
 import psutil
+
+from bench.profiling import FRAME, short
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "bench"
@@ -444,7 +445,6 @@ CATEGORIES = [
     ("opentelemetry", "/opentelemetry/"),
 ]
 PROFILE_RATE = 250
-FRAME = re.compile(r"^(?P<func>.*) \((?P<file>[^():]*)(?::(?P<line>\d+))?\)$")
 
 
 # Who is responsible for a sample: the innermost frame from one of these (generic libraries such as
@@ -494,18 +494,6 @@ def category(file: str) -> str:
         if needle in file or file.startswith(needle[1:]):
             return name
     return "other (stdlib, C)"
-
-
-def short(frame: str) -> str:
-    m = FRAME.match(frame)
-    if not m:
-        return frame
-    file = m["file"]
-    for marker in ("site-packages/", "src/", "lib/python3.11/", "lib/python3.12/", "lib/python3.13/"):
-        if marker in file:
-            file = file.split(marker, 1)[1]
-            break
-    return f"{m['func']} ({file}:{m['line']})" if m["line"] else f"{m['func']} ({file})"
 
 
 def summarize_profile(raw: Path, cpu_us_per_call: float, top: int = 30) -> None:

@@ -20,7 +20,6 @@ from typing import Any
 from pydantic import BaseModel
 from starlette.websockets import WebSocket
 
-from patchbay.catalog import Listing
 from patchbay.config import AgentSpec, expand, placeholder_env
 from patchbay.errors import ConfigError, PatchbayError
 from patchbay.supervisor import SupervisorHooks
@@ -172,6 +171,3 @@ class AgentLink:
             last_error=self.last_error,
             conflicts=conflicts or [],
         )
-
-
-__all__ = ["AgentLink", "AgentStatus", "Listing", "token_digest"]

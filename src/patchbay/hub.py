@@ -140,13 +140,6 @@ class Hub(SupervisorHooks):
             return_exceptions=True,
         )
 
-    async def wait_ready(self, *names: str, timeout: float = 30.0) -> None:
-        """Wait until the named servers (default: all enabled) are ready; raises TimeoutError otherwise."""
-        targets = names or tuple(n for n, s in self._supervisors.items() if s.spec.is_enabled)
-        async with asyncio.timeout(timeout):
-            while not all(self._get(n).state == ServerState.READY for n in targets):
-                await asyncio.sleep(0.02)
-
     # --- status and catalog ------------------------------------------------------------------------
 
     def status(self) -> dict[str, ServerStatus]:
@@ -272,14 +265,7 @@ class Hub(SupervisorHooks):
                 raw = await request
             finally:
                 clients.remove(client)
-        try:
-            return types.CallToolResult.model_validate(raw)
-        except ValidationError as exc:
-            raise UpstreamError(
-                entry.source,
-                -32603,
-                f"tool {entry.original!r} returned an invalid result: {exc.errors()[0]['msg']}",
-            ) from None
+        return self._validate(types.CallToolResult, raw, entry.source, f"tool {entry.original!r}")
 
     async def read_resource(self, uri: str, *, timeout: float | None = None) -> types.ReadResourceResult:
         owner = self.catalog.resource_owner(uri)
@@ -331,11 +317,7 @@ class Hub(SupervisorHooks):
         for agent in self._agents.values():
             if name.startswith(f"{agent.name}__") and agent.connection is None:
                 return self._unavailable(agent)
-        try:
-            self.catalog.tool(name)
-        except UnknownToolError as exc:
-            return exc
-        return UnknownToolError(name, [])
+        return UnknownToolError(name, Catalog.suggest(name, self.catalog.tools))
 
     @staticmethod
     def _unavailable(sup: ServerSupervisor | AgentLink) -> ServerUnavailableError:

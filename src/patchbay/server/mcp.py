@@ -46,7 +46,6 @@ from patchbay.errors import (
 )
 from patchbay.events import CatalogEvent, Subscription
 from patchbay.hub import Hub
-from patchbay.results import result_text
 from patchbay.server.fastpath import FastSessions
 
 log = logging.getLogger(__name__)
@@ -329,6 +328,3 @@ def _mcp_error(exc: PatchbayError) -> MCPError:
     if isinstance(exc, CallTimeoutError):
         return MCPError(types.REQUEST_TIMEOUT, str(exc))
     return MCPError(types.INTERNAL_ERROR, str(exc))
-
-
-__all__ = ["McpEndpoint", "result_text"]

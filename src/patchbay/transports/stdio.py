@@ -266,10 +266,6 @@ class StdioTransport:
         except Exception:
             log.exception("%s: close handler failed", self.spec.name)
 
-    @property
-    def alive(self) -> bool:
-        return self._transport is not None and self.returncode is None
-
     async def wait(self) -> int | None:
         return await asyncio.shield(self._exited)
 
