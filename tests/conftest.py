@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import gc
+import logging
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +24,35 @@ def bad(*flags: str, **settings: Any) -> dict[str, Any]:
 
 
 HubFactory = Callable[..., Awaitable[Hub]]
+
+
+class _UnretrievedExceptions(logging.Handler):
+    """Records asyncio's "exception was never retrieved" reports: every task must have an owner."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.found: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        message = record.getMessage()
+        if "never retrieved" in message:
+            self.found.append(f"{message}: {record.exc_info[1]!r}" if record.exc_info else message)
+
+
+_unretrieved = _UnretrievedExceptions()
+logging.getLogger("asyncio").addHandler(_unretrieved)
+
+
+@pytest.fixture(autouse=True)
+def no_unretrieved_task_exceptions() -> Iterator[None]:
+    """Fail the test if any task or future it left behind had an exception nobody retrieved."""
+    gc.collect()
+    _unretrieved.found.clear()
+    yield
+    gc.collect()
+    found, _unretrieved.found[:] = list(_unretrieved.found), []
+    if found:
+        pytest.fail("asyncio reported unretrieved exceptions:\n" + "\n".join(found), pytrace=False)
 
 
 @pytest.fixture
