@@ -13,6 +13,7 @@ import logging
 import os
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from typing import Any
 
 from fastapi import FastAPI, WebSocket
 from fastapi.responses import JSONResponse
@@ -23,7 +24,7 @@ from patchbay import __version__
 from patchbay.hub import Hub
 from patchbay.reload import ConfigWatcher
 from patchbay.server import dashboard
-from patchbay.server.api import build_api
+from patchbay.server.api import build_api, document_errors, install_error_handlers
 from patchbay.server.fastpath import McpFastPath
 from patchbay.server.health import build_health
 from patchbay.server.mcp import McpEndpoint, tool_error_json
@@ -95,6 +96,15 @@ def create_app(hub: Hub, settings: ServeSettings | None = None) -> FastAPI:
     )
     app.state.hub = hub
     app.state.mcp = endpoint
+    install_error_handlers(app)
+
+    def openapi() -> dict[str, Any]:
+        """FastAPI's document, with every operation's error answers declared as ErrorBody."""
+        if app.openapi_schema is None:
+            app.openapi_schema = document_errors(FastAPI.openapi(app))
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
     app.state.started = asyncio.Event()  # set once every enabled server has settled (ready or failed)
     # Route, not Mount: no /mcp → /mcp/ redirect, and the manager's run() is entered in our lifespan.
     app.router.routes.append(
@@ -110,7 +120,11 @@ def create_app(hub: Hub, settings: ServeSettings | None = None) -> FastAPI:
         """Plain HTTP here means a WebSocket was expected; an agent refused with 403 asks this to tell
         a refused token (this answer) from a wrong URL (anything else)."""
         return JSONResponse(
-            {"detail": "patchbay agents connect here over WebSocket", "patchbay": "agents"},
+            {
+                "detail": "patchbay agents connect here over WebSocket",
+                "error": "upgrade_required",
+                "patchbay": "agents",
+            },
             status_code=426,
             headers={"Upgrade": "websocket"},
         )

@@ -1,0 +1,206 @@
+"""The HTTP surface of ``patchbay serve`` as a whole, on a real uvicorn server over real upstream processes:
+one error shape for every answer the REST API can give, which paths need the token, and slow clients."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx2
+import pytest
+import uvicorn
+
+from patchbay import Hub
+from patchbay.server.api import ErrorBody
+from patchbay.server.app import ServeSettings, create_app
+from tests.conftest import bad, wait_for
+
+TOKEN = "surface-test-token-0123456789"
+
+
+@dataclass
+class Surface:
+    hub: Hub
+    base_url: str
+    port: int
+    server: uvicorn.Server
+
+    def client(self, token: str | None = TOKEN) -> httpx2.AsyncClient:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        return httpx2.AsyncClient(base_url=self.base_url, headers=headers, timeout=20)
+
+
+@contextlib.asynccontextmanager
+async def surface(config: Path, **settings: Any) -> AsyncIterator[Surface]:
+    hub = Hub.from_file(config)
+    app = create_app(hub, ServeSettings(tokens=[TOKEN], watch_config=False, **settings))
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", timeout_graceful_shutdown=5)
+    )
+    task = asyncio.create_task(server.serve())
+    try:
+        await wait_for(lambda: server.started or task.done(), what="uvicorn start")
+        assert server.started, task.exception() if task.done() else "not started"
+        port = server.servers[0].sockets[0].getsockname()[1]
+        yield Surface(hub, f"http://127.0.0.1:{port}", port, server)
+    finally:
+        server.should_exit = True
+        await asyncio.wait_for(task, 15)
+
+
+@pytest.fixture
+async def served(tmp_path: Path) -> AsyncIterator[Surface]:
+    config = tmp_path / "patchbay.json"
+    config.write_text(json.dumps({"mcpServers": {"mb": bad()}}, indent=2))
+    async with surface(config) as s, s.client() as c:
+        await wait_for(lambda: s.hub.server_status("mb").state == "ready", 30, "mb ready")
+        assert (await c.get("/readyz")).status_code == 200
+        yield s
+
+
+# --- one error shape -------------------------------------------------------------------------------------
+
+UNKNOWN = "no-such-name"
+JSON = {"content-type": "application/json"}
+
+
+def bad_requests(path: str, method: str, op: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """Bad inputs for one operation: (label, request kwargs). Path parameters name nothing that exists, so
+    no request can change anything."""
+    url = path.replace("{name}", UNKNOWN)
+    cases: list[tuple[str, dict[str, Any]]] = [
+        ("unknown name" if "{" in path else "plain", {}),
+        ("query junk", {"params": {"tail": "x", "format": "xml", "server": "\x00"}}),
+    ]
+    for param in op.get("parameters", []):
+        if param["in"] == "query":
+            for value in ("not-valid", "-1", "1e999", "NaN", ""):
+                cases.append((f"{param['name']}={value!r}", {"params": {param["name"]: value}}))
+    if "requestBody" in op:
+        cases += [
+            ("malformed JSON", {"content": b'{"name": ', "headers": JSON}),
+            ("not UTF-8", {"content": b'{"name": "\xff\xfe"}', "headers": JSON}),
+            ("text/plain", {"content": b"name=x", "headers": {"content-type": "text/plain"}}),
+            ("no content type", {"content": b'{"name": "x"}'}),
+            ("a list", {"json": [1, 2]}),
+            ("a string", {"json": "x"}),
+            (
+                "wrong types",
+                {"json": {"name": 5, "spec": [], "arguments": [1], "timeout": "soon", "token": 1}},
+            ),
+            (
+                "NaN",
+                {
+                    "content": b'{"name": "x", "timeout": NaN, "spec": {"command": "c", "timeout": NaN}}',
+                    "headers": JSON,
+                },
+            ),
+            ("empty object", {"json": {}}),
+        ]
+    return [(label, {"method": method, "url": url, **kw}) for label, kw in cases]
+
+
+def check_error(response: httpx2.Response, declared: set[str], label: str) -> None:
+    where = f"{response.request.method} {response.request.url} ({label}) -> {response.status_code}"
+    assert response.status_code != 500, f"{where}: {response.text}"
+    if response.status_code < 400:
+        return
+    assert response.headers["content-type"].startswith("application/json"), where
+    ErrorBody.model_validate(response.json())  # raises if it is another shape
+    assert response.json()["detail"], where
+    assert str(response.status_code) in declared, f"{where} is not declared in the OpenAPI document"
+
+
+async def test_every_error_of_every_route_is_one_documented_shape(
+    served: Surface, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.ERROR, logger="patchbay.server.api")
+    async with served.client() as c, served.client(token=None) as anonymous:
+        r = await c.get("/openapi.json")
+        doc = r.json()
+        assert "HTTPValidationError" not in json.dumps(doc)
+        assert "ErrorBody" in doc["components"]["schemas"]
+        seen: set[int] = set()
+        tried = 0
+        for path, item in doc["paths"].items():
+            for method, op in item.items():
+                declared = set(op["responses"])
+                assert {"401", "405", "500"} <= declared, (method, path)
+                if path == "/api/events":  # an endless stream on success; only its refusals here
+                    cases = [("no token", {"method": "GET", "url": path})]
+                    client = anonymous
+                else:
+                    cases = bad_requests(path, method.upper(), op)
+                    client = c
+                for label, kw in cases:
+                    response = await client.request(**kw)
+                    check_error(response, declared, label)
+                    seen.add(response.status_code)
+                    tried += 1
+                if path != "/healthz":
+                    r = await anonymous.request(method.upper(), path.replace("{name}", UNKNOWN))
+                    assert r.status_code == 401
+                    check_error(r, declared, "no token")
+                r = await c.request("PATCH", path.replace("{name}", UNKNOWN))
+                assert r.status_code == 405 and "Allow" in r.headers, (path, r.text)
+                check_error(r, declared, "PATCH")
+                seen.add(r.status_code)
+        for url in ("/api/nope", "/nope", "/api/servers/mb/nope"):
+            r = await c.get(url)
+            assert r.status_code == 404 and r.json()["error"] == "not_found", r.text
+            ErrorBody.model_validate(r.json())
+        r = await anonymous.get("/api/servers", headers={"host": "evil.example"})
+        assert r.status_code == 421 and r.json()["error"] == "misdirected"
+        r = await anonymous.get("/api/servers", headers={"origin": "http://evil.example"})
+        assert r.status_code == 403 and r.json()["error"] == "forbidden"
+    assert tried > 80
+    assert {400, 401, 404, 405, 415, 422} <= seen, seen
+    assert not [rec for rec in caplog.records if "failed" in rec.getMessage()], "the 500 handler was reached"
+    assert served.hub.servers == ["mb"] and served.hub.server_status("mb").restarts == 0
+
+
+async def test_messages_name_the_field(served: Surface) -> None:
+    async with served.client() as c:
+        r = await c.post(
+            "/api/servers", content=b'{"name": "x", "spec": {"command": "c", "args": ["\xff"]}}', headers=JSON
+        )
+        assert r.status_code == 400 and "UTF-8" in r.json()["detail"]
+        r = await c.post("/api/servers", content=b'{"name": "x"', headers=JSON)
+        assert (r.status_code, r.json()["error"]) == (422, "invalid_json")
+        r = await c.post("/api/servers", content=b"x", headers={"content-type": "text/plain"})
+        assert (r.status_code, r.json()["error"]) == (415, "unsupported_media_type")
+        assert "application/json" in r.json()["detail"]
+        r = await c.get("/api/servers/mb", params={"tail": "lots"})
+        assert r.status_code == 422 and r.json()["field"] == "tail"
+        assert r.json()["detail"].startswith("query parameter 'tail': ")
+        r = await c.post("/api/tools/mb__echo/call", json={"arguments": [1]})
+        assert r.status_code == 422 and r.json()["field"] == "arguments"
+        r = await c.post("/api/servers", json={"name": "x", "spec": {"command": "c", "env": {"": "v"}}})
+        body = r.json()
+        assert (r.status_code, body["error"], body["server"], body["field"]) == (422, "config", "x", "env")
+
+
+async def test_a_bug_answers_500_in_the_same_shape_and_is_logged(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    config = tmp_path / "patchbay.json"
+    config.write_text('{"mcpServers": {}}')
+    async with surface(config) as s:
+        app = s.server.config.app
+
+        @app.get("/api/boom")  # type: ignore[misc]
+        async def boom() -> None:
+            raise RuntimeError("a bug")
+
+        async with s.client() as c:
+            r = await c.get("/api/boom")
+    assert r.status_code == 500
+    assert ErrorBody.model_validate(r.json()).error == "internal_error"
+    assert "a bug" not in r.text  # no internals in the answer, only in the log
+    assert any(rec.exc_info and "a bug" in str(rec.exc_info[1]) for rec in caplog.records)
