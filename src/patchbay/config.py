@@ -353,6 +353,11 @@ def save_config(config: HubConfig) -> None:
     """Write atomically: a crash at any point leaves either the old file or the new one, never half."""
     if config.path is None:
         return
+    if config.path.resolve() == BUNDLED_CONFIG.resolve():
+        raise ConfigError(
+            f"{config.path} is patchbay's bundled default config, which is never written; changes go to a "
+            "config of your own (./patchbay.json, the per-user file, or --config PATH)"
+        )
     try:
         # allow_nan=False: never write NaN/Infinity, which Claude Desktop and VS Code cannot parse.
         text = json.dumps(config.to_document(), indent=2, ensure_ascii=False, allow_nan=False)
@@ -362,6 +367,9 @@ def save_config(config: HubConfig) -> None:
     atomic_write(config.path, data)
     config.source_bytes = data
 
+
+# The default config shipped in the package: copied to the per-user file on first use, never written.
+BUNDLED_CONFIG = Path(__file__).with_name("default_config.json")
 
 # Temp files of an atomic save: ``.<name>.<8 random characters>.tmp`` next to the file (mkstemp's names).
 STALE_TEMP_SECONDS = 10.0

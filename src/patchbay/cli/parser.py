@@ -20,7 +20,7 @@ from patchbay.cli.commands.servers import (
     cmd_servers_restart,
 )
 from patchbay.cli.commands.tools import cmd_call, cmd_tools
-from patchbay.cli.configfile import default_config_path
+from patchbay.cli.configfile import user_config_path
 from patchbay.cli.errors import EXIT_USAGE
 from patchbay.cli.hubclient import DEFAULT_URL
 from patchbay.cli.importers import CLIENTS
@@ -53,9 +53,13 @@ def _common_options() -> Parser:
 
 
 def _bundled_config_option(p: argparse.ArgumentParser) -> None:
-    """``--config`` for the commands that run servers: by default the bundled demo config."""
+    """``--config`` for the commands that run servers (default: ./patchbay.json, else the per-user file)."""
     p.add_argument(
-        "--config", type=Path, default=default_config_path(), help="config file (default: bundled)"
+        "--config",
+        type=Path,
+        default=None,
+        help=f"config file (default: ./patchbay.json if it exists, else {user_config_path()}, created from "
+        "the bundled demo config on first use)",
     )
 
 
@@ -71,8 +75,8 @@ def _hub_options() -> Parser:
     g.add_argument(
         "--config",
         type=Path,
-        help="config file used when no hub is reachable (default: ./patchbay.json; for reading, the "
-        "bundled demo config if there is no ./patchbay.json)",
+        help="config file used when no hub is reachable (default: ./patchbay.json if it exists, else "
+        f"{user_config_path()}, created from the bundled demo config on first use)",
     )
     g.add_argument("--no-hub", action="store_true", help="use the config file even if a hub is running")
     return p
@@ -318,7 +322,10 @@ def _add_config(sub: Any, common: argparse.ArgumentParser) -> None:
         parents=[common],
     )
     check.add_argument(
-        "path", nargs="?", type=Path, help="the file (default: --config, else ./patchbay.json)"
+        "path",
+        nargs="?",
+        type=Path,
+        help="the file (default: --config, else ./patchbay.json, else the per-user file)",
     )
     check.add_argument("--config", type=Path, help=argparse.SUPPRESS)
     check.set_defaults(func=cmd_config_check)

@@ -11,6 +11,7 @@ import sys
 from typing import TYPE_CHECKING
 
 from patchbay import __version__
+from patchbay.cli.configfile import announce_config, config_path
 from patchbay.cli.errors import EXIT_USAGE
 from patchbay.cli.output import Output
 from patchbay.config import auth_tokens
@@ -57,6 +58,8 @@ def _print_tools(hub: Hub) -> None:
 async def cmd_run(args: argparse.Namespace) -> int:
     from patchbay.hub import Hub
 
+    args.config = config_path(args)
+    announce_config(args, args.config)
     hub = Hub.from_file(args.config)
     out = Output(args.json)
     if not args.json:
@@ -104,6 +107,8 @@ async def cmd_serve(args: argparse.Namespace) -> int:
     from patchbay.hub import Hub
     from patchbay.server.app import ServeSettings, create_app, env_tokens
 
+    args.config = config_path(args)
+    announce_config(args, args.config)
     hub = Hub.from_file(args.config)
     settings = ServeSettings(
         host=args.host,
@@ -162,6 +167,8 @@ async def cmd_agent(args: argparse.Namespace) -> int:
     def on_state(state: str, detail: str) -> None:
         print(f"agent {state}: {detail}", flush=True)
 
+    args.config = config_path(args)
+    announce_config(args, args.config)
     print(f"patchbay agent {__version__}: lending the servers of {args.config} to {args.hub}", flush=True)
     try:
         await run_agent(args.config, args.hub, token, on_state)
