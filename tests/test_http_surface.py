@@ -18,7 +18,7 @@ import uvicorn
 
 from patchbay import Hub
 from patchbay.server.api import ErrorBody
-from patchbay.server.app import ServeSettings, create_app
+from patchbay.server.app import ServeSettings, create_app, uvicorn_config
 from tests.conftest import bad, wait_for
 
 TOKEN = "surface-test-token-0123456789"
@@ -39,10 +39,9 @@ class Surface:
 @contextlib.asynccontextmanager
 async def surface(config: Path, **settings: Any) -> AsyncIterator[Surface]:
     hub = Hub.from_file(config)
-    app = create_app(hub, ServeSettings(tokens=[TOKEN], watch_config=False, **settings))
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", timeout_graceful_shutdown=5)
-    )
+    serve = ServeSettings(port=0, tokens=[TOKEN], watch_config=False, **settings)
+    app = create_app(hub, serve)
+    server = uvicorn.Server(uvicorn_config(app, serve, log_level="warning", timeout_graceful_shutdown=5))
     task = asyncio.create_task(server.serve())
     try:
         await wait_for(lambda: server.started or task.done(), what="uvicorn start")
@@ -204,3 +203,64 @@ async def test_a_bug_answers_500_in_the_same_shape_and_is_logged(
     assert ErrorBody.model_validate(r.json()).error == "internal_error"
     assert "a bug" not in r.text  # no internals in the answer, only in the log
     assert any(rec.exc_info and "a bug" in str(rec.exc_info[1]) for rec in caplog.records)
+
+
+# --- slow clients ---------------------------------------------------------------------------------------
+
+
+def _closed_before_headers(port: int, drip: bytes, every: float, deadline: float) -> tuple[bool, bytes]:
+    """Send ``drip`` one byte per ``every`` seconds; (whether the server closed the connection before the
+    last byte, whatever it answered)."""
+    import socket
+    import time
+
+    answer = b""
+    with socket.create_connection(("127.0.0.1", port), timeout=deadline) as sock:
+        sock.settimeout(every)
+        end = time.monotonic() + deadline
+        for byte in drip:
+            try:
+                sock.sendall(bytes([byte]))
+            except OSError:  # reset: closed
+                return True, answer
+            try:
+                chunk = sock.recv(4096)
+            except TimeoutError:
+                continue  # still open; the wait was the drip's pace
+            except OSError:
+                return True, answer
+            if not chunk:
+                return True, answer
+            answer += chunk
+            assert time.monotonic() < end, "not closed within the test's ceiling"
+    return False, answer
+
+
+def _silent_client_closed(port: int, deadline: float) -> bool:
+    import socket
+
+    with socket.create_connection(("127.0.0.1", port), timeout=deadline) as sock:
+        try:
+            return sock.recv(1) == b""
+        except ConnectionResetError:
+            return True
+
+
+async def test_slow_request_headers_are_cut_off_and_normal_clients_are_not(tmp_path: Path) -> None:
+    config = tmp_path / "patchbay.json"
+    config.write_text(json.dumps({"mcpServers": {"mb": bad()}}))
+    async with surface(config, header_timeout=1.0) as s:
+        # headers at 5 bytes a second: ~10 s to complete, far beyond the 1 s allowed
+        request = b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: " + b"a" * 30 + b"\r\n\r\n"
+        closed, answer = await asyncio.to_thread(_closed_before_headers, s.port, request, 0.2, 10.0)
+        assert closed and answer == b"", answer  # closed, never answered
+        # a client that connects and sends nothing is cut off too
+        assert await asyncio.to_thread(_silent_client_closed, s.port, 10.0)
+        async with s.client() as c:
+            await wait_for(lambda: s.hub.server_status("mb").state == "ready", 30, "mb ready")
+            # a call that outlasts the header deadline is not cut, nor the keep-alive connection after it
+            r = await c.post("/api/tools/mb__sleep/call", json={"arguments": {"seconds": 1.5}})
+            assert r.status_code == 200 and not r.json().get("isError"), r.text
+            assert (await c.get("/healthz")).status_code == 200
+            r = await c.post("/api/tools/mb__echo/call", json={"arguments": {"text": "x" * 100_000}})
+            assert r.status_code == 200

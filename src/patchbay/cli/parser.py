@@ -141,6 +141,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--no-reload", action="store_true", help="do not watch the config file")
     serve.add_argument(
+        "--header-timeout",
+        type=seconds,
+        default=10.0,
+        metavar="SECONDS",
+        help="close a connection whose request headers are not complete within this time (slow clients; "
+        "default: 10)",
+    )
+    serve.add_argument(
+        "--session-idle-timeout",
+        type=seconds,
+        default=300.0,
+        metavar="SECONDS",
+        help="close an /mcp session nobody used for this long (default: 300)",
+    )
+    serve.add_argument(
         "--agent-max-frame",
         type=int,
         default=16 * 1024 * 1024,

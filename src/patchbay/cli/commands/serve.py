@@ -96,16 +96,15 @@ async def cmd_run(args: argparse.Namespace) -> int:
         watcher = asyncio.create_task(watch())
         await stop.wait()
         watcher.cancel()
+        await asyncio.gather(watcher, return_exceptions=True)
         if not args.json:
             print("stopping…", flush=True)
     return 0
 
 
 async def cmd_serve(args: argparse.Namespace) -> int:
-    import uvicorn
-
     from patchbay.hub import Hub
-    from patchbay.server.app import ServeSettings, create_app, env_tokens
+    from patchbay.server.app import ServeSettings, create_app, env_tokens, uvicorn_config
 
     args.config = config_path(args)
     announce_config(args, args.config)
@@ -116,23 +115,25 @@ async def cmd_serve(args: argparse.Namespace) -> int:
         tokens=[*args.token, *env_tokens(), *auth_tokens(hub.config)],
         allowed_hosts=args.allow_host,
         watch_config=not args.no_reload,
+        header_timeout=args.header_timeout,
+        session_idle_timeout=args.session_idle_timeout,
     )
     try:
         app = create_app(hub, settings)
     except ValueError as exc:
         return _usage_error(str(exc))
+    import uvicorn
+
     server = uvicorn.Server(
-        uvicorn.Config(
+        uvicorn_config(
             app,
-            host=args.host,
-            port=args.port,
+            settings,
             log_level="debug" if args.debug else "warning",
             ws="websockets-sansio",
             ws_max_size=args.agent_max_frame,
             ws_ping_interval=args.agent_ping,
             ws_ping_timeout=args.agent_ping,
             timeout_graceful_shutdown=5,
-            lifespan="on",
         )
     )
     base = f"http://{args.host if ':' not in args.host else f'[{args.host}]'}:{args.port}"
@@ -152,6 +153,7 @@ async def cmd_serve(args: argparse.Namespace) -> int:
         await server.serve()
     finally:
         reporter.cancel()
+        await asyncio.gather(reporter, return_exceptions=True)
     return 0 if server.started else 1
 
 
