@@ -264,3 +264,45 @@ async def test_slow_request_headers_are_cut_off_and_normal_clients_are_not(tmp_p
             assert (await c.get("/healthz")).status_code == 200
             r = await c.post("/api/tools/mb__echo/call", json={"arguments": {"text": "x" * 100_000}})
             assert r.status_code == 200
+
+
+# --- first listings are complete -------------------------------------------------------------------------
+
+
+async def test_first_listings_wait_for_the_first_start_and_probes_do_not(tmp_path: Path) -> None:
+    """A real ``patchbay serve`` whose server takes seconds to start: REST listings and the CLI's ``tools``
+    asked meanwhile answer with its tools; /healthz and /readyz answer at once."""
+    from tests.test_cli import clean_env, cli
+    from tests.test_serve import start_serve, stop_serve
+
+    config = tmp_path / "patchbay.json"
+    config.write_text(json.dumps({"mcpServers": {"slow": bad("--slow-start", "4", startTimeout=30)}}))
+    served = await start_serve(config, ready=False)  # returns at the first /readyz answer
+    try:
+        async with served.http() as http:
+            listings = {
+                path: asyncio.create_task(http.get(path))
+                for path in ("/api/tools", "/api/resources", "/api/resources/templates", "/api/prompts")
+            }
+            cli_tools = asyncio.create_task(
+                asyncio.to_thread(
+                    cli, "tools", "--json", cwd=tmp_path, env=clean_env(PATCHBAY_URL=served.base)
+                )
+            )
+            ready = await http.get("/readyz")
+            health = await http.get("/healthz")
+            assert health.status_code == 200
+            if ready.status_code == 503:  # the start is still in progress: the listings must be waiting
+                assert ready.json()["servers"] == {"slow": "starting"}
+                assert not any(t.done() for t in listings.values())
+            tools = (await listings["/api/tools"]).json()
+            assert {"slow__echo", "slow__add"} <= {t["name"] for t in tools}
+            assert [r["uri"] for r in (await listings["/api/resources"]).json()] == ["test://hello"]
+            assert (await listings["/api/resources/templates"]).json()
+            assert (await listings["/api/prompts"]).json()
+            result = await cli_tools
+            assert result.code == 0, result
+            assert "via hub at" in result.err and "slow__echo" in {t["name"] for t in result.json()}
+            assert (await http.get("/readyz")).status_code == 200
+    finally:
+        await stop_serve(served)

@@ -588,13 +588,15 @@ def build_api(hub: Hub) -> APIRouter:
         tags=["tools"],
         summary="List tools",
         description="Every exposed tool (prefixed names), as MCP `Tool` objects or in the OpenAI or "
-        "Anthropic tool format, ready to hand to an LLM API.",
+        "Anthropic tool format, ready to hand to an LLM API. While the servers' first start is in "
+        "progress, the answer waits for it (each server bounded by its `startTimeout`).",
         responses=_errors(404),
     )
     async def list_tools(
         format: Annotated[Format, Query(description="`mcp`, `openai` or `anthropic`.")] = "mcp",
         server: Annotated[str | None, Query(description="Only the tools of this server.")] = None,
     ) -> list[dict[str, Any]]:
+        await _first_start(hub)
         return hub.tools(format, server=server)
 
     @router.post(
@@ -634,6 +636,7 @@ def build_api(hub: Hub) -> APIRouter:
         description="Every exposed resource (MCP `Resource` objects, names prefixed).",
     )
     async def list_resources() -> list[dict[str, Any]]:
+        await _first_start(hub)
         return [_mcp_json(r) for r in hub.resources()]
 
     @router.get(
@@ -643,6 +646,7 @@ def build_api(hub: Hub) -> APIRouter:
         description="Every exposed resource template (MCP `ResourceTemplate` objects, names prefixed).",
     )
     async def list_resource_templates() -> list[dict[str, Any]]:
+        await _first_start(hub)
         return [_mcp_json(t) for t in hub.resource_templates()]
 
     @router.get(
@@ -652,6 +656,7 @@ def build_api(hub: Hub) -> APIRouter:
         description="Every exposed prompt (MCP `Prompt` objects, names prefixed).",
     )
     async def list_prompts() -> list[dict[str, Any]]:
+        await _first_start(hub)
         return [_mcp_json(p) for p in hub.prompts()]
 
     # --- events --------------------------------------------------------------------------------------
@@ -710,6 +715,14 @@ async def _event_stream(sub: Subscription, shutdown: anyio.Event) -> AsyncIterat
         if pending is not None:
             pending.cancel()
         sub.close()
+
+
+async def _first_start(hub: Hub) -> None:
+    """Listings wait for the servers' first start to settle (each bounded by its startTimeout), so a
+    client that asks while they start gets every tool, not an empty list it may keep."""
+    wait = getattr(hub, "wait_started", None)  # Hub.wait_started lands with the hub's next change
+    if wait is not None:
+        await wait()
 
 
 def _mcp_json(model: BaseModel) -> dict[str, Any]:

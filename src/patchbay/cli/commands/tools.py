@@ -17,6 +17,16 @@ from patchbay.cli.localhub import local_hub
 from patchbay.cli.options import json_object
 from patchbay.cli.output import Output, error_suffix
 
+DEFAULT_START_TIMEOUT = 30.0
+
+
+def _start_timeout(view: Mapping[str, Any]) -> float:
+    spec = view.get("spec") or {}
+    try:
+        return float(spec.get("startTimeout", DEFAULT_START_TIMEOUT))
+    except (TypeError, ValueError):
+        return DEFAULT_START_TIMEOUT
+
 
 def _tool_name(tool: Mapping[str, Any]) -> str:
     return str(tool.get("name") or tool.get("function", {}).get("name") or "?")
@@ -35,7 +45,11 @@ async def cmd_tools(args: argparse.Namespace) -> int:
     state: tuple[str, str | None] | None = None
     if hub is not None:
         async with hub:
-            tools = await hub.request("GET", "/api/tools", params=params)
+            # The hub answers once its servers' first start has settled, each within its startTimeout:
+            # wait at least that long (plus a margin), not the client's usual 30 s.
+            views = await hub.request("GET", "/api/servers")
+            longest = max((_start_timeout(v) for v in views), default=DEFAULT_START_TIMEOUT)
+            tools = await hub.request("GET", "/api/tools", params=params, timeout=longest + 30)
             if args.server and not tools:
                 view = await hub.request("GET", f"/api/servers/{quote(args.server, safe='')}")
                 state = (str(view.get("state")), view.get("last_error"))
