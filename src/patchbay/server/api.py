@@ -34,9 +34,9 @@ from sse_starlette import EventSourceResponse, ServerSentEvent
 from starlette.background import BackgroundTask
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from patchbay.agents import AgentStatus
 from patchbay.catalog import Catalog, Format
 from patchbay.config import ServerSpec, error_message, field_path
+from patchbay.dialin import AgentStatus
 from patchbay.errors import (
     CallTimeoutError,
     ConfigError,
@@ -596,7 +596,9 @@ def build_api(hub: Hub) -> APIRouter:
         format: Annotated[Format, Query(description="`mcp`, `openai` or `anthropic`.")] = "mcp",
         server: Annotated[str | None, Query(description="Only the tools of this server.")] = None,
     ) -> list[dict[str, Any]]:
-        await _first_start(hub)
+        # the first start settled (each server within its startTimeout): a complete list, not an
+        # empty one a client may keep
+        await hub.wait_started()
         return hub.tools(format, server=server)
 
     @router.post(
@@ -636,7 +638,9 @@ def build_api(hub: Hub) -> APIRouter:
         description="Every exposed resource (MCP `Resource` objects, names prefixed).",
     )
     async def list_resources() -> list[dict[str, Any]]:
-        await _first_start(hub)
+        # the first start settled (each server within its startTimeout): a complete list, not an
+        # empty one a client may keep
+        await hub.wait_started()
         return [_mcp_json(r) for r in hub.resources()]
 
     @router.get(
@@ -646,7 +650,9 @@ def build_api(hub: Hub) -> APIRouter:
         description="Every exposed resource template (MCP `ResourceTemplate` objects, names prefixed).",
     )
     async def list_resource_templates() -> list[dict[str, Any]]:
-        await _first_start(hub)
+        # the first start settled (each server within its startTimeout): a complete list, not an
+        # empty one a client may keep
+        await hub.wait_started()
         return [_mcp_json(t) for t in hub.resource_templates()]
 
     @router.get(
@@ -656,7 +662,9 @@ def build_api(hub: Hub) -> APIRouter:
         description="Every exposed prompt (MCP `Prompt` objects, names prefixed).",
     )
     async def list_prompts() -> list[dict[str, Any]]:
-        await _first_start(hub)
+        # the first start settled (each server within its startTimeout): a complete list, not an
+        # empty one a client may keep
+        await hub.wait_started()
         return [_mcp_json(p) for p in hub.prompts()]
 
     # --- events --------------------------------------------------------------------------------------
@@ -715,14 +723,6 @@ async def _event_stream(sub: Subscription, shutdown: anyio.Event) -> AsyncIterat
         if pending is not None:
             pending.cancel()
         sub.close()
-
-
-async def _first_start(hub: Hub) -> None:
-    """Listings wait for the servers' first start to settle (each bounded by its startTimeout), so a
-    client that asks while they start gets every tool, not an empty list it may keep."""
-    wait = getattr(hub, "wait_started", None)  # Hub.wait_started lands with the hub's next change
-    if wait is not None:
-        await wait()
 
 
 def _mcp_json(model: BaseModel) -> dict[str, Any]:
