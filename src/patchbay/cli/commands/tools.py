@@ -4,6 +4,7 @@ running hub, or with the config's servers started in-process for the one command
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import sys
 from collections.abc import Mapping, Sequence
@@ -110,7 +111,10 @@ async def cmd_call(args: argparse.Namespace) -> int:
     from patchbay.results import result_text
 
     out = Output(args.json)
-    arguments = parse_call_arguments(args.args, args.pairs)
+    if args.args == "-":  # in a thread: Ctrl-C must not wait for stdin
+        arguments = await asyncio.to_thread(parse_call_arguments, args.args, args.pairs)
+    else:
+        arguments = parse_call_arguments(args.args, args.pairs)
     hub = await connect(args, out)
     if hub is not None:
         body: dict[str, Any] = {"arguments": arguments}
@@ -126,6 +130,7 @@ async def cmd_call(args: argparse.Namespace) -> int:
         result = types.CallToolResult.model_validate(data)
     else:
         async with local_hub(config_path(args), out) as local:
+            out.note(f"calling {args.tool}…")
             result = await local.call_tool(args.tool, arguments, timeout=args.timeout)
     if out.json_mode:
         out.emit_json(result.model_dump(by_alias=True, exclude_none=True, mode="json"))
