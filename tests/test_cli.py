@@ -846,3 +846,36 @@ def test_the_bundled_config_is_never_written(tmp_path: Path) -> None:
     config = load_config(default_config_path())
     with pytest.raises(ConfigError, match="never written"):
         save_config(config)
+
+
+def test_values_that_cannot_reach_a_process_are_refused_by_add_and_check(
+    tmp_path: Path, in_process: InProcess
+) -> None:
+    write(tmp_path / "patchbay.json", {"mcpServers": {}})
+    before = (tmp_path / "patchbay.json").read_bytes()
+    nul = in_process(
+        "servers",
+        "add",
+        "x",
+        "--no-hub",
+        "--spec",
+        '{"command": "c", "args": ["a", "b", "\\u0000"]}',
+        cwd=tmp_path,
+    )
+    assert nul.code == 2 and "server 'x': args[2]: contains a NUL byte" in one_error_line(nul)
+    env_name = in_process("servers", "add", "x", "--no-hub", "--spec", '{"env": {"A=B": "v"}}', "--", "c",
+                          cwd=tmp_path)  # fmt: skip
+    assert env_name.code == 2 and "server 'x': env.A=B: " in one_error_line(env_name)
+    huge = in_process(
+        "servers", "add", "x", "--no-hub", "--spec", '{"timeout": 1e999}', "--", "c", cwd=tmp_path
+    )
+    assert huge.code == 2 and "not a finite number" in one_error_line(huge)
+    assert (tmp_path / "patchbay.json").read_bytes() == before  # nothing half-applied
+
+    write(tmp_path / "bad.json", '{"mcpServers": {"x": {"command": "c", "args": ["ok", "\\u0000"]}}}')
+    write(tmp_path / "inf.json", '{"mcpServers": {"x": {"command": "c",\n "timeout": 1e999}}}')
+    report = in_process("config", "check", "bad.json", "--json", cwd=tmp_path)
+    assert report.code == 1
+    assert [(e["server"], e["field"]) for e in report.json()["errors"]] == [("x", "args[1]")]
+    inf = in_process("config", "check", "inf.json", "--json", cwd=tmp_path).json()
+    assert not inf["valid"] and inf["errors"][0]["line"] == 2 and "finite" in inf["errors"][0]["message"]
