@@ -306,3 +306,47 @@ async def test_first_listings_wait_for_the_first_start_and_probes_do_not(tmp_pat
             assert (await http.get("/readyz")).status_code == 200
     finally:
         await stop_serve(served)
+
+
+# --- which paths need the token ---------------------------------------------------------------------------
+
+
+async def test_the_dashboard_shell_is_open_and_holds_no_data_every_data_route_needs_the_token(
+    tmp_path: Path,
+) -> None:
+    """The rule: only /healthz, /agents (its own tokens) and the dashboard's static shell (/ and
+    /dashboard/…) answer without the hub's token. The shell is the same bytes for everyone, holds no data
+    and asks for the token; everything with data is refused without it."""
+    from patchbay.server.dashboard import STATIC_DIR
+
+    secret_env = "zq-secret-env-value"
+    config = tmp_path / "patchbay.json"
+    config.write_text(json.dumps({"mcpServers": {"zqprivate": bad(env={"K": secret_env})}}))
+    async with surface(config) as s, s.client() as c, s.client(token=None) as anonymous:
+        await wait_for(lambda: s.hub.server_status("zqprivate").state == "ready", 30, "ready")
+        private = ["zqprivate", secret_env, TOKEN, str(tmp_path), "misbehaving"]
+        # the shell: every static file, anonymously, same bytes as with the token, nothing private in it
+        files = [p.relative_to(STATIC_DIR).as_posix() for p in STATIC_DIR.rglob("*") if p.is_file()]
+        assert "index.html" in files
+        for url in ["/", *(f"/dashboard/{f}" for f in files)]:
+            r = await anonymous.get(url)
+            assert r.status_code == 200, url
+            assert r.content == (await c.get(url)).content, url
+            for word in private:
+                assert word not in r.text, (url, word)
+        assert "token" in (await anonymous.get("/")).text.lower()  # the page asks for the token
+        assert (await anonymous.get("/dashboard/../index.html")).status_code in (401, 404)
+        # every other route refuses an anonymous request: all of the OpenAPI document and the rest
+        doc = (await c.get("/openapi.json")).json()
+        routes = [(m.upper(), p) for p, item in doc["paths"].items() for m in item]
+        routes += [("GET", "/mcp"), ("POST", "/mcp"), ("DELETE", "/mcp"), ("GET", "/openapi.json")]
+        routes += [("GET", "/docs"), ("GET", "/redoc"), ("GET", "/api/nope"), ("GET", "/dashboardx")]
+        assert len(routes) > 20
+        for method, path in routes:
+            if path == "/healthz":
+                continue
+            url = path.replace("{name}", "zqprivate")
+            r = await anonymous.request(method, url)
+            assert r.status_code == 401, (method, url, r.status_code)
+            assert r.json()["error"] == "unauthorized"
+            assert not [word for word in private if word in r.text], (method, url)
