@@ -126,11 +126,14 @@ class HubClient:
             return CliError("; ".join(parts) or f"HTTP {status}", EXIT_USAGE)
         kind = body.get("error") if isinstance(body, dict) else None
         message = str(detail or f"the hub answered HTTP {status}")
-        usage = kind in ("unknown_server", "unknown_tool", "duplicate_server", "config") or status in (
-            404,
-            409,
-            422,
-        )
+        usage = kind in (
+            "unknown_server",
+            "unknown_tool",
+            "duplicate_server",
+            "config",
+            "invalid_request",
+            "invalid_json",
+        ) or status in (404, 409, 422)
         return CliError(message, EXIT_USAGE if usage else EXIT_FAILED)
 
 
