@@ -199,7 +199,7 @@ class ServerSupervisor(Source):
                     ready_at = time.monotonic()
                     self.hooks.listing_changed(self, conn.listing)
                     self._set_state(ServerState.READY)
-                    reason = await conn.closed
+                    reason = await asyncio.shield(conn.closed)  # cancelling us must not cancel it
                     self._withdraw(conn, reason)
                     await self._discard(conn)
                     conn = None
