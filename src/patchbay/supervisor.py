@@ -21,10 +21,11 @@ from pydantic import BaseModel, Field
 
 from patchbay.catalog import Listing
 from patchbay.config import ServerSpec, resolve
-from patchbay.errors import ConfigError, PatchbayError, UpstreamError
+from patchbay.errors import ConfigError, PatchbayError, StartError, UpstreamError
 from patchbay.jsonrpc import METHOD_NOT_FOUND
+from patchbay.transports.base import Wire
 from patchbay.transports.stdio import StdioTransport
-from patchbay.upstream import Connection, StartError, Wire
+from patchbay.upstream import Connection
 
 log = logging.getLogger(__name__)
 

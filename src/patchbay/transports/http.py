@@ -42,9 +42,8 @@ from mcp.shared.message import ClientMessageMetadata, SessionMessage
 from mcp.types import JSONRPCRequest, jsonrpc_message_adapter
 
 from patchbay.config import ResolvedSpec
-from patchbay.errors import ConfigError
-from patchbay.transports.stdio import StderrTail
-from patchbay.upstream import StartError
+from patchbay.errors import ConfigError, StartError
+from patchbay.transports.base import StderrTail
 
 log = logging.getLogger(__name__)
 

@@ -16,18 +16,15 @@ import os
 import shutil
 import signal
 import time
-from collections import deque
 from collections.abc import Callable
 from typing import Any
 
 from patchbay.config import ResolvedSpec
 from patchbay.errors import ConfigError
+from patchbay.transports.base import StderrTail
 
 log = logging.getLogger(__name__)
 
-STDERR_TAIL_LINES = 200
-STDERR_LINE_MAX = 2000
-STDERR_LOG_PER_SECOND = 20
 DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 
 
@@ -40,54 +37,6 @@ def describe_exit(returncode: int | None) -> str:
         except ValueError:
             return f"was killed by signal {-returncode}"
     return f"exited with status {returncode}"
-
-
-class StderrTail:
-    """The last lines a server wrote to stderr, kept for status, and logged at a bounded rate."""
-
-    def __init__(self, logger: logging.Logger) -> None:
-        self.lines: deque[str] = deque(maxlen=STDERR_TAIL_LINES)
-        self.total_bytes = 0
-        self._partial = b""
-        self._log = logger
-        self._window = 0.0
-        self._logged = 0
-        self._suppressed = 0
-
-    def feed(self, data: bytes) -> None:
-        self.total_bytes += len(data)
-        if b"\n" not in data:
-            if len(self._partial) < STDERR_LINE_MAX:
-                self._partial += data[:STDERR_LINE_MAX]
-            return
-        parts = (self._partial + data).split(b"\n")
-        self._partial = parts.pop()[:STDERR_LINE_MAX]
-        for raw in parts:
-            self._line(raw)
-
-    def flush(self) -> None:
-        if self._partial:
-            self._line(self._partial)
-            self._partial = b""
-
-    def _line(self, raw: bytes) -> None:
-        text = raw[:STDERR_LINE_MAX].decode(errors="replace").rstrip()
-        if not text:
-            return
-        self.lines.append(text)
-        now = time.monotonic()
-        if now - self._window >= 1.0:
-            if self._suppressed:
-                self._log.info("(%d more stderr lines not logged; see the stderr tail)", self._suppressed)
-            self._window, self._logged, self._suppressed = now, 0, 0
-        if self._logged < STDERR_LOG_PER_SECOND:
-            self._logged += 1
-            self._log.info("%s", text)
-        else:
-            self._suppressed += 1
-
-    def tail(self, n: int = 50) -> list[str]:
-        return list(self.lines)[-n:] if n > 0 else []
 
 
 class _Protocol(asyncio.SubprocessProtocol):

@@ -47,7 +47,7 @@ class RateLimit:
 
 
 class WebSocketWire:
-    """A ``Wire`` over an accepted Starlette WebSocket (see ``upstream.Wire``)."""
+    """A ``Wire`` over an accepted Starlette WebSocket (see ``transports.base.Wire``)."""
 
     pid: int | None = None
     stderr: None = None
