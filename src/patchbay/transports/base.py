@@ -16,6 +16,8 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any, Protocol
 
+from patchbay.errors import PatchbayError
+
 STDERR_TAIL_LINES = 200
 STDERR_LINE_MAX = 2000
 STDERR_LOG_PER_SECOND = 20
@@ -35,6 +37,14 @@ class Wire(Protocol):
 
 
 WireFactory = Callable[[Callable[[Any], None], Callable[[str, int | None], None]], Wire]
+
+
+class MessageEncodeError(PatchbayError, TypeError):
+    """A message cannot be put on the wire (arguments that are not JSON): a caller bug, not a server one."""
+
+    def __init__(self, server: str, detail: str) -> None:
+        self.server = server
+        super().__init__(f"cannot send to server {server!r}: the message is not valid JSON-RPC ({detail})")
 
 
 class StderrTail:
