@@ -16,7 +16,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from patchbay.errors import PatchbayError
+from patchbay.errors import PatchbayError, ServerUnavailableError
 
 STDERR_TAIL_LINES = 200
 STDERR_LINE_MAX = 2000
@@ -93,3 +93,15 @@ class StderrTail:
 
     def tail(self, n: int = 50) -> list[str]:
         return list(self.lines)[-n:] if n > 0 else []
+
+
+class OutboxFullError(ServerUnavailableError):
+    """A wire's bounded send queue is full: the message was not queued, and the caller is told at once."""
+
+    def __init__(self, server: str, limit: int, where: str) -> None:
+        self.limit = limit
+        super().__init__(
+            server,
+            f"server {server!r}: {limit} messages are already waiting to be sent to {where}; "
+            "this one was not sent (the server is not keeping up, or the connection is stalled)",
+        )
