@@ -98,10 +98,10 @@ class StderrTail:
 class OutboxFullError(ServerUnavailableError):
     """A wire's bounded send queue is full: the message was not queued, and the caller is told at once."""
 
-    def __init__(self, server: str, limit: int, where: str) -> None:
+    def __init__(self, server: str, limit: int, where: str, kind: str = "server") -> None:
         self.limit = limit
         super().__init__(
             server,
-            f"server {server!r}: {limit} messages are already waiting to be sent to {where}; "
-            "this one was not sent (the server is not keeping up, or the connection is stalled)",
+            f"{kind} {server!r}: {limit} messages are already waiting to be sent to {where}; "
+            f"this one was not sent (the {kind} is not keeping up, or the connection is stalled)",
         )
