@@ -264,7 +264,7 @@ async def test_agent_that_stops_reading_makes_sends_fail_at_once() -> None:
             assert error is not None, "the send queue never filled"
             assert error.server == "slow" and isinstance(error, ServerUnavailableError)
             assert "agent 'slow': 4 messages are already waiting to be sent to its WebSocket" in str(error)
-            await client.close()
+            client.transport.abort()  # a polite close would queue behind the frames it never read
             await wait_for(lambda: bool(closed), 10)  # the hub notices the agent left, with its queue full
         with pytest.raises(ServerExitedError, match="'slow'"):
             wire.send(frame)
@@ -274,3 +274,25 @@ async def test_agent_that_stops_reading_makes_sends_fail_at_once() -> None:
         done.set()
         server.should_exit = True
         await serving
+
+
+async def test_child_that_stops_reading_stdin_makes_sends_fail_at_once() -> None:
+    code = "import time; print('{\"up\": true}', flush=True); time.sleep(60)"  # never reads its stdin
+    got: list[Any] = []
+    wire = StdioTransport(stdio_spec(code), got.append, lambda r, c: None, max_unread_bytes=1_000_000)
+    await wire.start()
+    try:
+        await wait_for(lambda: bool(got), 10)
+        frame = {"jsonrpc": "2.0", "method": "notifications/message", "params": {"data": "x" * 100_000}}
+        error: OutboxFullError | None = None
+        for _ in range(1000):  # the pipe (64 KiB) and then our 1 MB bound fill after ~11 frames
+            try:
+                wire.send(frame)
+            except OutboxFullError as exc:
+                error = exc
+                break
+            await asyncio.sleep(0)
+        assert error is not None and error.server == "child"
+        assert "server 'child': 1000000 bytes are already waiting to be sent to its stdin" in str(error)
+    finally:
+        await wire.close(grace=0.1)

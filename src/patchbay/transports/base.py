@@ -98,10 +98,12 @@ class StderrTail:
 class OutboxFullError(ServerUnavailableError):
     """A wire's bounded send queue is full: the message was not queued, and the caller is told at once."""
 
-    def __init__(self, server: str, limit: int, where: str, kind: str = "server") -> None:
+    def __init__(
+        self, server: str, limit: int, where: str, kind: str = "server", unit: str = "messages are"
+    ) -> None:
         self.limit = limit
         super().__init__(
             server,
-            f"{kind} {server!r}: {limit} messages are already waiting to be sent to {where}; "
+            f"{kind} {server!r}: {limit} {unit} already waiting to be sent to {where}; "
             f"this one was not sent (the {kind} is not keeping up, or the connection is stalled)",
         )

@@ -21,11 +21,12 @@ from typing import Any
 
 from patchbay.config import ResolvedSpec
 from patchbay.errors import ConfigError, ServerExitedError
-from patchbay.transports.base import MessageEncodeError, StderrTail
+from patchbay.transports.base import MessageEncodeError, OutboxFullError, StderrTail
 
 log = logging.getLogger(__name__)
 
 DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+DEFAULT_MAX_UNREAD_BYTES = 32 * 1024 * 1024  # written to stdin, not yet read (one message always fits)
 STREAM_CLOSED_GRACE = 0.2  # a child that closes stdin or stdout normally exits within this
 # patchbay's own secrets: never inherited by a child (a server's explicit ``env`` may still pass one on)
 SECRET_ENV_VARS = frozenset({"PATCHBAY_TOKEN", "PATCHBAY_AGENT_TOKEN"})
@@ -88,11 +89,13 @@ class StdioTransport:
         on_close: Callable[[str, int | None], None],
         *,
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+        max_unread_bytes: int = DEFAULT_MAX_UNREAD_BYTES,
     ) -> None:
         self.spec = spec
         self._on_message = on_message
         self._on_close = on_close
         self._max = max_message_bytes
+        self._max_unread = max_unread_bytes
         self.stderr = StderrTail(logging.getLogger(f"patchbay.server.{spec.name}"))
         self._transport: asyncio.SubprocessTransport | None = None
         self._stdin: asyncio.WriteTransport | None = None
@@ -154,10 +157,15 @@ class StdioTransport:
         seconds (a child that ignores EOF waits for SIGTERM), and a dropped request would wait that long,
         or for its whole timeout. A write that the pipe itself drops (EPIPE inside asyncio) is different:
         the child is dead and its exit, reported within milliseconds, fails that caller.
+
+        What the child has not read yet is bounded too (``max_unread_bytes``): past it, ``OutboxFullError``.
         """
         stdin = self._stdin
         if self._closed or stdin is None or stdin.is_closing():
             raise self._refused()
+        if stdin.get_write_buffer_size() > self._max_unread:
+            # The child stopped reading stdin: fail the caller now instead of buffering without bound.
+            raise OutboxFullError(self.spec.name, self._max_unread, "its stdin", unit="bytes are")
         try:
             line = json.dumps(msg, separators=(",", ":"), ensure_ascii=False).encode()
         except (TypeError, ValueError) as exc:
