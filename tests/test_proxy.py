@@ -34,19 +34,19 @@ class TinyProxy:
             self.proc = subprocess.Popen(
                 ["tinyproxy", "-d", "-c", str(conf)], stdout=log, stderr=subprocess.STDOUT
             )
-        wait_listening(self.port, self.proc)  # type: ignore[arg-type]
+        wait_listening(self.port, self.proc)
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def requests(self, target: str) -> list[str]:
-        """The requests it forwarded to ``target`` (a URL), e.g. ``["POST", "GET", ...]``."""
+    def requests(self, target: str, prefix: bool = False) -> list[str]:
+        """The methods of the requests it forwarded to ``target`` (a URL, or a URL prefix)."""
         pattern = re.compile(r"Request \(file descriptor \d+\): (\w+) (\S+)")
         found = []
         for line in self.log.read_text(errors="replace").splitlines():
             m = pattern.search(line)
-            if m and m.group(2) == target:
+            if m and (m.group(2).startswith(target) if prefix else m.group(2) == target):
                 found.append(m.group(1))
         return found
 
@@ -116,6 +116,8 @@ async def test_legacy_sse_through_the_environment_proxy(
     assert hub.status()["old"].state == "ready", hub.status()["old"].last_error
     assert text(await hub.call_tool("old__echo", {"text": "sse via proxy"})) == "sse via proxy"
     assert tinyproxy.requests(sse_server.url) == ["GET"]  # the event stream itself went through it
+    base = sse_server.url.removesuffix("/sse")
+    await wait_for(lambda: tinyproxy.requests(base + "/messages", prefix=True).count("POST") >= 4, 5)
 
 
 async def test_no_proxy_bypasses_the_environment_proxy(
