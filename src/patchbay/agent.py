@@ -89,9 +89,9 @@ async def serve_over_websocket(endpoint: McpEndpoint, ws: ClientConnection) -> N
                         calls[rid] = task
                         continue
                     if method == "notifications/cancelled" and type(params) is dict:
-                        task = calls.pop(params.get("requestId"), None)
-                        if task is not None:  # one of ours: a cancelled request gets no answer
-                            task.cancel()
+                        cancelled = calls.pop(params.get("requestId"), None)
+                        if cancelled is not None:  # one of ours: a cancelled request gets no answer
+                            cancelled.cancel()
                             continue
                     if method == "notifications/initialized":
                         initialized = True
