@@ -238,6 +238,14 @@ async def test_bad_requests_answer_clearly_and_change_nothing(api: Api) -> None:
     assert body["error"] == "unknown_tool" and body["suggestions"][0] == "alpha__echo"
     await expect(422, await c.post("/api/tools/alpha__echo/call", json={"arguments": [1]}), "arguments")
     await expect(422, await c.post("/api/tools/alpha__echo/call", json={"timeout": 0}), "timeout")
+    huge = b'{"timeout": 1e999}'
+    body = await expect(
+        422,
+        await c.post(
+            "/api/tools/alpha__echo/call", content=huge, headers={"content-type": "application/json"}
+        ),
+    )
+    assert body["field"] == "timeout" and "finite" in body["detail"]
     await expect(422, await c.post("/api/tools/alpha__echo/call", json={"argz": {}}), "argz")
 
     assert api.file_bytes() == before

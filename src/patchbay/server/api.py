@@ -127,7 +127,9 @@ class CallToolRequest(BaseModel):
     """Arguments of one tool call."""
 
     model_config = ConfigDict(
-        extra="forbid", json_schema_extra={"examples": [{"arguments": {"text": "hello"}, "timeout": 10}]}
+        extra="forbid",
+        allow_inf_nan=False,  # a timeout of 1e999 (infinity) is refused, not taken as "forever"
+        json_schema_extra={"examples": [{"arguments": {"text": "hello"}, "timeout": 10}]},
     )
 
     arguments: dict[str, Any] = Field(
