@@ -350,3 +350,21 @@ async def test_the_dashboard_shell_is_open_and_holds_no_data_every_data_route_ne
             assert r.status_code == 401, (method, url, r.status_code)
             assert r.json()["error"] == "unauthorized"
             assert not [word for word in private if word in r.text], (method, url)
+
+
+# --- tasks with owners ----------------------------------------------------------------------------------
+
+
+async def test_stopping_while_servers_start_leaves_no_task_and_no_process(tmp_path: Path) -> None:
+    """The background start is cancelled and awaited on shutdown (conftest fails the test on any
+    "exception was never retrieved"); its half-started server is stopped."""
+    import psutil
+
+    config = tmp_path / "patchbay.json"
+    config.write_text(json.dumps({"mcpServers": {"slow": bad("--slow-start", "60", startTimeout=120)}}))
+    async with surface(config) as s:
+        await wait_for(lambda: s.hub.server_status("slow").state == "starting", 30, "starting")
+        await wait_for(lambda: bool(psutil.Process().children()), 30, "server spawned")
+        children = psutil.Process().children(recursive=True)
+    assert not psutil.wait_procs(children, timeout=10)[1]
+    assert s.hub.server_status("slow").state in ("stopped", "disabled")

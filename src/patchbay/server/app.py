@@ -83,11 +83,11 @@ def create_app(hub: Hub, settings: ServeSettings | None = None) -> FastAPI:
             endpoint.start()
             starting = asyncio.create_task(_start(hub, app), name="patchbay-hub-start")
             starting.add_done_callback(_report_start_failure)
-            # One turn of the loop: hub.start() begins, so listings asked from now on wait for it.
-            await asyncio.sleep(0)
-            if watcher is not None:
-                watcher.start()
             try:
+                # One turn of the loop: hub.start() begins, so listings asked from now on wait for it.
+                await asyncio.sleep(0)
+                if watcher is not None:
+                    watcher.start()
                 yield
             finally:
                 if watcher is not None:
