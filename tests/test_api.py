@@ -135,6 +135,21 @@ async def test_list_and_get_servers_redact_secrets(api: Api) -> None:
     assert "unknown server 'alpah'" in body["detail"] and "alpha" in body["detail"]
 
 
+async def test_a_proxy_password_is_masked_and_kept(api: Api) -> None:
+    c = api.client
+    spec = {"url": "http://127.0.0.1:9/mcp", "proxy": f"http://user:{SECRET}@127.0.0.1:9", "enabled": False}
+    response = await c.post("/api/servers", json={"name": "behind", "spec": spec})
+    assert response.status_code == 201, response.text
+    assert_no_secret(response.text)
+    shown = (await c.get("/api/servers/behind")).json()["spec"]
+    assert shown["proxy"] == "http://user:***@127.0.0.1:9"
+    # Sending back what the API showed keeps the stored proxy, password included.
+    response = await c.put("/api/servers/behind", json=shown)
+    assert response.status_code == 200, response.text
+    assert api.saved()["behind"]["proxy"] == spec["proxy"]
+    assert_no_secret((await c.get("/api/servers")).text)
+
+
 async def test_add_server_saves_starts_and_redacts(api: Api) -> None:
     events = await api.client.get("/api/servers")  # warm connection
     assert events.status_code == 200

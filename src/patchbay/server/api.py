@@ -35,7 +35,7 @@ from starlette.background import BackgroundTask
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from patchbay.catalog import Catalog, Format
-from patchbay.config import ServerSpec, error_message, field_path
+from patchbay.config import ServerSpec, error_message, field_path, redact_url
 from patchbay.dialin import AgentStatus
 from patchbay.errors import (
     CallTimeoutError,
@@ -399,12 +399,15 @@ def document_errors(schema: dict[str, Any]) -> dict[str, Any]:
 
 
 def redact_spec(spec: ServerSpec) -> dict[str, Any]:
-    """The config entry as JSON with every ``env`` and ``headers`` value replaced by ``"***"``."""
+    """The config entry as JSON with every ``env`` and ``headers`` value replaced by ``"***"``, and the
+    password of a ``proxy`` URL masked."""
     data = spec.to_json()
     for key in SECRET_FIELDS:
         values = data.get(key)
         if isinstance(values, dict):
             data[key] = dict.fromkeys(values, REDACTED)
+    if isinstance(data.get("proxy"), str):
+        data["proxy"] = redact_url(data["proxy"])
     return data
 
 
@@ -426,7 +429,16 @@ def _restore_secrets(name: str, spec: ServerSpec, old: ServerSpec | None) -> Ser
                     field=f"{key}.{var}",
                 )
         updates[key] = {var: stored[var] if value == REDACTED else value for var, value in values.items()}
-    return spec.model_copy(update=updates) if updates else spec
+    proxy: dict[str, Any] = {}
+    if (
+        spec.proxy is not None
+        and old is not None
+        and old.proxy is not None
+        and spec.proxy == redact_url(old.proxy)
+    ):
+        proxy["proxy"] = old.proxy  # the masked URL this API showed: keep the stored one
+    result = spec.model_copy(update=updates) if updates else spec
+    return result.model_copy(update=proxy) if proxy else result
 
 
 # --- the router -----------------------------------------------------------------------------------------
