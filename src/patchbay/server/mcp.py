@@ -46,6 +46,7 @@ from patchbay.errors import (
 )
 from patchbay.events import CatalogEvent, Subscription
 from patchbay.hub import Hub
+from patchbay.server import sdk_adapter
 from patchbay.server.fastpath import FastSessions
 
 log = logging.getLogger(__name__)
@@ -184,19 +185,29 @@ class McpEndpoint:
     async def _track_sessions(self, ctx: Any, call_next: Callable[[Any], Awaitable[Any]]) -> Any:
         """Remember each handshake-era session (the SDK keeps no list) and forget it when it ends."""
         result = await call_next(ctx)
-        if ctx.method == "notifications/initialized":
-            conn = ctx.session._connection  # private, but the only per-connection handle (see notes 6.2)
-            key = id(conn)
-            self._legacy[key] = ctx.session
-            conn.exit_stack.callback(self._forget, key)
-            request = getattr(ctx, "request", None)
-            session_id = request.headers.get("mcp-session-id") if request is not None else None
-            caps = ctx.session.client_capabilities
-            asks_back = caps is not None and (caps.sampling is not None or caps.elicitation is not None)
-            if session_id and not asks_back:  # the fast path can serve it: nothing to route back to it
-                self.fast_sessions.eligible.add(session_id)
-                conn.exit_stack.callback(self.fast_sessions.eligible.discard, session_id)
+        if ctx.method == "initialize":
+            self._allow_fast_path(ctx)
+        elif ctx.method == "notifications/initialized":
+            conn = sdk_adapter.connection_of(ctx.session)
+            if conn is not None and sdk_adapter.on_connection_close(conn, self._forget, id(conn)):
+                self._legacy[id(conn)] = ctx.session
         return result
+
+    def _allow_fast_path(self, ctx: Any) -> None:
+        """From a successful ``initialize`` on, the SDK serves the session's requests, and so may the fast
+        path, unless the client can be asked things back (sampling, elicitation: the SDK routes those)."""
+        conn = sdk_adapter.connection_of(ctx.session)
+        session_id = getattr(conn, "session_id", None)
+        caps = (ctx.params or {}).get("capabilities")
+        asks_back = not isinstance(caps, dict) or any(
+            caps.get(k) is not None for k in ("sampling", "elicitation")
+        )
+        if (
+            session_id
+            and not asks_back
+            and sdk_adapter.on_connection_close(conn, self.fast_sessions.eligible.discard, session_id)
+        ):
+            self.fast_sessions.eligible.add(session_id)
 
     def _forget(self, key: int) -> None:
         self._legacy.pop(key, None)
@@ -279,7 +290,7 @@ class McpEndpoint:
             raise _mcp_error(exc) from None
 
     async def _set_level(self, ctx: Any, params: types.SetLevelRequestParams) -> types.EmptyResult:
-        conn = getattr(ctx.session, "_connection", None)
+        conn = sdk_adapter.connection_of(ctx.session)
         if conn is not None:
             self._log_levels[id(conn)] = LEVELS.index(params.level)
         return types.EmptyResult()
