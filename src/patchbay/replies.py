@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeGuard
 
 import mcp.types as types
 from mcp.shared.exceptions import MCPError
@@ -128,8 +128,23 @@ def invalid_request(message: str) -> dict[str, Any]:
     return {"jsonrpc": "2.0", "id": None, "error": {"code": types.INVALID_REQUEST, "message": message}}
 
 
+def is_request_id(rid: Any) -> TypeGuard[str | int]:
+    """MCP request ids are strings or integers (not null, bools, floats, arrays or objects)."""
+    return type(rid) is str or type(rid) is int
+
+
+def dumps(message: dict[str, Any]) -> str:
+    """JSON text that encodes as UTF-8: lone surrogates (legal as JSON escapes, not in UTF-8) escaped."""
+    text = json.dumps(message, ensure_ascii=False)
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return json.dumps(message)
+    return text
+
+
 def encode(message: dict[str, Any]) -> bytes:
-    """UTF-8 JSON; lone surrogates (legal as JSON escapes, not as UTF-8) are sent escaped."""
+    """UTF-8 JSON; lone surrogates (legal as JSON escapes, not in UTF-8) are sent escaped."""
     try:
         return json.dumps(message, ensure_ascii=False).encode()
     except UnicodeEncodeError:

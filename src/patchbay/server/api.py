@@ -26,6 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from sse_starlette import EventSourceResponse, ServerSentEvent
 from starlette.background import BackgroundTask
 
+from patchbay import replies
 from patchbay.agents import AgentStatus
 from patchbay.catalog import Catalog, Format
 from patchbay.config import ServerSpec
@@ -441,7 +442,11 @@ def build_api(hub: Hub) -> APIRouter:
         body: Annotated[CallToolRequest | None, Body()] = None,
     ) -> JSONResponse:
         body = body or CallToolRequest()
-        result = await hub.call_tool(name, body.arguments, timeout=body.timeout)
+        try:
+            result = await hub.call_tool(name, body.arguments, timeout=body.timeout)
+        except PatchbayError as exc:  # the status from the one error table every surface shares
+            content, status = replies.rest_error(exc)
+            return JSONResponse(content, status_code=status)
         return JSONResponse(result.model_dump(by_alias=True, exclude_none=True, mode="json"))
 
     @router.get(

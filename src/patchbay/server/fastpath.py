@@ -22,7 +22,7 @@ import asyncio
 import json
 import logging
 from collections.abc import Callable
-from typing import Any, TypeGuard
+from typing import Any
 
 import pydantic_core
 from mcp.shared.inbound import ERROR_CODE_HTTP_STATUS
@@ -58,11 +58,6 @@ class FastSessions:
     def __init__(self) -> None:
         self.eligible: set[str] = set()
         self.in_flight: dict[tuple[str, str | int], asyncio.Task[Any]] = {}
-
-
-def _valid_id(rid: Any) -> TypeGuard[str | int]:
-    """MCP request ids are strings or integers (JSON-RPC's null, and bools, floats and objects, are not)."""
-    return type(rid) is str or type(rid) is int
 
 
 def _accepts(headers: dict[str, str]) -> bool:
@@ -153,7 +148,7 @@ class McpFastPath:
         msg = _parse(body, not legacy)
         if type(msg) is not dict:
             return False
-        if legacy and "method" in msg and "id" in msg and not _valid_id(msg["id"]):
+        if legacy and "method" in msg and "id" in msg and not replies.is_request_id(msg["id"]):
             # The SDK's handshake-era transport takes such a request for a notification (202, dropped,
             # never answered); its 2026-07-28 leg refuses it with -32600. Both paths here do the latter.
             await _respond(send, 400, _INVALID_ID, headers.get("mcp-session-id"))
@@ -164,7 +159,7 @@ class McpFastPath:
         session_id = headers.get("mcp-session-id")
         if method == "notifications/cancelled" and session_id and "id" not in msg:
             return await self._cancel(session_id, msg, send)
-        if method != "tools/call" or not _valid_id(rid := msg.get("id")):
+        if method != "tools/call" or not replies.is_request_id(rid := msg.get("id")):
             return False
         params = msg.get("params")
         if type(params) is not dict or type(params.get("name")) is not str or not params.keys() <= _CALL_KEYS:
@@ -267,7 +262,7 @@ class McpFastPath:
 
     async def _cancel(self, session_id: str, msg: dict[str, Any], send: Send) -> bool:
         params = msg.get("params")
-        if type(params) is not dict or not _valid_id(request_id := params.get("requestId")):
+        if type(params) is not dict or not replies.is_request_id(request_id := params.get("requestId")):
             return False
         task = self.sessions.in_flight.get((session_id, request_id))
         if task is None:
