@@ -220,7 +220,7 @@ async def test_killed_server_is_noticed_and_reconnected(
     await wait_for(lambda: hub.status()["remote"].state != "ready", 2)
     assert not hub.tools(server="remote")  # tools left the catalog
     with pytest.raises(ServerUnavailableError):
-        await hub.call_tool("remote__echo", {"text": "x"})
+        await hub.call_tool("remote__echo", {"text": "x"}, timeout=0.2)
     await asyncio.sleep(0.6)  # a couple of failed reconnects against the closed port
     st = hub.status()["remote"]
     assert st.state in ("backoff", "starting")

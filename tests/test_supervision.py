@@ -97,10 +97,14 @@ async def test_external_kill_is_noticed_at_once(make_hub: HubFactory) -> None:
     assert time.monotonic() - t0 < 1.0
     # Its tools have left the catalog, but a call by name still says why, rather than "unknown tool".
     assert "mb__echo" not in hub.catalog.tools
+    # A call with too short a budget to wait for the restart says why.
     with pytest.raises(
         ServerUnavailableError, match=r"server 'mb' is not running \(state: (backoff|starting)\)"
     ):
-        await hub.call_tool("mb__echo", {"text": "x"})
+        await hub.call_tool("mb__echo", {"text": "x"}, timeout=0.01)
+    # One with time to spare waits for the restart and succeeds.
+    result = await hub.call_tool("mb__echo", {"text": "back"}, timeout=30)
+    assert result.content[0].text == "back"  # type: ignore[union-attr]
 
 
 async def test_backoff_then_give_up_after_max_restarts(make_hub: HubFactory) -> None:

@@ -187,6 +187,12 @@ class Catalog:
             return [], []
         return self.rebuild()
 
+    def rerank(self, name: str, rank: tuple[int, int, str]) -> None:
+        """Change a source's rank; takes effect at the next ``rebuild()``."""
+        src = self._sources.get(name)
+        if src is not None:
+            src.rank = rank
+
     def has_source(self, name: str) -> bool:
         return name in self._sources
 

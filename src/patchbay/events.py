@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import weakref
 from typing import Literal
 
 from pydantic import BaseModel, Field
@@ -89,13 +90,11 @@ class Subscription:
     def close(self) -> None:
         self._bus._subs.discard(self)
 
-    def __del__(self) -> None:
-        self._bus._subs.discard(self)
-
 
 class EventBus:
     def __init__(self, queue_size: int = 1000) -> None:
-        self._subs: set[Subscription] = set()
+        # Weak: a subscription nobody holds any more is collected and stops receiving (and queueing).
+        self._subs: weakref.WeakSet[Subscription] = weakref.WeakSet()
         self._size = queue_size
 
     def publish(self, event: Event) -> None:

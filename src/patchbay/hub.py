@@ -1,54 +1,41 @@
-"""The Hub: config → supervisors → catalog → router, behind one small async API.
+"""The Hub: config → sources → catalog → router, behind one small async API.
 
-Everything else (the CLI, ``/mcp``, the REST API) is a thin surface over this class.
+Everything else (the CLI, ``/mcp``, the REST API) is a thin surface over this class. Runtime changes
+(add, update, remove, enable, agents, reloads) live in ``runtime.py``; the sources in ``sources.py``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import copy
 import logging
 import os
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Protocol, Self, TypeVar
 
 import mcp.types as types
 from pydantic import ValidationError
 
-from patchbay.agents import AgentLink, AgentStatus, token_digest
 from patchbay.catalog import Catalog, Format, Listing
-from patchbay.config import (
-    HubConfig,
-    ServerSpec,
-    load_config,
-    parse_agent_spec,
-    parse_config,
-    parse_server_spec,
-    save_config,
-)
+from patchbay.config import HubConfig, ServerSpec, load_config, parse_config
+from patchbay.dialin import AgentStatus, DialInAgent, token_digest
 from patchbay.errors import (
     CallTimeoutError,
-    ConfigError,
-    DuplicateServerError,
+    PatchbayError,
     ServerUnavailableError,
     UnknownServerError,
     UnknownToolError,
     UpstreamError,
 )
-from patchbay.events import (
-    AgentEvent,
-    CatalogEvent,
-    ConfigEvent,
-    Event,
-    EventBus,
-    ServerStateEvent,
-    Subscription,
-)
+from patchbay.events import AgentEvent, CatalogEvent, Event, EventBus, ServerStateEvent, Subscription
 from patchbay.jsonrpc import METHOD_NOT_FOUND, ProgressCallback
-from patchbay.supervisor import ServerState, ServerStatus, ServerSupervisor, SupervisorHooks
+from patchbay.llm import run_anthropic_tool_uses, run_openai_tool_calls
+from patchbay.runtime import RuntimeChanges
+from patchbay.sources import Source, SourceRegistry
+from patchbay.supervisor import ServerStatus, ServerSupervisor
 from patchbay.transports.websocket import WebSocketWire
 
 log = logging.getLogger(__name__)
@@ -64,11 +51,65 @@ class DownstreamClient(Protocol):
     async def request(self, method: str, params: dict[str, Any]) -> Any: ...
 
 
+@dataclass(frozen=True)
+class UpstreamCapabilities:
+    """What at least one ready upstream can do: what the hub may advertise downstream."""
+
+    completions: bool = False
+    resource_subscribe: bool = False
+    resources: bool = False
+    prompts: bool = False
+    logging: bool = False
+
+
 _R = TypeVar("_R", bound=types.Result)
 
 
-class Hub(SupervisorHooks):
-    """Supervises the configured MCP servers and routes calls to them.
+class _Hooks:
+    """What sources report, turned into catalog changes and events. Kept off the Hub's public API."""
+
+    def __init__(self, hub: Hub) -> None:
+        self._hub = hub
+
+    def state_changed(self, source: Source, state: str, previous: str | None, error: str | None) -> None:
+        log.info("server %r: %s%s", source.name, state, f" ({error})" if error else "")
+        self._hub._bus.publish(
+            ServerStateEvent(server=source.name, state=state, previous=previous, error=error)
+        )
+
+    def listing_changed(self, source: Source, listing: Listing | None) -> None:
+        self._hub._listing_changed(source, listing)
+
+    def notification(self, source: Source, method: str, params: dict[str, Any]) -> None:
+        for observe in self._hub._notification_observers:
+            try:
+                observe(source.name, method, params)
+            except Exception:
+                log.exception("notification observer failed")
+
+    async def upstream_request(self, source: Source, method: str, params: dict[str, Any]) -> Any:
+        """An upstream asks its client something (sampling, elicitation, roots) during a call.
+
+        It goes to the downstream client of the most recent call in flight to that server; stdio gives
+        no way to tell which of several concurrent calls a request belongs to.
+        """
+        clients = self._hub._clients.get(source.name)
+        if not clients:
+            raise UpstreamError(
+                source.name,
+                METHOD_NOT_FOUND,
+                f"{method}: no client is connected through patchbay to answer it",
+            )
+        return await clients[-1].request(method, params)
+
+    def agent_state_changed(
+        self, agent: DialInAgent, state: str, address: str | None, error: str | None
+    ) -> None:
+        self._hub._bus.publish(AgentEvent(agent=agent.name, state=state, address=address, error=error))
+
+
+class Hub:
+    """Supervises the configured MCP servers and dial-in agents, and routes calls to them.
 
     Use it as an async context manager: entering starts every enabled server in parallel and returns
     once each has either become ready or failed its first attempt; leaving stops them all.
@@ -79,18 +120,21 @@ class Hub(SupervisorHooks):
         self.default_timeout = default_timeout
         self.catalog = Catalog()
         self._bus = EventBus()
-        self._supervisors: dict[str, ServerSupervisor] = {}
-        self._order: dict[str, int] = {}
-        self._lock = asyncio.Lock()
+        self._hooks = _Hooks(self)
+        self._sources = SourceRegistry()
         self._started = False
+        self._initial_start: asyncio.Future[None] | None = None
         self._call_observers: list[CallObserver] = []
         self._notification_observers: list[NotificationObserver] = []
         self._clients: dict[str, list[DownstreamClient]] = {}
-        self._agents: dict[str, AgentLink] = {}
+        self._subscriptions: dict[str, int] = {}  # resource URI -> downstream subscribers
+        self._subscribed_on: dict[str, Any] = {}  # source name -> the connection that has them
+        self._background: set[asyncio.Task[Any]] = set()
+        self._runtime = RuntimeChanges(self)
         for name, spec in self.config.servers.items():
-            self._add_supervisor(name, spec)
+            self._sources.add(self._new_supervisor(name, spec))
         for name, agent in self.config.agents.items():
-            self._agents[name] = AgentLink(name, agent, self, self.config.base_dir)
+            self._sources.add(self._new_agent(name, agent))
 
     # --- construction ------------------------------------------------------------------------------
 
@@ -106,11 +150,13 @@ class Hub(SupervisorHooks):
 
         return cls(parse_config(json.dumps(data), source="<dict>"), **kwargs)
 
-    def _add_supervisor(self, name: str, spec: ServerSpec) -> ServerSupervisor:
-        sup = ServerSupervisor(name, spec, hooks=self, base_dir=self.config.base_dir)
-        self._supervisors[name] = sup
-        self._order.setdefault(name, len(self._order))
-        return sup
+    def _new_supervisor(self, name: str, spec: ServerSpec) -> ServerSupervisor:
+        return ServerSupervisor(name, spec, hooks=self._hooks, base_dir=self.config.base_dir)
+
+    def _new_agent(self, name: str, spec: Any) -> DialInAgent:
+        return DialInAgent(
+            name, spec, self._hooks, self.config.base_dir, on_state=self._hooks.agent_state_changed
+        )
 
     # --- lifecycle ---------------------------------------------------------------------------------
 
@@ -126,17 +172,35 @@ class Hub(SupervisorHooks):
     async def start(self) -> None:
         """Start every enabled server in parallel; return when each has settled (ready or failed)."""
         self._started = True
-        sups = [s for s in self._supervisors.values() if s.spec.is_enabled]
-        for s in sups:
-            s.start()
-        await asyncio.gather(*(s.wait_settled() for s in sups))
+        initial = self._initial_start = asyncio.get_running_loop().create_future()
+        try:
+            sups = [s for s in self._supervisors().values() if s.spec.is_enabled]
+            for s in sups:
+                s.start()
+            await asyncio.gather(*(s.wait_settled() for s in sups))
+        finally:
+            if not initial.done():
+                initial.set_result(None)
+
+    async def wait_started(self) -> None:
+        """Return once every enabled server has settled its first start (ready or failed).
+
+        Listings ask this first, so a client that connects while servers start sees every tool, not an
+        empty list it may keep. Returns at once when no initial start is in progress.
+        """
+        initial = self._initial_start
+        if initial is not None and not initial.done():
+            await asyncio.shield(initial)
 
     async def close(self) -> None:
-        """Stop every server (their whole process groups), in parallel."""
+        """Stop every server (their whole process groups) and drop every agent, in parallel."""
         self._started = False
+        for task in list(self._background):
+            task.cancel()
         await asyncio.gather(
-            *(s.stop() for s in self._supervisors.values()),
-            *(a.disconnect("the hub is shutting down") for a in self._agents.values()),
+            *(s.stop() for s in self._supervisors().values()),
+            *(a.disconnect("the hub is shutting down") for a in self._dialins().values()),
+            *self._background,
             return_exceptions=True,
         )
 
@@ -144,25 +208,25 @@ class Hub(SupervisorHooks):
 
     def status(self) -> dict[str, ServerStatus]:
         """Per server, in config order: state, pid, protocol version, tools, restarts, errors, stderr tail."""
-        return {name: self.server_status(name) for name in self._supervisors}
+        return {name: self.server_status(name) for name in self._supervisors()}
 
     def server_status(self, name: str, *, tail: int = 20) -> ServerStatus:
         """One server's status; ``tail`` is how many stderr lines to include (at most 200 are kept)."""
-        status = self._get(name).status(self.catalog.conflicts.get(name), tail=tail)
+        status = self._supervisor(name).status(self.catalog.conflicts.get(name), tail=tail)
         status.tool_count = sum(1 for e in self.catalog.tools.values() if e.source == name)
         return status
 
     @property
     def servers(self) -> list[str]:
-        return list(self._supervisors)
+        return list(self._supervisors())
 
     def server_spec(self, name: str) -> ServerSpec:
-        return self._get(name).spec
+        return self._supervisor(name).spec
 
     def tools(self, format: Format = "mcp", *, server: str | None = None) -> list[dict[str, Any]]:
         """Every exposed tool as JSON-ready dicts: ``mcp`` Tool objects, ``openai`` or ``anthropic``."""
         if server is not None:
-            self._get(server)
+            self._supervisor(server)
         return self.catalog.render(format, server)
 
     def resources(self) -> list[types.Resource]:
@@ -173,6 +237,19 @@ class Hub(SupervisorHooks):
 
     def prompts(self) -> list[types.Prompt]:
         return [e.prompt.model_copy(update={"name": e.name}) for e in self.catalog.prompts.values()]
+
+    def upstream_capabilities(self) -> UpstreamCapabilities:
+        """What some ready upstream can do (completions, resource subscriptions, ...)."""
+        caps = [s.capabilities() for s in self._sources if s.connection is not None]
+        return UpstreamCapabilities(
+            completions=any("completions" in c for c in caps),
+            resource_subscribe=any(
+                isinstance(c.get("resources"), dict) and bool(c["resources"].get("subscribe")) for c in caps
+            ),
+            resources=any("resources" in c for c in caps),
+            prompts=any("prompts" in c for c in caps),
+            logging=any("logging" in c for c in caps),
+        )
 
     # --- routing (the hot path) --------------------------------------------------------------------
 
@@ -190,6 +267,7 @@ class Hub(SupervisorHooks):
         Raises ``UnknownToolError`` (with close matches), ``ServerUnavailableError`` (not running, or it
         died during the call), ``CallTimeoutError`` (a cancellation was sent upstream) or
         ``UpstreamError`` (a JSON-RPC error). A tool that fails on its own reports ``isError`` instead.
+        A tool whose server is starting, restarting or in backoff is waited for, within the timeout.
         ``client``, if given, answers the requests the upstream makes during the call (sampling,
         elicitation, roots): ``/mcp`` passes the downstream session that made the call.
         """
@@ -239,65 +317,168 @@ class Hub(SupervisorHooks):
         client: DownstreamClient | None,
     ) -> types.CallToolResult:
         entry = self.catalog.tools.get(name)
-        if entry is None:
-            raise self._not_found(name)
-        sup = self._supervisors.get(entry.source) or self._agents[entry.source]
-        conn = sup.connection
-        if conn is None:
-            raise self._unavailable(sup)
-        if sup.max_in_flight is not None and conn.peer.in_flight >= sup.max_in_flight:
+        source = self._sources.get(entry.source) if entry is not None else None
+        conn = source.connection if source is not None else None
+        if conn is None:  # not the hot path: find out who owns the name, and wait for it if it is coming
+            source, conn, timeout = await self._await_owner(name, timeout)
+            entry = self.catalog.tool(name)
+        assert entry is not None and source is not None
+        limit = source.max_in_flight
+        if limit is not None and conn.peer.in_flight >= limit:
             raise ServerUnavailableError(
-                sup.name, f"agent {sup.name!r} already has {sup.max_in_flight} calls in flight (maxInFlight)"
+                source.name, f"agent {source.name!r} already has {limit} calls in flight (maxInFlight)"
             )
         request = conn.peer.request(
             "tools/call",
             {"name": entry.original, "arguments": dict(arguments) if arguments else {}},
-            timeout=timeout or sup.call_timeout or self.default_timeout,
+            timeout=timeout or source.call_timeout or self.default_timeout,
             progress=progress,
             target=entry.original,
         )
         if client is None:
             raw = await request
         else:
-            clients = self._clients.setdefault(entry.source, [])
+            clients = self._clients.setdefault(source.name, [])
             clients.append(client)
             try:
                 raw = await request
             finally:
                 clients.remove(client)
-        return self._validate(types.CallToolResult, raw, entry.source, f"tool {entry.original!r}")
+        return self._validate(types.CallToolResult, raw, source.name, f"tool {entry.original!r}")
+
+    async def _await_owner(self, name: str, timeout: float | None) -> tuple[Source, Any, float | None]:
+        """The source that owns ``name`` and its connection, waiting while the hub or it starts.
+
+        Returns what is left of ``timeout``, so waiting and calling share one budget.
+        """
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        initial = self._initial_start
+        if initial is not None and not initial.done():
+            with contextlib.suppress(TimeoutError):  # then answer with whatever is known now
+                await asyncio.wait_for(asyncio.shield(initial), timeout or self.default_timeout)
+        entry = self.catalog.tools.get(name)
+        source = self._sources.get(entry.source) if entry is not None else self._sources.owner_of_name(name)
+        if source is None:
+            if entry is not None:  # its source was just removed
+                raise ServerUnavailableError(entry.source, f"server {entry.source!r} was removed")
+            raise UnknownToolError(name, Catalog.suggest(name, self.catalog.tools))
+        budget = timeout or source.call_timeout or self.default_timeout
+        conn = source.connection
+        if conn is None:
+            conn = await source.wait_connection(budget - (loop.time() - started))
+        if name not in self.catalog.tools:
+            raise UnknownToolError(name, Catalog.suggest(name, self.catalog.tools))
+        left = budget - (loop.time() - started)
+        if left <= 0:
+            raise CallTimeoutError(source.name, name, budget)
+        return source, conn, left
 
     async def read_resource(self, uri: str, *, timeout: float | None = None) -> types.ReadResourceResult:
-        owner = self.catalog.resource_owner(uri)
-        sup = self._supervisors.get(owner) or self._agents[owner]
-        raw = await self._request(sup, "resources/read", {"uri": uri}, timeout, uri)
-        return self._validate(types.ReadResourceResult, raw, sup.name, f"resource {uri!r}")
+        await self.wait_started()
+        source = self._owner(self.catalog.resource_owner(uri))
+        raw = await self._request(source, "resources/read", {"uri": uri}, timeout, uri)
+        return self._validate(types.ReadResourceResult, raw, source.name, f"resource {uri!r}")
 
     async def get_prompt(
         self, name: str, arguments: Mapping[str, str] | None = None, *, timeout: float | None = None
     ) -> types.GetPromptResult:
+        await self.wait_started()
         entry = self.catalog.prompt(name)
-        sup = self._supervisors.get(entry.source) or self._agents[entry.source]
+        source = self._owner(entry.source)
         params: dict[str, Any] = {"name": entry.original}
         if arguments:
             params["arguments"] = dict(arguments)
-        raw = await self._request(sup, "prompts/get", params, timeout, entry.original)
-        return self._validate(types.GetPromptResult, raw, sup.name, f"prompt {entry.original!r}")
+        raw = await self._request(source, "prompts/get", params, timeout, entry.original)
+        return self._validate(types.GetPromptResult, raw, source.name, f"prompt {entry.original!r}")
+
+    async def complete(
+        self,
+        ref: Mapping[str, Any],
+        argument: Mapping[str, Any],
+        context: Mapping[str, Any] | None = None,
+        *,
+        timeout: float | None = None,
+    ) -> types.CompleteResult:
+        """``completion/complete`` for an exposed prompt or a resource template, from its owner."""
+        await self.wait_started()
+        kind = ref.get("type")
+        upstream_ref = dict(ref)
+        if kind == "ref/prompt":
+            entry = self.catalog.prompt(str(ref.get("name")))
+            owner, upstream_ref["name"] = entry.source, entry.original
+        elif kind == "ref/resource":
+            uri = str(ref.get("uri"))
+            template = next((t for t in self.catalog.templates if t.template.uri_template == uri), None)
+            owner = template.source if template is not None else self.catalog.resource_owner(uri)
+        else:
+            raise UpstreamError("patchbay", -32602, f"completion ref type {kind!r} is not supported")
+        source = self._owner(owner)
+        params: dict[str, Any] = {"ref": upstream_ref, "argument": dict(argument)}
+        if context:
+            params["context"] = dict(context)
+        raw = await self._request(source, "completion/complete", params, timeout, f"complete {kind}")
+        return self._validate(types.CompleteResult, raw, source.name, "completion")
+
+    async def subscribe_resource(self, uri: str) -> None:
+        """Subscribe to a resource's updates; the owner is asked once, however many clients subscribe."""
+        await self.wait_started()
+        source = self._owner(self.catalog.resource_owner(uri))
+        count = self._subscriptions.get(uri, 0)
+        if count == 0:
+            self._require_subscribe(source)
+            await self._request(source, "resources/subscribe", {"uri": uri}, None, uri)
+            self._subscribed_on[source.name] = source.connection
+        self._subscriptions[uri] = count + 1
+
+    async def unsubscribe_resource(self, uri: str) -> None:
+        """Drop one subscription; the owner is told when the last subscriber is gone."""
+        count = self._subscriptions.get(uri, 0)
+        if count <= 0:
+            return
+        if count > 1:
+            self._subscriptions[uri] = count - 1
+            return
+        del self._subscriptions[uri]
+        try:
+            source = self._owner(self.catalog.resource_owner(uri))
+            await self._request(source, "resources/unsubscribe", {"uri": uri}, None, uri)
+        except PatchbayError as exc:  # the owner is gone or forgot: nothing is left to release
+            log.debug("unsubscribe %s: %s", uri, exc)
+
+    @staticmethod
+    def _require_subscribe(source: Source) -> None:
+        res = source.capabilities().get("resources")
+        if not (isinstance(res, dict) and res.get("subscribe")):
+            raise UpstreamError(
+                source.name, METHOD_NOT_FOUND, f"{source.name!r} does not support resource subscriptions"
+            )
+
+    async def _resubscribe(self, source: Source) -> None:
+        """A source came (back) up: renew the subscriptions it owns (a new connection has none)."""
+        conn = source.connection
+        if conn is None or self._subscribed_on.get(source.name) is conn:
+            return
+        self._subscribed_on[source.name] = conn
+        for uri in list(self._subscriptions):
+            try:
+                if self.catalog.resource_owner(uri) == source.name:
+                    await self._request(source, "resources/subscribe", {"uri": uri}, None, uri)
+            except PatchbayError as exc:
+                log.warning("%s: could not renew the subscription to %s: %s", source.name, uri, exc)
+
+    def _owner(self, name: str) -> Source:
+        source = self._sources.get(name)
+        if source is None:
+            raise ServerUnavailableError(name, f"server {name!r} was removed")
+        return source
 
     async def _request(
-        self,
-        sup: ServerSupervisor | AgentLink,
-        method: str,
-        params: dict[str, Any],
-        timeout: float | None,
-        target: str,
+        self, source: Source, method: str, params: dict[str, Any], timeout: float | None, target: str
     ) -> Any:
-        conn = sup.connection
-        if conn is None:
-            raise self._unavailable(sup)
-        return await conn.peer.request(
-            method, params, timeout=timeout or sup.call_timeout or self.default_timeout, target=target
-        )
+        budget = timeout or source.call_timeout or self.default_timeout
+        conn = source.connection or await source.wait_connection(budget)
+        return await conn.peer.request(method, params, timeout=budget, target=target)
 
     @staticmethod
     def _validate(model: type[_R], raw: Any, server: str, what: str) -> _R:
@@ -308,137 +489,30 @@ class Hub(SupervisorHooks):
                 server, -32603, f"{what} returned an invalid result: {exc.errors()[0]['msg']}"
             ) from None
 
-    def _not_found(self, name: str) -> Exception:
-        """Unknown name, unless it is the tool of a server that is down: then say that instead."""
-        for sup in self._supervisors.values():
-            prefix = sup.spec.prefix if sup.spec.prefix is not None else sup.name
-            if prefix and name.startswith(f"{prefix}__") and sup.connection is None:
-                return self._unavailable(sup)
-        for agent in self._agents.values():
-            if name.startswith(f"{agent.name}__") and agent.connection is None:
-                return self._unavailable(agent)
-        return UnknownToolError(name, Catalog.suggest(name, self.catalog.tools))
-
-    @staticmethod
-    def _unavailable(sup: ServerSupervisor | AgentLink) -> ServerUnavailableError:
-        if isinstance(sup, AgentLink):
-            why = f" (last: {sup.last_error})" if sup.last_error else ""
-            return ServerUnavailableError(sup.name, f"agent {sup.name!r} is not connected{why}")
-        why = f": {sup.last_error}" if sup.last_error and sup.state != ServerState.DISABLED else ""
-        return ServerUnavailableError(
-            sup.name, f"server {sup.name!r} is not running (state: {sup.state}){why}"
-        )
-
-    # --- runtime changes (saved at once) -----------------------------------------------------------
+    # --- runtime changes (saved at once; see runtime.py) -------------------------------------------
 
     async def add_server(self, name: str, spec: Mapping[str, Any] | ServerSpec) -> ServerStatus:
-        """Validate, save to the config file, then start (if enabled)."""
-        async with self._lock:
-            parsed = parse_server_spec(name, spec if isinstance(spec, ServerSpec) else dict(spec))
-            if name in self._supervisors:
-                raise DuplicateServerError(name)
-            if name in self._agents:
-                raise ConfigError(
-                    f"server {name!r}: an agent has the same name; server and agent names must differ"
-                )
-            self._commit(lambda cfg: cfg.servers.__setitem__(name, parsed))
-            sup = self._add_supervisor(name, parsed)
-            self._bus.publish(ConfigEvent(action="added", server=name))
-            if parsed.is_enabled and self._started:
-                sup.start()
-                await sup.wait_settled()
-            return self.server_status(name)
+        """Validate, save to the config file, then start (if enabled) and wait for it to settle."""
+        return await self._runtime.add_server(name, spec)
 
     async def update_server(self, name: str, spec: Mapping[str, Any] | ServerSpec) -> ServerStatus:
         """Replace a server's settings; it is restarted if it was running."""
-        async with self._lock:
-            old = self._get(name)
-            parsed = parse_server_spec(name, spec if isinstance(spec, ServerSpec) else dict(spec))
-            self._commit(lambda cfg: cfg.servers.__setitem__(name, parsed))
-            await old.stop()
-            self.catalog.remove_source(name)
-            sup = self._add_supervisor(name, parsed)
-            sup.restarts = old.restarts
-            self._bus.publish(ConfigEvent(action="updated", server=name))
-            if parsed.is_enabled and self._started:
-                sup.start()
-                await sup.wait_settled()
-            return self.server_status(name)
+        return await self._runtime.update_server(name, spec)
 
     async def remove_server(self, name: str) -> None:
-        async with self._lock:
-            sup = self._get(name)
-            self._commit(lambda cfg: cfg.servers.pop(name))
-            del self._supervisors[name]
-            await sup.stop()
-            self._order.pop(name, None)
-            self._bus.publish(ConfigEvent(action="removed", server=name))
+        """Stop a server (its tools leave first) and forget it."""
+        await self._runtime.remove_server(name)
 
     async def set_enabled(self, name: str, enabled: bool) -> ServerStatus:
-        async with self._lock:
-            sup = self._get(name)
-            new = sup.spec.with_enabled(enabled)
-            self._commit(lambda cfg: cfg.servers.__setitem__(name, new))
-            sup.spec = new
-            self._bus.publish(ConfigEvent(action="enabled" if enabled else "disabled", server=name))
-            if enabled:
-                if self._started and sup.state in (
-                    ServerState.DISABLED,
-                    ServerState.STOPPED,
-                    ServerState.FAILED,
-                ):
-                    sup.start()
-                    await sup.wait_settled()
-            else:
-                await sup.stop(disabled=True)
-            return self.server_status(name)
+        return await self._runtime.set_enabled(name, enabled)
 
     async def restart_server(self, name: str) -> ServerStatus:
         """Stop and start again now, with the failure count reset (also revives a ``failed`` server)."""
-        async with self._lock:
-            sup = self._get(name)
-            if not sup.spec.is_enabled:
-                raise ServerUnavailableError(name, f"server {name!r} is disabled; enable it instead")
-            await sup.restart()
-            return self.server_status(name)
+        return await self._runtime.restart_server(name)
 
     async def apply_config(self, new: HubConfig) -> dict[str, list[str]]:
-        """Adopt a config read from disk (a reload): start added servers, stop removed ones, restart
-        changed ones, leave the rest running. Nothing is saved: the file is already what the user wants.
-        """
-        async with self._lock:
-            old = self.config.servers
-            added = [n for n in new.servers if n not in old]
-            removed = [n for n in old if n not in new.servers]
-            changed = [n for n in new.servers if n in old and new.servers[n].to_json() != old[n].to_json()]
-            self.config = new
-            for name in removed:
-                sup = self._supervisors.pop(name)
-                await sup.stop()
-                self._bus.publish(ConfigEvent(action="removed", server=name))
-            self._order = {name: i for i, name in enumerate(new.servers)}
-            starting: list[ServerSupervisor] = []
-            for name in changed:
-                previous = self._supervisors[name]
-                await previous.stop()
-                self.catalog.remove_source(name)
-                sup = self._add_supervisor(name, new.servers[name])
-                sup.restarts = previous.restarts
-                self._bus.publish(ConfigEvent(action="updated", server=name))
-                if sup.spec.is_enabled:
-                    starting.append(sup)
-            for name in added:
-                sup = self._add_supervisor(name, new.servers[name])
-                self._bus.publish(ConfigEvent(action="added", server=name))
-                if sup.spec.is_enabled:
-                    starting.append(sup)
-            self._supervisors = {n: self._supervisors[n] for n in new.servers}
-            await self._apply_agents(new)
-            if self._started:
-                for sup in starting:
-                    sup.start()
-                await asyncio.gather(*(s.wait_settled() for s in starting))
-            return {"added": added, "removed": removed, "changed": changed}
+        """Adopt a config read from disk (a reload), all or nothing: see ``RuntimeChanges.apply_config``."""
+        return await self._runtime.apply_config(new)
 
     # --- LLM tool-calling loop ----------------------------------------------------------------------
 
@@ -449,100 +523,40 @@ class Hub(SupervisorHooks):
 
         Bad arguments, unknown tools and failures become error results the model can read (see llm.py).
         """
-        from patchbay.llm import run_openai_tool_calls
-
         return await run_openai_tool_calls(self, message, timeout=timeout)
 
     async def run_anthropic_tool_uses(
         self, content: Any, *, timeout: float | None = None
     ) -> list[dict[str, Any]]:
         """Run Anthropic ``tool_use`` blocks concurrently; returns ``tool_result`` blocks."""
-        from patchbay.llm import run_anthropic_tool_uses
-
         return await run_anthropic_tool_uses(self, content, timeout=timeout)
 
     # --- agents ------------------------------------------------------------------------------------
 
     def agents(self) -> dict[str, AgentStatus]:
         """Every configured agent: connected or not, address, since, protocol, tools, calls in flight."""
-        return {n: a.status(self.catalog.conflicts.get(n)) for n, a in self._agents.items()}
+        return {n: a.status(self.catalog.conflicts.get(n)) for n, a in self._dialins().items()}
 
-    def agent_for_token(self, token: str) -> AgentLink | None:
+    def agent_for_token(self, token: str) -> DialInAgent | None:
         """The agent this token belongs to; every agent is compared, in constant time each."""
         digest = token_digest(token)
         found = None
-        for agent in self._agents.values():
+        for agent in self._dialins().values():
             if agent.matches(digest):
                 found = agent
         return found
 
-    async def attach_agent(self, agent: AgentLink, ws: Any) -> None:
+    async def attach_agent(self, agent: DialInAgent, ws: Any) -> None:
         """Serve one accepted WebSocket of ``agent`` until it closes (used by the ``/agents`` endpoint)."""
         await agent.serve(ws, WebSocketWire)
 
     async def add_agent(self, name: str, token: str, **settings: Any) -> AgentStatus:
         """Accept a new agent; only the token's SHA-256 is saved, so it is never shown back."""
-        async with self._lock:
-            if name in self._agents:
-                raise DuplicateServerError(name)
-            if name in self._supervisors:
-                raise ConfigError(
-                    f"agent {name!r}: a server has the same name; agent and server names must differ"
-                )
-            if len(token) < 16:
-                raise ConfigError(
-                    f"agent {name!r}: token: use at least 16 characters", server=name, field="token"
-                )
-            spec = parse_agent_spec(name, {"tokenSha256": token_digest(token).hex(), **settings})
-            self._commit(lambda cfg: cfg.agents.__setitem__(name, spec))
-            self._agents[name] = AgentLink(name, spec, self, self.config.base_dir)
-            self._bus.publish(ConfigEvent(action="agent_added", server=name))
-            return self._agents[name].status()
+        return await self._runtime.add_agent(name, token, **settings)
 
     async def revoke_agent(self, name: str) -> None:
         """Forget an agent: its token stops working and a live connection is closed at once."""
-        async with self._lock:
-            agent = self._agents.get(name)
-            if agent is None:
-                raise UnknownServerError(name, list(self._agents))
-            self._commit(lambda cfg: cfg.agents.pop(name, None))
-            del self._agents[name]
-            await agent.disconnect("the agent's token was revoked")
-            self.catalog.remove_source(name)
-            self._bus.publish(ConfigEvent(action="agent_revoked", server=name))
-
-    def agent_state_changed(self, name: str, state: str, address: str | None, error: str | None) -> None:
-        self._bus.publish(AgentEvent(agent=name, state=state, address=address, error=error))
-
-    async def _apply_agents(self, new: HubConfig) -> None:
-        """Reload: drop agents no longer configured (or whose token changed), accept new ones."""
-        for name, link in list(self._agents.items()):
-            spec = new.agents.get(name)
-            if spec is None or spec.to_json() != link.spec.to_json():
-                del self._agents[name]
-                await link.disconnect("the agent was removed or changed in the config")
-                self.catalog.remove_source(name)
-                self._bus.publish(ConfigEvent(action="agent_revoked", server=name))
-        for name, spec in new.agents.items():
-            if name not in self._agents:
-                self._agents[name] = AgentLink(name, spec, self, new.base_dir)
-                self._bus.publish(ConfigEvent(action="agent_added", server=name))
-        self._agents = {n: self._agents[n] for n in new.agents if n in self._agents}
-
-    def _commit(self, change: Any) -> None:
-        """Apply ``change`` to a copy of the config, save it, and only then adopt it."""
-        candidate = copy.copy(self.config)
-        candidate.servers = dict(self.config.servers)
-        candidate.agents = dict(self.config.agents)
-        change(candidate)
-        save_config(candidate)
-        self.config = candidate
-
-    def _get(self, name: str) -> ServerSupervisor:
-        sup = self._supervisors.get(name)
-        if sup is None:
-            raise UnknownServerError(name, list(self._supervisors))
-        return sup
+        await self._runtime.revoke_agent(name)
 
     # --- events ------------------------------------------------------------------------------------
 
@@ -558,56 +572,55 @@ class Hub(SupervisorHooks):
         """Put an event on the hub's stream (used by surfaces such as the config watcher)."""
         self._bus.publish(event)
 
-    # SupervisorHooks: called by supervisors.
-    def state_changed(
-        self, name: str, state: ServerState, previous: ServerState | None, error: str | None
-    ) -> None:
-        log.info("server %r: %s%s", name, state, f" ({error})" if error else "")
-        self._bus.publish(ServerStateEvent(server=name, state=state, previous=previous, error=error))
-
     def add_notification_observer(self, observer: NotificationObserver) -> None:
         """``observer(server, method, params)`` for every notification an upstream sends (e.g. logs)."""
         self._notification_observers.append(observer)
 
-    def notification(self, name: str, method: str, params: dict[str, Any]) -> None:
-        for observe in self._notification_observers:
-            try:
-                observe(name, method, params)
-            except Exception:
-                log.exception("notification observer failed")
+    # --- internals ---------------------------------------------------------------------------------
 
-    async def upstream_request(self, name: str, method: str, params: dict[str, Any]) -> Any:
-        """An upstream asks its client something (sampling, elicitation, roots) during a call.
+    def _supervisors(self) -> dict[str, ServerSupervisor]:
+        return self._sources.servers()  # type: ignore[return-value]
 
-        It goes to the downstream client of the most recent call in flight to that server; stdio gives
-        no way to tell which of several concurrent calls a request belongs to.
-        """
-        clients = self._clients.get(name)
-        if not clients:
-            raise UpstreamError(
-                name, METHOD_NOT_FOUND, f"{method}: no client is connected through patchbay to answer it"
-            )
-        return await clients[-1].request(method, params)
+    def _dialins(self) -> dict[str, DialInAgent]:
+        return self._sources.agents()  # type: ignore[return-value]
 
-    def listing_changed(self, name: str, listing: Listing | None) -> None:
-        sup = self._supervisors.get(name)
-        agent = self._agents.get(name)
-        if listing is not None and agent is not None and sup is None:
-            # agents rank after every local server: an agent can never take a local tool's name
-            added, removed = self.catalog.set_source(
-                name, listing, prefix=name, rank=(1, list(self._agents).index(name), name)
-            )
-        elif listing is None or sup is None:
-            added, removed = self.catalog.remove_source(name)
+    def _supervisor(self, name: str) -> ServerSupervisor:
+        sup = self._supervisors().get(name)
+        if sup is None:
+            raise UnknownServerError(name, list(self._supervisors()))
+        return sup
+
+    def _listing_changed(self, source: Source, listing: Listing | None) -> None:
+        if listing is None or self._sources.get(source.name) is not source:
+            added, removed = self.catalog.remove_source(source.name)
         else:
             added, removed = self.catalog.set_source(
-                name,
+                source.name,
                 listing,
-                prefix=sup.spec.prefix if sup.spec.prefix is not None else name,
-                rank=(0, self._order.get(name, len(self._order)), name),
-                hidden=sup.spec.disabled_tools,
+                prefix=source.prefix,
+                rank=self._sources.rank(source),
+                hidden=source.hidden_tools,
             )
-        with contextlib.suppress(Exception):
-            self._bus.publish(
-                CatalogEvent(version=self.catalog.version, server=name, added=added, removed=removed)
-            )
+            if self._subscriptions and self._subscribed_on.get(source.name) is not source.connection:
+                self._own(self._resubscribe(source))
+        self._bus.publish(
+            CatalogEvent(version=self.catalog.version, server=source.name, added=added, removed=removed)
+        )
+
+    def _rerank(self) -> None:
+        """The config order changed (a reload): recompute every rank, then every name, at once."""
+        for source in self._sources:
+            self.catalog.rerank(source.name, self._sources.rank(source))
+        added, removed = self.catalog.rebuild()
+        self._bus.publish(CatalogEvent(version=self.catalog.version, added=added, removed=removed))
+
+    def _own(self, coro: Any) -> None:
+        """Run a background job of the hub's; failures are logged, never lost."""
+        task = asyncio.ensure_future(coro)
+        self._background.add(task)
+        task.add_done_callback(self._finished)
+
+    def _finished(self, task: asyncio.Task[Any]) -> None:
+        self._background.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("hub background job failed", exc_info=task.exception())

@@ -89,7 +89,7 @@ class JsonRpcPeer:
         On timeout or caller cancellation a ``notifications/cancelled`` goes upstream, as the spec asks.
         """
         if self._closed is not None:
-            raise self._closed
+            raise self._error()
         rid = self._next_id
         self._next_id = rid + 1
         loop = asyncio.get_running_loop()
@@ -105,9 +105,16 @@ class JsonRpcPeer:
         self._pending[rid] = _Pending(fut, method, progress, target)
         try:
             self._send(msg)
-        except Exception:
+        except PatchbayError:
             self._pending.pop(rid, None)
             raise
+        except Exception as exc:  # a wire closing under us (broken pipe, reset): a typed error, always
+            self._pending.pop(rid, None)
+            if self._closed is not None:
+                raise self._error() from None
+            raise ServerExitedError(
+                self.name, f"could not be written to ({type(exc).__name__}: {exc})"
+            ) from None
         timer = loop.call_later(timeout, self._expire, rid, timeout)
         try:
             return await fut
@@ -227,7 +234,21 @@ class JsonRpcPeer:
     def _spawn(self, coro: Awaitable[Any]) -> None:
         task = asyncio.ensure_future(coro)
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("%s: a handler failed", self.name, exc_info=task.exception())
+
+    def _error(self) -> PatchbayError:
+        """A fresh copy of the closing error for each caller, so tracebacks never pile up on one."""
+        closed = self._closed
+        assert closed is not None
+        copy = type(closed).__new__(type(closed))
+        copy.__dict__.update(closed.__dict__)
+        copy.args = closed.args
+        return copy
 
     # --- teardown ----------------------------------------------------------------------------------
 
@@ -239,6 +260,11 @@ class JsonRpcPeer:
         pending, self._pending = self._pending, {}
         for p in pending.values():
             if not p.future.done():
-                p.future.set_exception(self._closed)
+                p.future.set_exception(self._error())
         for task in list(self._tasks):
             task.cancel()
+
+    async def wait_closed(self) -> None:
+        """Wait for the handler tasks ``close()`` cancelled: nothing of this peer outlives it."""
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)

@@ -54,7 +54,11 @@ class ConfigWatcher:
             if stamp is None or stamp == self._stamp:
                 continue
             self._stamp = stamp
-            await self.check()
+            try:
+                await self.check()
+            except Exception as exc:  # the watcher outlives any bad file or failed reload
+                log.exception("config reload failed; keeping the running configuration")
+                self.hub.publish(ConfigReloadEvent(ok=False, error=f"{type(exc).__name__}: {exc}"))
 
     async def check(self) -> None:
         """Reload now if the file differs from what the hub last read or wrote."""
@@ -71,7 +75,12 @@ class ConfigWatcher:
             log.error("config reload: %s; keeping the running configuration", exc)
             self.hub.publish(ConfigReloadEvent(ok=False, error=str(exc)))
             return
-        changes = await self.hub.apply_config(new)
+        try:
+            changes = await self.hub.apply_config(new)
+        except ConfigError as exc:
+            log.error("config reload: %s; keeping the running configuration", exc)
+            self.hub.publish(ConfigReloadEvent(ok=False, error=str(exc)))
+            return
         log.info("config reload: %s", ", ".join(f"{k} {v}" for k, v in changes.items() if v) or "no changes")
         self.hub.publish(
             ConfigReloadEvent(

@@ -21,8 +21,8 @@ from pydantic import BaseModel, Field
 
 from patchbay.catalog import Listing
 from patchbay.config import ServerSpec, resolve
-from patchbay.errors import ConfigError, PatchbayError, UpstreamError
-from patchbay.jsonrpc import METHOD_NOT_FOUND
+from patchbay.errors import ConfigError, PatchbayError, ServerUnavailableError
+from patchbay.sources import Source, SourceHooks, SourceKind
 from patchbay.transports.stdio import StdioTransport
 from patchbay.upstream import Connection, StartError, Wire
 
@@ -67,27 +67,6 @@ class ServerStatus(BaseModel):
     stderr_tail: list[str] = Field(default_factory=list)
 
 
-class SupervisorHooks:
-    """How a supervisor reports to the hub (overridden by the hub)."""
-
-    def state_changed(
-        self, name: str, state: ServerState, previous: ServerState | None, error: str | None
-    ) -> None:
-        pass
-
-    def listing_changed(self, name: str, listing: Listing | None) -> None:
-        pass
-
-    def notification(self, name: str, method: str, params: dict[str, Any]) -> None:
-        pass
-
-    def agent_state_changed(self, name: str, state: str, address: str | None, error: str | None) -> None:
-        pass
-
-    async def upstream_request(self, name: str, method: str, params: dict[str, Any]) -> Any:
-        raise UpstreamError(name, METHOD_NOT_FOUND, f"method {method!r} is not supported")
-
-
 def make_wire(spec: ServerSpec, name: str, base_dir: Path | None) -> Callable[..., Wire]:
     resolved = resolve(name, spec, base_dir)
     if resolved.transport == "stdio":
@@ -106,24 +85,49 @@ def make_wire(spec: ServerSpec, name: str, base_dir: Path | None) -> Callable[..
     )
 
 
-class ServerSupervisor:
+class ServerSupervisor(Source):
+    """The lifecycle of one configured server, local (stdio) or remote (HTTP, SSE)."""
+
+    kind = SourceKind.SERVER
+
     def __init__(
-        self, name: str, spec: ServerSpec, *, hooks: SupervisorHooks, base_dir: Path | None = None
+        self, name: str, spec: ServerSpec, *, hooks: SourceHooks, base_dir: Path | None = None
     ) -> None:
-        self.name = name
+        super().__init__(name, hooks)
         self.spec = spec
         self.base_dir = base_dir
-        self.hooks = hooks
         self.state = ServerState.STOPPED if spec.is_enabled else ServerState.DISABLED
-        self.connection: Connection | None = None  # set only while ready
         self.restarts = 0
-        self.last_error: str | None = None
         self.ready_since: float | None = None
         self.retry_at: float | None = None
         self._task: asyncio.Task[None] | None = None
         self._settled = asyncio.Event()
         self._last_wire: Wire | None = None
         self._stopping = False
+
+    # --- what the router needs ---------------------------------------------------------------------
+
+    @property
+    def prefix(self) -> str:
+        return self.spec.prefix if self.spec.prefix is not None else self.name
+
+    @property
+    def hidden_tools(self) -> tuple[str, ...]:
+        return tuple(self.spec.disabled_tools)
+
+    @property
+    def call_timeout(self) -> float | None:
+        return self.spec.timeout
+
+    @property
+    def coming(self) -> bool:
+        return self.state in (ServerState.STARTING, ServerState.BACKOFF) and not self._stopping
+
+    def unavailable(self) -> ServerUnavailableError:
+        why = f": {self.last_error}" if self.last_error and self.state != ServerState.DISABLED else ""
+        return ServerUnavailableError(
+            self.name, f"server {self.name!r} is not running (state: {self.state}){why}"
+        )
 
     # --- control -----------------------------------------------------------------------------------
 
@@ -158,6 +162,17 @@ class ServerSupervisor:
     # --- the loop ----------------------------------------------------------------------------------
 
     async def _run(self) -> None:
+        try:
+            await self._supervise()
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:  # a bug or an unforeseen error: end in failed, never hang a caller
+            log.exception("server %r: supervisor failed", self.name)
+            self._set_state(ServerState.FAILED, f"internal error: {type(exc).__name__}: {exc}")
+        finally:
+            self._settled.set()
+
+    async def _supervise(self) -> None:
         failures = 0
         conn: Connection | None = None
         try:
@@ -165,20 +180,12 @@ class ServerSupervisor:
                 self._set_state(ServerState.STARTING)
                 error: str
                 try:
-                    conn = Connection(
-                        self.name,
-                        make_wire(self.spec, self.name, self.base_dir),
-                        on_listing=lambda listing: self.hooks.listing_changed(self.name, listing),
-                        on_notification=lambda m, p: self.hooks.notification(self.name, m, p),
-                        on_lost=self._withdraw,
-                        on_request=lambda m, p: self.hooks.upstream_request(self.name, m, p),
-                    )
+                    conn = self._connect()
                     self._last_wire = conn.wire
                     await conn.open(self.spec.start_timeout)
                 except ConfigError as exc:
                     await self._discard(conn)
                     conn = None
-                    self.last_error = str(exc)
                     self._set_state(ServerState.FAILED, str(exc))
                     return
                 except (StartError, PatchbayError, OSError) as exc:
@@ -190,7 +197,7 @@ class ServerSupervisor:
                     self.last_error = None
                     self.ready_since = time.time()
                     ready_at = time.monotonic()
-                    self.hooks.listing_changed(self.name, conn.listing)
+                    self.hooks.listing_changed(self, conn.listing)
                     self._set_state(ServerState.READY)
                     reason = await conn.closed
                     self._withdraw(conn, reason)
@@ -219,11 +226,24 @@ class ServerSupervisor:
                 self._withdraw(conn, "was stopped")
                 await asyncio.shield(self._discard(conn))
 
-    @property
-    def call_timeout(self) -> float | None:
-        return self.spec.timeout
+    def _connect(self) -> Connection:
+        conn: Connection | None = None
 
-    max_in_flight: int | None = None
+        def listed(listing: Listing) -> None:
+            # A re-listing (list_changed) counts only while this connection is the live one: one that
+            # arrives during a start that then fails must leave no ghost tools behind.
+            if conn is not None and self.connection is conn:
+                self.hooks.listing_changed(self, listing)
+
+        conn = Connection(
+            self.name,
+            make_wire(self.spec, self.name, self.base_dir),
+            on_listing=listed,
+            on_notification=lambda m, p: self.hooks.notification(self, m, p),
+            on_lost=self._withdraw,
+            on_request=lambda m, p: self.hooks.upstream_request(self, m, p),
+        )
+        return conn
 
     def _withdraw(self, conn: Connection, reason: str) -> None:
         """The connection is gone: stop routing to it and take its tools out of the catalog, at once.
@@ -234,7 +254,7 @@ class ServerSupervisor:
         if self.connection is conn:
             self.connection = None
             self.ready_since = None
-            self.hooks.listing_changed(self.name, None)
+            self.hooks.listing_changed(self, None)
             if not self._stopping:
                 self._set_state(ServerState.BACKOFF, f"{reason}{self._stderr_hint()}")
 
@@ -258,8 +278,9 @@ class ServerSupervisor:
         self.state = state
         if state in (ServerState.READY, ServerState.FAILED, ServerState.BACKOFF):
             self._settled.set()
+        self._notify_changed()
         if previous != state or error:
-            self.hooks.state_changed(self.name, state, previous, error)
+            self.hooks.state_changed(self, state, previous, error)
 
     # --- status ------------------------------------------------------------------------------------
 

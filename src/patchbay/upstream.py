@@ -243,6 +243,9 @@ class Connection:
                 if not self.peer.closed:
                     log.warning("%s: re-listing after list_changed failed: %s", self.name, exc)
                 return
+            except Exception:  # an upstream that lies must not kill the connection's owner
+                log.exception("%s: re-listing after list_changed failed", self.name)
+                return
             self.listing = listing
             if self._on_listing is not None:
                 self._on_listing(listing)
@@ -252,7 +255,13 @@ class Connection:
     # --- stop --------------------------------------------------------------------------------------
 
     async def close(self) -> None:
-        if self._refresh_task is not None:
-            self._refresh_task.cancel()
-        await self.wire.close()
-        self._lost("was stopped", self.returncode)
+        refresh, self._refresh_task = self._refresh_task, None
+        if refresh is not None:
+            refresh.cancel()
+        try:
+            await self.wire.close()
+        finally:
+            self._lost("was stopped", self.returncode)
+            if refresh is not None:
+                await asyncio.gather(refresh, return_exceptions=True)
+            await self.peer.wait_closed()

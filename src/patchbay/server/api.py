@@ -27,9 +27,9 @@ from sse_starlette import EventSourceResponse, ServerSentEvent
 from starlette.background import BackgroundTask
 
 from patchbay import replies
-from patchbay.agents import AgentStatus
 from patchbay.catalog import Catalog, Format
 from patchbay.config import ServerSpec
+from patchbay.dialin import AgentStatus
 from patchbay.errors import (
     CallTimeoutError,
     ConfigError,

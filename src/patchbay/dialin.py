@@ -1,4 +1,4 @@
-"""Dial-in agents, hub side: who may connect, and the live connection of each.
+"""Dial-in agents, the hub's end: who may connect, and the live connection of each.
 
 An agent's identity comes from its token, never from anything the agent says. Over the socket the hub is
 the MCP client: the same ``Connection`` (handshake, paginated listing, list_changed, correlation,
@@ -15,14 +15,15 @@ import logging
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from pydantic import BaseModel
 from starlette.websockets import WebSocket
 
+from patchbay.catalog import Listing
 from patchbay.config import AgentSpec, expand, placeholder_env
-from patchbay.errors import ConfigError, PatchbayError
-from patchbay.supervisor import SupervisorHooks
+from patchbay.errors import ConfigError, ServerUnavailableError
+from patchbay.sources import Source, SourceHooks, SourceKind
 from patchbay.transports.websocket import CLOSE_POLICY, CLOSE_REPLACED, WebSocketWire
 from patchbay.upstream import Connection
 
@@ -49,24 +50,43 @@ class AgentStatus(BaseModel):
     conflicts: list[str] = []
 
 
-class AgentLink:
+class AgentStateHook(Protocol):
+    def __call__(self, agent: DialInAgent, state: str, address: str | None, error: str | None) -> None: ...
+
+
+class DialInAgent(Source):
     """One configured agent. ``connection`` is set while it is connected and initialized."""
 
+    kind = SourceKind.AGENT
+
     def __init__(
-        self, name: str, spec: AgentSpec, hooks: SupervisorHooks, base_dir: Path | None = None
+        self,
+        name: str,
+        spec: AgentSpec,
+        hooks: SourceHooks,
+        base_dir: Path | None = None,
+        *,
+        on_state: AgentStateHook | None = None,
     ) -> None:
-        self.name = name
+        super().__init__(name, hooks)
         self.spec = spec
-        self.hooks = hooks
         self.digest = self._digest(spec, base_dir)
-        self.connection: Connection | None = None
         self.state = "disconnected"
         self.address: str | None = None
         self.connected_since: float | None = None
         self.connections = 0
-        self.last_error: str | None = None
+        self._on_state = on_state
         self._wire: WebSocketWire | None = None
         self._lock = asyncio.Lock()
+
+    def unavailable(self) -> ServerUnavailableError:
+        why = f" (last: {self.last_error})" if self.last_error else ""
+        return ServerUnavailableError(self.name, f"agent {self.name!r} is not connected{why}")
+
+    def _report(self, state: str, address: str | None, error: str | None) -> None:
+        self._notify_changed()
+        if self._on_state is not None:
+            self._on_state(self, state, address, error)
 
     def _digest(self, spec: AgentSpec, base_dir: Path | None) -> bytes:
         if spec.token_sha256:
@@ -107,12 +127,16 @@ class AgentLink:
                 wires.append(wire)
                 return wire
 
+            def listed(listing: Listing) -> None:
+                if conns and self.connection is conns[0]:  # only the live connection's re-listings
+                    self.hooks.listing_changed(self, listing)
+
             conn = Connection(
                 self.name,
                 factory,
-                on_listing=lambda listing: self.hooks.listing_changed(self.name, listing),
-                on_notification=lambda m, p: self.hooks.notification(self.name, m, p),
-                on_request=lambda m, p: self.hooks.upstream_request(self.name, m, p),
+                on_listing=listed,
+                on_notification=lambda m, p: self.hooks.notification(self, m, p),
+                on_request=lambda m, p: self.hooks.upstream_request(self, m, p),
                 on_lost=self._withdraw,
             )
             conns.append(conn)
@@ -121,7 +145,7 @@ class AgentLink:
             address = f"{client.host}:{client.port}" if client else None
         try:
             await conn.open(AGENT_START_TIMEOUT)
-        except PatchbayError as exc:
+        except Exception as exc:  # a bad agent must never take the endpoint down with it
             self.last_error = f"failed to initialize: {exc}"
             log.warning("agent %r %s", self.name, self.last_error)
             await conn.close()
@@ -132,8 +156,8 @@ class AgentLink:
         self.connections += 1
         self.last_error = None
         self.state = "connected"
-        self.hooks.listing_changed(self.name, conn.listing)
-        self.hooks.agent_state_changed(self.name, "connected", address, None)
+        self.hooks.listing_changed(self, conn.listing)
+        self._report("connected", address, None)
         log.info("agent %r connected from %s with %d tools", self.name, address, len(conn.listing.tools))
         await conn.closed
         await conn.close()
@@ -147,8 +171,8 @@ class AgentLink:
         self.state = "disconnected"
         self.connected_since = None
         self.last_error = reason
-        self.hooks.listing_changed(self.name, None)
-        self.hooks.agent_state_changed(self.name, "disconnected", self.address, reason)
+        self.hooks.listing_changed(self, None)
+        self._report("disconnected", self.address, reason)
         log.warning("agent %r %s", self.name, reason)
 
     async def disconnect(self, reason: str) -> None:
