@@ -156,6 +156,7 @@ class McpEndpoint:
         self._fanout: asyncio.Task[None] | None = None
         self._notifier: asyncio.Task[None] | None = None
         self._catalog_changed = asyncio.Event()
+        self._fanout_idle = asyncio.Event()
         self._tasks: set[asyncio.Task[Any]] = set()  # short-lived sends and releases, owned here
         self.notify_rounds = 0  # how many list_changed rounds went out (tests, metrics)
         with warnings.catch_warnings():  # logging and subscribe are deprecated in 2026-07-28, still used
@@ -235,9 +236,17 @@ class McpEndpoint:
     async def _notify_catalog_changes(self) -> None:
         """One round at a time, one pending: a burst of N catalog changes costs O(1) rounds."""
         while True:
+            self._fanout_idle.set()
             await self._catalog_changed.wait()
+            self._fanout_idle.clear()
             self._catalog_changed.clear()
             await self.notify_catalog_changed()
+
+    async def fanout_settled(self) -> None:
+        """Return once no catalog notification round is pending or in flight."""
+        while self._catalog_changed.is_set() or not self._fanout_idle.is_set():
+            await self._fanout_idle.wait()
+            await asyncio.sleep(0)  # let a round that was just triggered start
 
     async def notify_catalog_changed(self) -> None:
         """Tell every client: modern ones through their listen streams, handshake-era ones directly."""
