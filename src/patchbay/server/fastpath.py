@@ -19,6 +19,7 @@ through ``sdk_adapter``; if they are missing (an SDK change), every request simp
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 from collections.abc import Callable
@@ -61,8 +62,13 @@ class FastSessions:
 
 
 def _accepts(headers: dict[str, str]) -> bool:
+    return _accepts_value(headers.get("accept", ""))
+
+
+@functools.lru_cache(maxsize=64)  # clients repeat the same few header values: parse each once
+def _accepts_value(accept: str) -> bool:
     """The SDK's own Accept rule (``check_accept_headers``): JSON and SSE, wildcards counted."""
-    types_ = [t.split(";")[0].strip().lower() for t in headers.get("accept", "").split(",")]
+    types_ = [t.split(";")[0].strip().lower() for t in accept.split(",")]
     if "*/*" in types_:
         return True
     return any(t in ("application/json", "application/*") for t in types_) and any(
@@ -70,10 +76,12 @@ def _accepts(headers: dict[str, str]) -> bool:
     )
 
 
-def _is_json(headers: dict[str, str]) -> bool:
-    """The SDK's Content-Type rule (``_check_content_type``)."""
-    parts = headers.get("content-type", "").split(";")[0].split(",")
-    return any(part.strip() == "application/json" for part in parts)
+@functools.lru_cache(maxsize=64)
+def _is_json(content_type: str) -> bool:
+    """The SDK's Content-Type rules: the security check's prefix, then the transport's exact type."""
+    if not content_type.lower().startswith("application/json"):
+        return False
+    return any(part.strip() == "application/json" for part in content_type.split(";")[0].split(","))
 
 
 def _parse(body: bytes, modern: bool) -> Any:
@@ -136,12 +144,12 @@ class McpFastPath:
             await self.app(scope, replay, send)
 
     async def _try(self, headers: dict[str, str], body: bytes, receive: Receive, send: Send) -> bool:
-        content_type = headers.get("content-type")
-        if content_type is None or not content_type.lower().startswith("application/json"):
+        content_type = headers.get("content-type", "")
+        if not content_type.lower().startswith("application/json"):
             # The SDK refuses these with a bare text/plain 400; the same status, as JSON-RPC.
             await _respond(send, 400, _INVALID_CONTENT_TYPE, None)
             return True
-        if not _accepts(headers) or not _is_json(headers):
+        if not _accepts(headers) or not _is_json(content_type):
             return False
         version = headers.get("mcp-protocol-version")
         legacy = version is None or version in HANDSHAKE_PROTOCOL_VERSIONS  # the manager's own routing

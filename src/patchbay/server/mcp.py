@@ -158,6 +158,7 @@ class McpEndpoint:
         self._catalog_changed = asyncio.Event()
         self._fanout_idle = asyncio.Event()
         self._tasks: set[asyncio.Task[Any]] = set()  # short-lived sends and releases, owned here
+        self._stopped = False
         self.notify_rounds = 0  # how many list_changed rounds went out (tests, metrics)
         with warnings.catch_warnings():  # logging and subscribe are deprecated in 2026-07-28, still used
             warnings.simplefilter("ignore")
@@ -198,12 +199,15 @@ class McpEndpoint:
     # --- lifecycle ---------------------------------------------------------------------------------
 
     def start(self) -> None:
+        self._stopped = False
         self._events = self.hub.events()
         self._fanout = asyncio.create_task(self._watch_catalog(), name="patchbay-mcp-catalog-watch")
         self._notifier = asyncio.create_task(self._notify_catalog_changes(), name="patchbay-mcp-fanout")
 
     async def stop(self) -> None:
-        """Cancel and await every task this endpoint started."""
+        """End the listen streams, then cancel and await every task this endpoint started."""
+        self._stopped = True
+        self._listen.close()
         if self._events is not None:
             self._events.close()
         tasks = [t for t in (self._fanout, self._notifier, *self._tasks) if t is not None]
@@ -214,6 +218,9 @@ class McpEndpoint:
 
     def _spawn(self, coro: Coroutine[Any, Any, Any], what: str) -> None:
         """Run a short job owned by this endpoint: kept until done, its failure logged, cancelled on stop."""
+        if self._stopped:  # nobody would await it
+            coro.close()
+            return
         task = asyncio.ensure_future(coro)
         self._tasks.add(task)
 
