@@ -280,10 +280,23 @@ class McpEndpoint:
         if ctx.method == "initialize":
             self._allow_fast_path(ctx)
         elif ctx.method == "notifications/initialized":
-            conn = sdk_adapter.connection_of(ctx.session)
-            if conn is not None and sdk_adapter.on_connection_close(conn, self._forget, id(conn)):
-                self._legacy[id(conn)] = ctx.session
+            self._track(ctx.session)
         return result
+
+    def _track(self, session: Any) -> int | None:
+        """Track the session's connection until it ends (idempotent); its key, None if the SDK gives none.
+
+        Also called by requests that need it (subscribe, setLevel): the SDK may run them before it has
+        processed the client's ``notifications/initialized``."""
+        conn = sdk_adapter.connection_of(session)
+        if conn is None:
+            return None
+        key = id(conn)
+        if key not in self._legacy:
+            if not sdk_adapter.on_connection_close(conn, self._forget, key):
+                return None
+            self._legacy[key] = session
+        return key
 
     def _allow_fast_path(self, ctx: Any) -> None:
         """From a successful ``initialize`` on, the SDK serves the session's requests, and so may the fast
@@ -413,10 +426,9 @@ class McpEndpoint:
         """``resources/subscribe`` from a handshake-era session: held at the hub until it unsubscribes
         or the session ends."""
         uri = str(params.uri)
-        conn = sdk_adapter.connection_of(ctx.session)
-        key = id(conn)
-        if conn is None or key not in self._legacy:
-            raise MCPError(types.INVALID_REQUEST, "resources/subscribe needs an initialized session")
+        key = self._track(ctx.session)
+        if key is None:
+            raise MCPError(types.INTERNAL_ERROR, "resources/subscribe: this session cannot be tracked")
         held = self._subscriptions.setdefault(key, set())
         if uri in held:
             return types.EmptyResult()
@@ -464,9 +476,9 @@ class McpEndpoint:
                 self._spawn(self._release(held), "release resource subscriptions")
 
     async def _set_level(self, ctx: Any, params: types.SetLevelRequestParams) -> types.EmptyResult:
-        conn = sdk_adapter.connection_of(ctx.session)
-        if conn is not None:
-            self._log_levels[id(conn)] = LEVELS.index(params.level)
+        key = self._track(ctx.session)
+        if key is not None:
+            self._log_levels[key] = LEVELS.index(params.level)
         return types.EmptyResult()
 
     # --- upstream → downstream notifications -------------------------------------------------------
