@@ -260,14 +260,18 @@ class McpEndpoint:
         self.notify_rounds += 1
         for event in (ToolsListChanged(), ResourcesListChanged(), PromptsListChanged()):
             await self.bus.publish(event)
-        for session in list(self._legacy.values()):
-            try:
-                async with asyncio.timeout(NOTIFY_TIMEOUT):
-                    await session.send_tool_list_changed()
-                    await session.send_resource_list_changed()
-                    await session.send_prompt_list_changed()
-            except Exception:
-                log.debug("could not notify a client session", exc_info=True)
+        await asyncio.gather(*(self._notify_session(s) for s in list(self._legacy.values())))
+
+    @staticmethod
+    async def _notify_session(session: ServerSession) -> None:
+        """One session's list_changed notifications; a session that does not drain its stream is skipped."""
+        try:
+            async with asyncio.timeout(NOTIFY_TIMEOUT):
+                await session.send_tool_list_changed()
+                await session.send_resource_list_changed()
+                await session.send_prompt_list_changed()
+        except Exception:
+            log.debug("could not notify a client session", exc_info=True)
 
     async def _track_sessions(self, ctx: Any, call_next: Callable[[Any], Awaitable[Any]]) -> Any:
         """Remember each handshake-era session (the SDK keeps no list) and forget it when it ends.
