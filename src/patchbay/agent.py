@@ -92,15 +92,15 @@ async def serve_over_websocket(endpoint: McpEndpoint, ws: ClientConnection) -> N
                         and _plain_call(params)
                     ):
                         assert isinstance(params, dict)
-                        calls[rid] = asyncio.create_task(
-                            answer(rid, params["name"], params.get("arguments") or {})
-                        )
+                        task = asyncio.create_task(answer(rid, params["name"], params.get("arguments") or {}))
+                        task.add_done_callback(_report_failure)
+                        calls[rid] = task
                         continue
                     cancelled = params.get("requestId") if type(params) is dict else None
                     if method == "notifications/cancelled" and replies.is_request_id(cancelled):
-                        task = calls.pop(cancelled, None)
-                        if task is not None:  # one of ours: a cancelled request gets no answer
-                            task.cancel()
+                        pending = calls.pop(cancelled, None)
+                        if pending is not None:  # one of ours: a cancelled request gets no answer
+                            pending.cancel()
                             continue
                     if method == "notifications/initialized":
                         initialized = True
@@ -124,8 +124,16 @@ async def serve_over_websocket(endpoint: McpEndpoint, ws: ClientConnection) -> N
             await server.run(read_recv, write_send, server.create_initialization_options())
             tg.cancel_scope.cancel()
     finally:
-        for task in list(calls.values()):
+        pending = list(calls.values())
+        for task in pending:
             task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)  # nothing outlives the connection
+
+
+def _report_failure(task: asyncio.Task[None]) -> None:
+    """An answer that could not be sent (the socket closed under it) is logged, never lost."""
+    if not task.cancelled() and task.exception() is not None:
+        log.debug("could not answer a call from the hub: %s", task.exception())
 
 
 def _plain_call(params: Any) -> bool:

@@ -92,7 +92,11 @@ class DialInAgent(Source):
         if spec.token_sha256:
             return bytes.fromhex(spec.token_sha256)
         assert spec.token is not None
-        token = expand(spec.token, placeholder_env(base_dir), server=self.name, field="token")
+        try:
+            token = expand(spec.token, placeholder_env(base_dir), server=self.name, field="token")
+        except ConfigError as exc:  # expand() speaks of servers; this is an agent
+            message = str(exc).replace(f"server {self.name!r}", f"agent {self.name!r}", 1)
+            raise ConfigError(message, server=self.name, field="token") from None
         if not token:
             raise ConfigError(f"agent {self.name!r}: token: is empty", server=self.name, field="token")
         return token_digest(token)
@@ -159,7 +163,7 @@ class DialInAgent(Source):
         self.hooks.listing_changed(self, conn.listing)
         self._report("connected", address, None)
         log.info("agent %r connected from %s with %d tools", self.name, address, len(conn.listing.tools))
-        await conn.closed
+        await asyncio.shield(conn.closed)  # cancelling us must not cancel it
         await conn.close()
 
     def _withdraw(self, conn: Connection, reason: str) -> None:

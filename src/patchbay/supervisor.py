@@ -21,10 +21,11 @@ from pydantic import BaseModel, Field
 
 from patchbay.catalog import Listing
 from patchbay.config import ServerSpec, resolve
-from patchbay.errors import ConfigError, PatchbayError, ServerUnavailableError
+from patchbay.errors import ConfigError, PatchbayError, ServerUnavailableError, StartError
 from patchbay.sources import Source, SourceHooks, SourceKind
+from patchbay.transports.base import Wire
 from patchbay.transports.stdio import StdioTransport
-from patchbay.upstream import Connection, StartError, Wire
+from patchbay.upstream import Connection
 
 log = logging.getLogger(__name__)
 
@@ -199,7 +200,7 @@ class ServerSupervisor(Source):
                     ready_at = time.monotonic()
                     self.hooks.listing_changed(self, conn.listing)
                     self._set_state(ServerState.READY)
-                    reason = await conn.closed
+                    reason = await asyncio.shield(conn.closed)  # cancelling us must not cancel it
                     self._withdraw(conn, reason)
                     await self._discard(conn)
                     conn = None

@@ -190,6 +190,7 @@ def _log(message: str) -> None:
 class Server:
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
+        self.failed_a_list = False
         self.out_lock = threading.Lock()
         self.stdout_broken = False
         self.pending: dict[RequestId, Pending] = {}
@@ -306,6 +307,8 @@ class Server:
             if self.args.exit_after_init is not None:
                 _log(f"fatal: exiting after init with {self.args.exit_after_init}")
                 os._exit(self.args.exit_after_init)
+            if self.args.list_changed_at_init:
+                self.notify("notifications/tools/list_changed", {})
         elif method == "notifications/cancelled":
             rid = params.get("requestId")
             with self.pending_lock:
@@ -322,6 +325,9 @@ class Server:
         if method == "ping" or method == "logging/setLevel":
             return {}
         if method == "tools/list":
+            if self.args.fail_first_list and not self.failed_a_list:
+                self.failed_a_list = True
+                raise RpcError(-32603, "the first tools/list fails (--fail-first-list)")
             return self.paginate(params, "tools", self.list_tools())
         if method == "resources/list":
             return self.paginate(params, "resources", RESOURCES)
@@ -557,6 +563,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--ignore-eof", action="store_true", help="keep running after stdin closes")
     p.add_argument("--slow-start", type=float, metavar="SECONDS", default=0.0, help="delay initialize")
     p.add_argument("--protocol-version", metavar="V", help="always answer initialize with this version")
+    p.add_argument(
+        "--list-changed-at-init", action="store_true", help="send tools/list_changed on initialized"
+    )
+    p.add_argument("--fail-first-list", action="store_true", help="answer the first tools/list with an error")
     p.add_argument("--echo-env", metavar="VAR", help="environment variable reported by whoami")
     return p.parse_args(argv)
 
