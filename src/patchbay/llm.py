@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import mcp.types as types
 
+from patchbay import replies
 from patchbay.errors import PatchbayError
 from patchbay.results import result_text
 
@@ -45,13 +46,13 @@ async def _run(
         ), True
     try:
         result = await hub.call_tool(name, arguments, timeout=timeout)
-    except PatchbayError as exc:
-        return _error(str(exc)), True
+    except PatchbayError as exc:  # every hub error is for the model to read, an unknown tool included
+        return replies.tool_error_result(exc), True
     return result, bool(result.is_error)
 
 
 def _error(message: str) -> types.CallToolResult:
-    return types.CallToolResult(content=[types.TextContent(type="text", text=message)], is_error=True)
+    return replies.tool_error_result(message)
 
 
 async def run_openai_tool_calls(

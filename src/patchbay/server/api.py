@@ -34,6 +34,7 @@ from sse_starlette import EventSourceResponse, ServerSentEvent
 from starlette.background import BackgroundTask
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from patchbay import replies
 from patchbay.catalog import Catalog, Format
 from patchbay.config import ServerSpec, error_message, field_path, redact_url
 from patchbay.dialin import AgentStatus
@@ -642,7 +643,11 @@ def build_api(hub: Hub) -> APIRouter:
         body: Annotated[CallToolRequest | None, Body()] = None,
     ) -> JSONResponse:
         body = body or CallToolRequest()
-        result = await hub.call_tool(name, body.arguments, timeout=body.timeout)
+        try:
+            result = await hub.call_tool(name, body.arguments, timeout=body.timeout)
+        except PatchbayError as exc:  # the status from the one error table every surface shares
+            content, status = replies.rest_error(exc)
+            return JSONResponse(content, status_code=status)
         return JSONResponse(result.model_dump(by_alias=True, exclude_none=True, mode="json"))
 
     @router.get(
