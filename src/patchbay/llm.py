@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Iterable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import mcp.types as types
 
@@ -19,8 +19,13 @@ from patchbay import replies
 from patchbay.errors import PatchbayError
 from patchbay.results import result_text
 
-if TYPE_CHECKING:
-    from patchbay.hub import Hub
+
+class ToolCaller(Protocol):
+    """What these helpers need of a hub: just ``call_tool`` (so llm.py does not depend on hub.py)."""
+
+    async def call_tool(
+        self, name: str, arguments: Mapping[str, Any] | None = None, *, timeout: float | None = None
+    ) -> types.CallToolResult: ...
 
 
 def _plain(obj: Any) -> Any:
@@ -30,7 +35,7 @@ def _plain(obj: Any) -> Any:
 
 
 async def _run(
-    hub: Hub, name: str, arguments: Any, timeout: float | None
+    hub: ToolCaller, name: str, arguments: Any, timeout: float | None
 ) -> tuple[types.CallToolResult, bool]:
     """One call; (result, is_error). Never raises for anything the model can cause."""
     if isinstance(arguments, str):
@@ -56,7 +61,7 @@ def _error(message: str) -> types.CallToolResult:
 
 
 async def run_openai_tool_calls(
-    hub: Hub, message: Any, *, timeout: float | None = None
+    hub: ToolCaller, message: Any, *, timeout: float | None = None
 ) -> list[dict[str, Any]]:
     """Run an OpenAI assistant message's ``tool_calls`` (or the list itself) concurrently.
 
@@ -80,7 +85,7 @@ async def run_openai_tool_calls(
 
 
 async def run_anthropic_tool_uses(
-    hub: Hub, content: Any, *, timeout: float | None = None
+    hub: ToolCaller, content: Any, *, timeout: float | None = None
 ) -> list[dict[str, Any]]:
     """Run the ``tool_use`` blocks of an Anthropic assistant message (its ``content``, or the message).
 

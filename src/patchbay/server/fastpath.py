@@ -111,7 +111,6 @@ class McpFastPath:
         manager: Any,
         sessions: FastSessions,
         server_info: Callable[[], dict[str, Any]],
-        tool_error: Any = None,  # unused: replies.call_reply is the one builder (kept for callers)
         path: str = "/mcp",
     ) -> None:
         self.app = app
