@@ -30,6 +30,7 @@ from patchbay.errors import (
     UnknownToolError,
     UpstreamError,
 )
+from patchbay.transports.base import MessageEncodeError
 
 RESOURCE_NOT_FOUND = -32002
 INTERNAL_MESSAGE = "internal error in patchbay; the hub's log has the details"
@@ -51,6 +52,7 @@ ERROR_TABLE: tuple[tuple[type[PatchbayError], ErrorKind], ...] = (
     (UnknownToolError, ErrorKind("unknown_tool", types.INVALID_PARAMS, False, 404)),
     (DuplicateServerError, ErrorKind("duplicate_server", types.INVALID_PARAMS, False, 409)),
     (ConfigError, ErrorKind("config", types.INVALID_PARAMS, False, 422)),
+    (MessageEncodeError, ErrorKind("invalid_arguments", types.INVALID_PARAMS, False, 422)),
     (ServerUnavailableError, ErrorKind("unavailable", types.INTERNAL_ERROR, True, 503)),
     (CallTimeoutError, ErrorKind("timeout", types.REQUEST_TIMEOUT, True, 504)),
     (UpstreamError, ErrorKind("upstream_error", types.INTERNAL_ERROR, True, 502)),
