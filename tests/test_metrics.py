@@ -94,7 +94,7 @@ async def test_calls_are_counted_per_server_and_per_tool(served: Served) -> None
     assert by_tool(m, f"{hist}_count", server="alpha", tool="alpha__echo") == 2
     assert by_tool(m, f"{hist}_bucket", server="alpha", tool="alpha__echo", le="60.0") == 2
     assert by_tool(m, f"{hist}_bucket", server="alpha", tool="alpha__sleep", le="0.1") == 0
-    assert by_tool(m, f"{hist}_bucket", server="alpha", tool="alpha__sleep", le="0.25") == 1
+    assert by_tool(m, f"{hist}_bucket", server="alpha", tool="alpha__sleep", le="10.0") == 1
     assert by_tool(m, f"{hist}_sum", server="alpha", tool="alpha__sleep") >= 0.2
     assert by_tool(m, "patchbay_tool_call_duration_seconds_count", server="alpha") == 4
 
