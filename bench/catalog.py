@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.floor_server import RELIST, TOOLS, extra_tools
-from bench.rounds import TIMES, Column, Section, latency_metrics, run_async
+from bench.rounds import TIMES, Column, Section, finish, latency_metrics, run_async
 from patchbay import Hub
 from patchbay.catalog import Catalog, Listing, parse_tools
 from patchbay.events import CatalogEvent
@@ -115,8 +115,8 @@ async def main(ns: argparse.Namespace) -> None:
         return row
 
     catalog_rows = {
-        f"Catalog.set_source, {total} tools": relist_in(big, victim, servers // 2),
-        f"Catalog.set_source, {per} tools": relist_in(small, server_name(0), 0),
+        f"catalog {total}": relist_in(big, victim, servers // 2),
+        f"catalog {per}": relist_in(small, server_name(0), 0),
     }
     cat_results = await run_async(catalog_rows, ns.rounds, verbose=False)
     assert len(big.tools) == total, len(big.tools)
@@ -150,10 +150,10 @@ async def main(ns: argparse.Namespace) -> None:
             return row
 
         hub_rows = {
-            f"hub re-list, {total} tools": relist_row(big_relist),
-            f"hub re-list, {per} tools": relist_row(one_relist),
-            f"Hub.call_tool, {total} tools": call_row(large, f"{victim}__echo"),
-            "Hub.call_tool, 10 tools": call_row(tiny, f"{server_name(0)}__echo"),
+            f"hub re-list {total}": relist_row(big_relist),
+            f"hub re-list {per}": relist_row(one_relist),
+            f"call {total}": call_row(large, f"{victim}__echo"),
+            "call 10": call_row(tiny, f"{server_name(0)}__echo"),
         }
         results = await run_async(hub_rows, ns.rounds, cat_results, verbose=ns.verbose)
         big_relist.events.close()
@@ -170,7 +170,15 @@ async def main(ns: argparse.Namespace) -> None:
         rows=[relist_big, relist_small, hub_big, hub_small, call_big, call_small],
         columns=[Column("median_ms", "median", unit=" ms"), Column("p99_ms", "p99", unit=" ms")],
         vs={relist_big: relist_small, hub_big: hub_small, call_big: call_small},
-        vs_header="vs the small catalog",
+        vs_header="vs the small catalog (per round)",
+        labels={
+            relist_big: f"`Catalog.set_source` of one server, {total} tools",
+            relist_small: f"`Catalog.set_source` of one server, {per} tools",
+            hub_big: f"hub re-list (list_changed → CatalogEvent), {total} tools",
+            hub_small: f"hub re-list, {per} tools",
+            call_big: f"`Hub.call_tool`, {total} tools",
+            call_small: "`Hub.call_tool`, 10 tools",
+        },
         params=vars(ns),
         results=results,
     )
@@ -179,7 +187,7 @@ async def main(ns: argparse.Namespace) -> None:
     call_ratio = results.ratio(call_big, call_small, "median_ms").median
     section.goal(f"call with {total} tools / with 10", call_ratio, "≤ 1.05", call_ratio <= 1.05)
     section.notes.append(f"{servers + 2} upstream processes started in {started:.2f} s")
-    section.finish(ns.json)
+    finish([section], ns.json)
 
 
 if __name__ == "__main__":

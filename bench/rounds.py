@@ -259,7 +259,7 @@ class Section:
             if self.vs:
                 base = self.vs.get(row)
                 col = RatioColumn(self.columns[0].metric, base or row, "")
-                cells.append(self.ratio_cell(row, col) + (f" {self.labels.get(base, base)}" if base else ""))
+                cells.append(self.ratio_cell(row, col) + (f" vs {base}" if base else ""))
             lines.append("| " + " | ".join(cells) + " |")
         if self.goals:
             lines.append("")
@@ -269,16 +269,14 @@ class Section:
             lines.append(f"- {n}")
         return "\n".join(lines) + "\n"
 
-    def text(self) -> str:
-        """The Markdown table, which also reads fine in a terminal."""
-        return self.markdown()
 
-    def finish(self, json_path: str | None) -> None:
-        """Print the table and, if asked, write the JSON (bench/all.py reads it)."""
+def finish(sections: Sequence[Section], json_path: str | None) -> None:
+    """Print the tables and, if asked, write them as JSON (``{"sections": [...]}``; bench/all.py reads it)."""
+    for section in sections:
         print()
-        print(self.text())
-        if json_path:
-            Path(json_path).write_text(json.dumps(self.to_json(), indent=1))
+        print(section.markdown())
+    if json_path:
+        Path(json_path).write_text(json.dumps({"sections": [s.to_json() for s in sections]}, indent=1))
 
 
 def goal_at_most(value: float, limit: float) -> tuple[str, bool]:
