@@ -190,25 +190,6 @@ class Section:
     def goal(self, what: str, value: float, goal: str, met: bool) -> None:
         self.goals.append(Goal(what, value, goal, met))
 
-    def cell(self, row: str, col: Column) -> str:
-        s = self.results.stat(row, col.metric)
-        if s.n == 0:
-            return ""
-        f = col.fmt
-        if s.n == 1 or s.min == s.max:
-            return f"{f.format(s.median)}{col.unit}"
-        return f"{f.format(s.median)}{col.unit} ({f.format(s.min)}{DASH}{f.format(s.max)})"
-
-    def ratio_cell(self, row: str, col: RatioColumn) -> str:
-        if row == col.base:
-            return "1.00"
-        s = self.results.ratio(row, col.base, col.metric)
-        if s.n == 0:
-            return ""
-        if s.n == 1:
-            return f"{s.median:.2f}{TIMES}"
-        return f"{s.median:.2f}{TIMES} ({s.min:.2f}{DASH}{s.max:.2f})"
-
     def to_json(self) -> dict[str, Any]:
         rows = []
         for row in self.rows:
@@ -235,39 +216,72 @@ class Section:
             "columns": [asdict(c) for c in self.columns],
             "ratio_columns": [asdict(c) for c in self.ratios],
             "vs": self.vs,
+            "vs_header": self.vs_header,
             "goals": [asdict(g) for g in self.goals],
             "notes": self.notes,
         }
 
     def markdown(self) -> str:
-        head = ["", *(c.header for c in self.columns), *(c.header for c in self.ratios)]
-        if self.vs:
-            head.append(self.vs_header)
-        lines = [
-            f"### {self.title}",
-            "",
-            f"`{self.command}`: {self.rounds} interleaved rounds; median of the round values "
-            f"(min{DASH}max of the rounds); ratios computed per round.",
-            "",
-            "| " + " | ".join(head) + " |",
-            "|" + "---|" * len(head),
-        ]
-        for row in self.rows:
-            cells = [self.labels.get(row, row)]
-            cells += [self.cell(row, c) for c in self.columns]
-            cells += [self.ratio_cell(row, c) for c in self.ratios]
-            if self.vs:
-                base = self.vs.get(row)
-                col = RatioColumn(self.columns[0].metric, base or row, "")
-                cells.append(self.ratio_cell(row, col) + (f" vs {base}" if base else ""))
-            lines.append("| " + " | ".join(cells) + " |")
-        if self.goals:
-            lines.append("")
-            for g in self.goals:
-                lines.append(f"- {g.what}: {g.value:.3g} (goal {g.goal}): {'met' if g.met else '**missed**'}")
-        for n in self.notes:
-            lines.append(f"- {n}")
-        return "\n".join(lines) + "\n"
+        return render(self.to_json())
+
+
+def render(sec: dict[str, Any]) -> str:
+    """The Markdown table of one section, from its JSON (``Section.markdown`` and bench/all.py)."""
+    cols = sec["columns"]
+    ratio_cols = sec["ratio_columns"]
+    vs = sec.get("vs", {})
+    head = ["", *(c["header"] for c in cols), *(c["header"] for c in ratio_cols)]
+    if vs:
+        head.append(sec.get("vs_header", "ratio (per round)"))
+    out = [
+        f"### {sec['title']}",
+        "",
+        f"`{sec['command']}`: {sec['rounds']} interleaved rounds; median of the round values "
+        f"(min{DASH}max of the rounds); ratios computed per round.",
+        "",
+        "| " + " | ".join(head) + " |",
+        "|" + "---|" * len(head),
+    ]
+    for row in sec["rows"]:
+        cells = [row["label"]]
+        for c in cols:
+            s = row["metrics"].get(c["metric"])
+            cells.append(_stat(s, c["fmt"], c["unit"]) if s else "")
+        for c in ratio_cols:
+            if row["row"] == c["base"]:
+                cells.append("1.00")
+            else:
+                s = row["ratios"].get(f"{c['metric']}/{c['base']}")
+                cells.append(_ratio(s) if s else "")
+        if vs:
+            base = vs.get(row["row"])
+            s = row["ratios"].get(f"{cols[0]['metric']}/{base}") if base else None
+            cells.append(f"{_ratio(s)} vs {base}" if s else "1.00" if base is None else "")
+        out.append("| " + " | ".join(cells) + " |")
+    if sec["goals"]:
+        out.append("")
+        for g in sec["goals"]:
+            out.append(
+                f"- {g['what']}: {g['value']:.3g} (goal {g['goal']}): {'met' if g['met'] else '**missed**'}"
+            )
+    out += [f"- {n}" for n in sec["notes"]]
+    return "\n".join(out) + "\n"
+
+
+def _stat(s: dict[str, Any], fmt: str, unit: str) -> str:
+    if not s["n"]:
+        return ""
+    if s["n"] == 1 or s["min"] == s["max"]:
+        return f"{fmt.format(s['median'])}{unit}"
+    return f"{fmt.format(s['median'])}{unit} ({fmt.format(s['min'])}{DASH}{fmt.format(s['max'])})"
+
+
+def _ratio(s: dict[str, Any]) -> str:
+    if not s["n"]:
+        return ""
+    if s["n"] == 1:
+        return f"{s['median']:.2f}{TIMES}"
+    return f"{s['median']:.2f}{TIMES} ({s['min']:.2f}{DASH}{s['max']:.2f})"
 
 
 def finish(sections: Sequence[Section], json_path: str | None) -> None:
