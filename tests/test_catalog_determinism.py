@@ -35,7 +35,7 @@ class Spec:
 
 def reference(specs: list[Spec]) -> dict[str, Any]:
     """The from-scratch rebuild of the original catalog, as plain data."""
-    tools: dict[str, tuple[str, str]] = {}
+    tools: dict[str, tuple[str, str, str | None]] = {}
     prompts: dict[str, str] = {}
     resources: dict[str, tuple[str, str]] = {}
     templates: list[tuple[str, str, str]] = []
@@ -47,13 +47,13 @@ def reference(specs: list[Spec]) -> dict[str, Any]:
             if tool.name in src.hidden or exposed in src.hidden:
                 continue
             if exposed in tools:
-                owner, original = tools[exposed]
+                owner, original, _ = tools[exposed]
                 notes.append(
                     f"tool {tool.name!r} is not exposed: the name {exposed!r} already belongs to "
                     f"{owner!r} (tool {original!r})"
                 )
                 continue
-            tools[exposed] = (src.name, tool.name)
+            tools[exposed] = (src.name, tool.name, tool.description)
         for prompt in src.listing.prompts:
             exposed = safe_name(src.prefix, prompt.name)
             if exposed in prompts:
@@ -91,7 +91,7 @@ def reference(specs: list[Spec]) -> dict[str, Any]:
 
 def observed(cat: Catalog) -> dict[str, Any]:
     return {
-        "tools": [(n, (e.source, e.original)) for n, e in cat.tools.items()],
+        "tools": [(n, (e.source, e.original, e.tool.description)) for n, e in cat.tools.items()],
         "prompts": [(n, e.source) for n, e in cat.prompts.items()],
         "resources": [(u, (e.source, e.name)) for u, e in cat.resources.items()],
         "templates": [(t.name, t.source, t.template.uri_template) for t in cat.templates],
@@ -116,6 +116,15 @@ def random_spec(rng: random.Random, name: str, rank: int) -> Spec:
     return Spec(name, rng.choice(PREFIXES), (rng.randint(0, 1), rank, name), hidden, listing)
 
 
+def relisted(s: Spec, rng: random.Random) -> Spec:
+    """The same source listing the same names again, with new descriptions (the usual list_changed)."""
+    tag = rng.randint(0, 10**6)
+    tools = [t.model_copy(update={"description": f"{t.name} v{tag}"}) for t in s.listing.tools]
+    listing = Listing(tools=tools, prompts=s.listing.prompts, resources=s.listing.resources)
+    listing.templates = s.listing.templates
+    return Spec(s.name, s.prefix, s.rank, s.hidden, listing)
+
+
 def put(cat: Catalog, s: Spec) -> tuple[list[str], list[str]]:
     return cat.set_source(s.name, s.listing, prefix=s.prefix, rank=s.rank, hidden=s.hidden)
 
@@ -124,7 +133,7 @@ def check(cat: Catalog, live: dict[str, Spec]) -> None:
     ref = reference(list(live.values()))
     assert observed(cat) == ref
     for name in live:
-        mine = [n for n, (src, _) in ref["tools"] if src == name]
+        mine = [n for n, (src, _, _) in ref["tools"] if src == name]
         assert [e.name for e in cat.tools_of(name)] == mine
         assert cat.tool_count(name) == len(mine)
     for fmt in FORMATS:
@@ -143,7 +152,11 @@ def test_random_changes_match_a_rebuild_from_scratch(seed: int) -> None:
     for _ in range(60):
         op = rng.random()
         before = {n for n, _ in reference(list(live.values()))["tools"]}
-        if op < 0.6 or not live:
+        if op < 0.25 and live:
+            spec = relisted(live[rng.choice(list(live))], rng)
+            live[spec.name] = spec
+            added, removed = put(cat, spec)
+        elif op < 0.6 or not live:
             name = rng.choice(names)
             spec = random_spec(rng, name, names.index(name))
             live[name] = spec
@@ -177,6 +190,48 @@ def test_arrival_order_does_not_change_names_or_conflicts(seed: int) -> None:
         check(cat, {s.name: s for s in specs})
     assert all(r == results[0] for r in results)
     assert results[0]["conflicts"], "the random catalogs are meant to collide"
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_mostly_distinct_catalogs_relisted_in_place_match_a_rebuild(
+    seed: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Sources with names of their own (the re-list fast path), some sharing one, re-listed at random."""
+    rng = random.Random(2000 + seed)
+    fast = 0
+    replace = Catalog._replace
+
+    def counted(self: Catalog, src: Any) -> tuple[list[str], list[str]]:
+        nonlocal fast
+        fast += 1
+        return replace(self, src)
+
+    monkeypatch.setattr(Catalog, "_replace", counted)
+
+    def spec(i: int, extra: int = 0) -> Spec:
+        names = [f"t{j}" for j in range(rng.randint(1, 5) + extra)]
+        if rng.random() < 0.3:
+            names.append("shared")  # a name some other sources want too (no prefix below)
+        prefix = "" if rng.random() < 0.3 else f"p{i}"
+        tools = [
+            types.Tool(name=n if prefix or n == "shared" else f"s{i}_{n}", input_schema={}) for n in names
+        ]
+        return Spec(f"s{i}", prefix, (0, i, f"s{i}"), frozenset(), Listing(tools=tools))
+
+    cat = Catalog()
+    live = {s.name: s for s in (spec(i) for i in rng.sample(range(12), 12))}
+    for s in live.values():
+        put(cat, s)
+    check(cat, live)
+    for _ in range(80):
+        name = rng.choice(list(live))
+        if rng.random() < 0.8:
+            live[name] = relisted(live[name], rng)
+        else:
+            live[name] = spec(int(name[1:]), extra=rng.randint(0, 2))
+        put(cat, live[name])
+        check(cat, live)
+    assert fast > 10  # the in-place path was taken, and matched the oracle every time
 
 
 def test_relisting_one_source_of_a_large_catalog_keeps_the_others_entries() -> None:

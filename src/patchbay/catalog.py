@@ -14,7 +14,7 @@ import difflib
 import hashlib
 import logging
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
 
@@ -259,6 +259,9 @@ class Catalog:
         self.version = 0
         self._rendered: dict[Format, list[dict[str, Any]]] = {}
         self._by_source: dict[str, list[ToolEntry]] = {}  # exposed tools per source, in catalog order
+        self._template_map: dict[str, TemplateEntry] = {}  # self.templates by URI template
+        self._claims: dict[str, int] = {}  # exposed tool name -> how many sources want it
+        self._reranked = False  # a rank changed since the last rebuild
         # Per-tool renderings and MCP copies, reused across versions while the entry is the same object.
         self._item_cache: dict[str, dict[str, tuple[ToolEntry, Any]]] = {}
 
@@ -275,31 +278,96 @@ class Catalog:
     ) -> tuple[list[str], list[str]]:
         src = _Source(name, prefix, rank, frozenset(hidden), listing)
         src.derive()  # the per-item work, for this source only
+        previous = self._sources.get(name)
         self._sources[name] = src
-        return self.rebuild()
+        if previous is not None:
+            self._unclaim(previous)
+        for n in src.tool_map:
+            self._claims[n] = self._claims.get(n, 0) + 1
+        if previous is not None and self._same_names(previous, src):
+            return self._replace(src)
+        touched = src.tool_map.keys() | (previous.tool_map.keys() if previous is not None else set())
+        return self._rebuild(touched)
 
     def remove_source(self, name: str) -> tuple[list[str], list[str]]:
-        if self._sources.pop(name, None) is None:
+        previous = self._sources.pop(name, None)
+        if previous is None:
             return [], []
-        return self.rebuild()
+        self._unclaim(previous)
+        return self._rebuild(set(previous.tool_map))
 
     def rerank(self, name: str, rank: tuple[int, int, str]) -> None:
         """Change a source's rank; takes effect at the next ``rebuild()``."""
         src = self._sources.get(name)
         if src is not None:
             src.rank = rank
+            self._reranked = True
+
+    def _unclaim(self, src: _Source) -> None:
+        for n in src.tool_map:
+            left = self._claims[n] - 1
+            if left:
+                self._claims[n] = left
+            else:
+                del self._claims[n]
+
+    def _same_names(self, old: _Source, new: _Source) -> bool:
+        """Whether ``new`` can simply take ``old``'s places: the usual re-list (same names, new details).
+
+        It must be the same source in the same rank, exposing the same names in the same order, owning
+        every one of them and claiming no name any other source claims (so nobody else's names, order or
+        conflict notes can change).
+        """
+        return (
+            not self._reranked
+            and old.rank == new.rank
+            and not old.clash
+            and not new.clash
+            and new.name not in self.conflicts
+            and list(old.tool_map) == list(new.tool_map)
+            and list(old.prompt_map) == list(new.prompt_map)
+            and list(old.resource_map) == list(new.resource_map)
+            and list(old.template_map) == list(new.template_map)
+            and len(self._by_source.get(new.name, ())) == len(new.tools)
+            and all(self._claims[n] == 1 for n in new.tool_map)
+        )
+
+    def _replace(self, src: _Source) -> tuple[list[str], list[str]]:
+        """Put ``src``'s new entries in its old places (``_same_names``): a copy and a few assignments.
+
+        The dicts are copied, not changed in place, so a reader holding the previous ones keeps a
+        consistent snapshot; assigning an existing key keeps its position, so the order is the same.
+        """
+        tools = dict(self.tools)
+        tools.update(src.tool_map)
+        prompts = dict(self.prompts)
+        prompts.update(src.prompt_map)
+        resources = dict(self.resources)
+        resources.update(src.resource_map)
+        if src.template_map:
+            self._template_map = {**self._template_map, **src.template_map}
+            self.templates = list(self._template_map.values())
+        self._by_source = {**self._by_source, src.name: src.tools}
+        self.tools, self.prompts, self.resources = tools, prompts, resources
+        self.version += 1
+        self._rendered = {}
+        return [], []
 
     def has_source(self, name: str) -> bool:
         return name in self._sources
 
     def rebuild(self) -> tuple[list[str], list[str]]:
         """Recompute every name in priority order; returns (added, removed) tool names.
-
         The result is what walking every item of every source in rank order gives (first owner keeps a
         name), whatever the order of arrival. Each source's items were named once, when it was set; a
         source that clashes with nobody is merged as a whole (C-speed dict operations), and only a source
         with a clash is walked item by item, so re-listing one server of a large catalog stays cheap.
         """
+        return self._rebuild(None)
+
+    def _rebuild(self, touched: Collection[str] | None) -> tuple[list[str], list[str]]:
+        """``rebuild()``; ``touched``: the only names that can come or go (those one changed source claims
+        or claimed: whether a name is in the catalog depends only on whether some source claims it)."""
         old = self.tools
         tools: dict[str, ToolEntry] = {}
         prompts: dict[str, PromptEntry] = {}
@@ -329,11 +397,17 @@ class Catalog:
                         log.warning("%s: %s", src.name, n)
         self.tools, self.prompts, self.resources = tools, prompts, resources
         self.templates = list(templates.values())
+        self._template_map = templates
+        self._reranked = False
         self.conflicts = conflicts
         self._by_source = by_source
         self.version += 1
         self._rendered = {}
-        return sorted(tools.keys() - old.keys()), sorted(old.keys() - tools.keys())
+        if touched is None:
+            return sorted(tools.keys() - old.keys()), sorted(old.keys() - tools.keys())
+        added = sorted(n for n in touched if n in tools and n not in old)
+        removed = sorted(n for n in touched if n in old and n not in tools)
+        return added, removed
 
     # --- reads -------------------------------------------------------------------------------------
 
