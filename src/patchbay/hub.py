@@ -213,7 +213,7 @@ class Hub:
     def server_status(self, name: str, *, tail: int = 20) -> ServerStatus:
         """One server's status; ``tail`` is how many stderr lines to include (at most 200 are kept)."""
         status = self._supervisor(name).status(self.catalog.conflicts.get(name), tail=tail)
-        status.tool_count = sum(1 for e in self.catalog.tools.values() if e.source == name)
+        status.tool_count = self.catalog.tool_count(name)
         return status
 
     @property
