@@ -647,7 +647,6 @@ class Hub:
 
     def _listing_changed(self, source: Source, listing: Listing | None) -> None:
         if listing is None or self._sources.get(source.name) is not source:
-            self._pinning.forget_server(source.name)
             added, removed = self.catalog.remove_source(source.name)
         else:
             listing, changed = self._pinning.screen(source.name, source.prefix, listing)

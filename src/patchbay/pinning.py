@@ -243,7 +243,8 @@ class Pinning:
             else:
                 self._changes.pop(key, None)  # back to what was pinned
             kept.append(tool)
-        # A change of a tool no longer listed is moot until it comes back.
+        # A change of a tool no longer listed is moot until it comes back. A server that merely stops keeps
+        # its pending changes: the same change on its return is not news.
         for key in [k for k in self._changes if k[0] == server and k[1] not in seen]:
             del self._changes[key]
         if dirty:
@@ -251,11 +252,6 @@ class Pinning:
         if len(kept) == len(listing.tools):
             return listing, fresh
         return replace(listing, tools=kept), fresh
-
-    def forget_server(self, server: str) -> None:
-        """The server left the catalog: its pending changes are moot (its pins stay)."""
-        for key in [k for k in self._changes if k[0] == server]:
-            del self._changes[key]
 
     def change(self, name: str) -> ToolChange | None:
         """The pending change of the tool with this exposed (or ``server/original``) name."""

@@ -52,6 +52,7 @@ RENORMALISE_DRIFT = 0.2  # recompute all impacts when N or an average length mov
 
 _CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])")
 _WORD = re.compile(r"[a-z0-9]+")
+_ACRONYM_PLURAL = re.compile(r"\b([A-Z]{2,})s\b")  # "PRs", "URLs", "APIs": one word, not "P Rs"
 
 _STOPWORDS = """
     a an the and or but if then else of to in on at by for from with without into onto about as is are
@@ -173,7 +174,7 @@ def stem(word: str) -> str:
 
 def words(text: str) -> list[str]:
     """Lower-case words of any identifier or sentence: ``getPullRequest``, ``git__list-repos``, prose."""
-    return _WORD.findall(_CAMEL.sub(" ", text).lower())
+    return _WORD.findall(_CAMEL.sub(" ", _ACRONYM_PLURAL.sub(r"\1S", text)).lower())
 
 
 def terms(text: str) -> list[str]:
