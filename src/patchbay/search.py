@@ -22,6 +22,8 @@ enough to move the averages BM25 depends on, every tool's impacts are recomputed
 
 from __future__ import annotations
 
+import bisect
+import heapq
 import logging
 import math
 import re
@@ -48,6 +50,11 @@ FIELDS: dict[str, tuple[float, float]] = {  # field -> (weight, b)
 }
 SYNONYM_WEIGHT = 0.35  # a word reached through the table counts this much of a word the user typed
 NAME_COVER_BOOST = 0.25  # share of the top raw score added when the query covers every name word
+VARIANT_WEIGHT = 0.5  # a word sharing the typed word's first PREFIX letters ("memorized" ~ "memory")
+PREFIX = 6
+CANDIDATES = 100  # how many leading tools get the second phase
+EXPANSION_CACHE = 512  # query words whose expanded postings are kept
+COORDINATION = 0.3  # scores scale with (query words answered / query words) ** this
 RENORMALISE_DRIFT = 0.2  # recompute all impacts when N or an average length moved by this much
 
 _CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])")
@@ -60,57 +67,143 @@ _STOPWORDS = """
     your yours he she it its they them their this that these those there here what whats which who whom
     whose when where why how can could would should will shall may might must please pls plz just also
     some any all every each so such very really want wanna need needs let lets like s t d ll m re ve
-    up out over off again now tell give me it'd im id youre thats hey hi thanks thank ok okay"""
+    up out over off again now tell give me it'd im id youre thats hey hi thanks thank ok okay
+    everything anything something nothing thing things stuff one ones"""
 STOPWORDS = frozenset(_STOPWORDS.split())
 
 # Groups of words users and tools use for the same thing. A query word in a group also searches for the
 # group's other words, at SYNONYM_WEIGHT. Written from common assistant vocabulary, not from any tool list.
 SYNONYM_GROUPS: tuple[tuple[str, ...], ...] = (
-    ("search", "find", "lookup", "look", "query", "locate", "seek", "discover", "grep"),
-    ("create", "make", "add", "new", "open", "start", "insert", "post", "write", "generate", "set"),
-    ("delete", "remove", "drop", "erase", "destroy", "rm", "trash", "clear", "purge", "unset"),
-    ("list", "show", "display", "view", "see", "enumerate", "browse", "all", "overview"),
-    ("get", "fetch", "retrieve", "read", "load", "pull", "download", "info", "detail", "describe", "inspect"),
-    ("update", "edit", "change", "modify", "rename", "patch", "replace", "alter", "fix"),
-    ("send", "message", "notify", "post", "dm", "ping", "reply", "chat"),
-    ("run", "execute", "exec", "invoke", "launch", "trigger", "call"),
-    ("remember", "memory", "store", "save", "memorize", "note", "observation", "entity", "recall"),
-    ("screenshot", "capture", "snapshot", "screen", "picture"),
-    ("navigate", "visit", "goto", "go", "open", "browse", "url", "page", "website", "site"),
-    ("click", "press", "tap", "button"),
-    ("type", "fill", "enter", "input", "form"),
-    ("time", "clock", "timezone", "hour", "now", "zone"),
-    ("calendar", "event", "meeting", "schedule", "appointment"),
-    ("pr", "pull", "request", "merge"),
-    ("mr", "merge", "request"),
-    ("issue", "bug", "ticket", "problem"),
-    ("repo", "repository", "project", "codebase"),
-    ("directory", "folder", "dir"),
-    ("file", "document", "doc"),
-    ("database", "db", "sql", "table", "query"),
-    ("error", "exception", "crash", "failure", "fail", "throw", "500", "stacktrace", "traceback", "broken"),
-    ("deploy", "deployment", "release", "ship", "rollout"),
-    ("kubernetes", "k8s", "kubectl", "pod", "cluster"),
-    ("log", "logs", "output", "trace"),
-    ("image", "img", "picture", "photo", "pic"),
-    ("web", "internet", "online", "google"),
-    ("location", "place", "address", "map", "where", "near", "nearby"),
-    ("direction", "route", "drive", "navigation", "distance"),
-    ("payment", "charge", "pay", "invoice", "billing", "refund"),
-    ("customer", "client", "user", "account"),
-    ("commit", "history", "diff", "change"),
-    ("env", "environment", "variable", "config", "setting"),
-    ("copy", "duplicate", "clone"),
-    ("move", "rename", "mv"),
-    ("cache", "key", "value"),
-    ("think", "reason", "plan", "step"),
-    ("docs", "documentation", "manual", "reference", "library", "api"),
-    ("scrape", "crawl", "extract", "content"),
+    # actions
+    ("search", "find", "lookup", "look", "query", "locate", "seek", "discover", "grep", "where"),
+    ("create", "make", "add", "new", "open", "start", "insert", "post", "write", "generate", "set", "file"),
+    (
+        "delete",
+        "remove",
+        "drop",
+        "erase",
+        "destroy",
+        "rm",
+        "trash",
+        "clear",
+        "purge",
+        "unset",
+        "forget",
+        "wipe",
+    ),
+    ("list", "show", "display", "view", "see", "enumerate", "browse", "all", "overview", "which"),
+    (
+        "get",
+        "fetch",
+        "retrieve",
+        "read",
+        "load",
+        "pull",
+        "download",
+        "info",
+        "detail",
+        "describe",
+        "inspect",
+        "grab",
+        "open",
+        "look",
+        "check",
+    ),
+    ("update", "edit", "change", "modify", "rename", "patch", "replace", "alter", "fix", "set"),
+    ("save", "write", "store", "persist", "keep", "record"),
+    ("send", "message", "notify", "post", "dm", "ping", "reply", "chat", "tell", "say", "announce"),
+    ("run", "execute", "exec", "invoke", "launch", "trigger", "call", "kick", "start"),
+    ("stop", "cancel", "abort", "kill", "terminate", "halt", "end"),
     ("close", "shut", "quit", "exit"),
-    ("wait", "sleep", "pause"),
+    ("copy", "duplicate", "clone"),
+    ("move", "rename", "mv", "transfer", "transition"),
+    ("switch", "checkout", "change", "use", "select", "context"),
+    ("wait", "sleep", "pause", "until"),
+    ("watch", "monitor", "track", "alert", "subscribe"),
+    ("explain", "mean", "meaning", "documentation", "describe", "definition", "what"),
+    ("summarize", "summary", "overview", "digest"),
+    ("compare", "diff", "difference", "against", "versus", "vs"),
+    ("history", "log", "recent", "last", "previous", "past", "changelog", "version", "revision"),
+    ("count", "how", "many", "number", "total", "statistic", "stat"),
+    ("sum", "add", "plus", "total", "calculate", "aggregate"),
+    ("group", "aggregate", "aggregation", "pipeline"),
+    ("assign", "owner", "assignee", "give"),
+    ("approve", "accept", "lgtm", "review", "sign"),
+    ("upload", "attach", "attachment"),
+    ("react", "reaction", "emoji", "thumbs", "upvote"),
+    ("draw", "paint", "illustrate", "render", "generate", "image"),
+    ("think", "reason", "plan", "step", "reflect"),
+    (
+        "remember",
+        "memory",
+        "memorize",
+        "recall",
+        "fact",
+        "know",
+        "knowledge",
+        "mind",
+        "note",
+        "observation",
+        "entity",
+    ),
+    ("scrape", "crawl", "extract", "content", "text", "page"),
+    # objects
+    ("screenshot", "capture", "snapshot", "screen"),
+    ("navigate", "visit", "goto", "go", "open", "browse", "url", "page", "website", "site", "link"),
+    ("click", "press", "tap", "button"),
+    ("type", "fill", "enter", "input", "form", "field"),
+    ("key", "keyboard", "press", "keystroke"),
+    ("tab", "window", "page"),
+    ("time", "clock", "timezone", "hour", "zone", "date"),
+    ("calendar", "event", "meeting", "schedule", "appointment"),
+    ("pr", "pull", "request", "merge", "mr"),
+    ("issue", "bug", "ticket", "problem", "error", "task", "story", "epic"),
+    ("repo", "repository", "project", "codebase"),
+    ("directory", "folder", "dir", "path"),
+    ("file", "document", "doc"),
+    ("database", "db", "sql", "table", "query", "collection", "record", "row"),
+    (
+        "error",
+        "exception",
+        "crash",
+        "failure",
+        "fail",
+        "failing",
+        "throw",
+        "500",
+        "stacktrace",
+        "traceback",
+        "broken",
+    ),
+    ("deploy", "deployment", "release", "ship", "rollout", "rollback", "production", "prod"),
+    ("kubernetes", "k8s", "kubectl", "pod", "cluster", "node", "namespace"),
+    ("log", "logs", "output", "trace", "console"),
+    ("image", "img", "picture", "photo", "pic", "png", "jpg", "jpeg", "gif", "media"),
+    ("web", "internet", "online", "google", "news", "latest", "current"),
+    ("location", "place", "address", "map", "near", "nearby", "coordinate", "geocode"),
+    ("direction", "route", "drive", "driving", "navigation", "directions"),
+    ("distance", "far", "apart", "away", "between", "mile", "km"),
+    ("elevation", "altitude", "height", "high", "sea", "level"),
+    ("size", "space", "big", "large", "disk", "storage", "bytes"),
+    ("multiple", "several", "many", "batch", "bulk", "once"),
+    ("payment", "charge", "pay", "invoice", "billing", "refund"),
+    ("customer", "client", "account", "contact", "crm", "lead", "company", "deal"),
+    ("user", "who", "people", "person", "member", "profile", "team", "org", "organization"),
+    ("author", "blame", "wrote", "who"),
+    ("commit", "history", "change"),
+    ("environment", "variable", "config", "configuration", "setting"),
+    ("cache", "key", "value"),
+    ("docs", "documentation", "manual", "reference", "library", "api", "guide"),
     ("app", "application", "service"),
-    ("team", "member", "people", "person", "org", "organization"),
+    ("test", "tests", "flaky", "ci", "build", "pipeline", "job", "workflow"),
+    ("label", "tag"),
+    ("comment", "note", "reply", "discussion"),
+    ("performance", "slow", "speed", "fast", "latency", "trace", "profile"),
 )
+
+# Words that name a kind of file: a file name in a request ("report.md") is about files.
+_EXTENSIONS = "md txt csv json yaml yml toml xml html htm css js ts py go rs java rb sh pdf doc docx xls log"
+FILE_EXTENSIONS = frozenset(_EXTENSIONS.split())
 
 # Abbreviations expanded (at full weight, being the same word) before anything else.
 ABBREVIATIONS: Mapping[str, str] = {
@@ -136,8 +229,6 @@ ABBREVIATIONS: Mapping[str, str] = {
     "py": "python",
     "js": "javascript",
     "ts": "typescript",
-    "url": "url",
-    "urls": "url",
     "dm": "message",
     "dms": "message",
     "ss": "screenshot",
@@ -200,18 +291,16 @@ def _build_synonyms() -> dict[str, frozenset[str]]:
 SYNONYMS = _build_synonyms()
 
 
-def query_terms(query: str, *, expand: bool = True) -> dict[str, float]:
-    """The query's terms with weights: typed words 1.0 (repeats add up), synonyms ``SYNONYM_WEIGHT``."""
-    weights: dict[str, float] = {}
+def query_groups(query: str, *, expand: bool = True) -> list[tuple[str, float, frozenset[str]]]:
+    """The query as (typed term, how often typed, its synonyms): each group scores a tool once, by its
+    best match (the typed word, or a synonym at ``SYNONYM_WEIGHT``), so a big group cannot pile up."""
     typed = terms(query)
+    if any(w in FILE_EXTENSIONS for w in words(query)):
+        typed.append("file")
+    counts: dict[str, float] = {}
     for t in typed:
-        weights[t] = weights.get(t, 0.0) + 1.0
-    if expand:
-        for t in typed:
-            for s in SYNONYMS.get(t, ()):
-                if s not in weights or weights[s] < SYNONYM_WEIGHT:
-                    weights[s] = max(weights.get(s, 0.0), SYNONYM_WEIGHT)
-    return weights
+        counts[t] = counts.get(t, 0.0) + 1.0
+    return [(t, c, SYNONYMS.get(t, frozenset()) if expand else frozenset()) for t, c in counts.items()]
 
 
 @dataclass(frozen=True, slots=True)
@@ -271,6 +360,7 @@ class _Doc:
     fields: dict[str, dict[str, int]]  # field -> term -> count
     lengths: dict[str, int]
     name_terms: frozenset[str]
+    own_terms: frozenset[str]  # the name's words that are not the server's
 
 
 class SearchIndex:
@@ -288,16 +378,20 @@ class SearchIndex:
         self._impacts: dict[str, dict[str, float]] = {}  # term -> tool name -> BM25F impact
         self._basis: tuple[int, dict[str, float]] = (0, {})  # N and average lengths the impacts used
         self._catalog_version = -1
+        self._idfs: dict[str, float] = {}  # as of the last normalisation
+        self._expansions: dict[tuple[str, frozenset[str]], tuple[frozenset[str], dict[str, float]]] = {}
+        self._vocabulary: list[str] | None = None  # sorted terms, for word variants; None when stale
 
     def __len__(self) -> int:
         return len(self._docs)
 
     # --- updates -----------------------------------------------------------------------------------
 
-    def add(self, name: str, server: str, tool: types.Tool) -> None:
+    def add(self, name: str, server: str, tool: types.Tool, *, _bulk: bool = False) -> None:
         """Index (or re-index) one tool under its exposed name."""
+        self._expansions.clear()
         if name in self._docs:
-            self.remove(name)
+            self.remove(name, _bulk=_bulk)
         raw = tool_fields(name, server, tool)
         counts: dict[str, dict[str, int]] = {}
         for f, ts in raw.items():
@@ -305,21 +399,34 @@ class SearchIndex:
             for t in ts:
                 c[t] = c.get(t, 0) + 1
             counts[f] = c
-        doc = _Doc(name, server, tool, counts, {f: len(ts) for f, ts in raw.items()}, frozenset(raw["name"]))
+        name_terms = frozenset(raw["name"])
+        lengths = {f: len(ts) for f, ts in raw.items()}
+        doc = _Doc(name, server, tool, counts, lengths, name_terms, name_terms - frozenset(raw["server"]))
         self._docs[name] = doc
         for f, n in doc.lengths.items():
             self._total_len[f] += n
         for t in self._doc_terms(doc):
+            if t not in self._df:
+                self._vocabulary = None
             self._df[t] = self._df.get(t, 0) + 1
+        if _bulk:
+            return  # the caller renormalises once at the end
         if self._drifted():
             self._renormalise()
         else:
             self._write_impacts(doc)
 
-    def remove(self, name: str) -> None:
+    def add_many(self, items: Iterable[tuple[str, str, types.Tool]]) -> None:
+        """Index many ``(name, server, tool)`` at once: one normalisation pass instead of one per drift."""
+        for name, server, tool in items:
+            self.add(name, server, tool, _bulk=True)
+        self._renormalise()
+
+    def remove(self, name: str, *, _bulk: bool = False) -> None:
         doc = self._docs.pop(name, None)
         if doc is None:
             return
+        self._expansions.clear()
         for f, n in doc.lengths.items():
             self._total_len[f] -= n
         for t in self._doc_terms(doc):
@@ -328,12 +435,13 @@ class SearchIndex:
                 self._df[t] = left
             else:
                 del self._df[t]
+                self._vocabulary = None
             postings = self._impacts.get(t)
             if postings is not None:
                 postings.pop(name, None)
                 if not postings:
                     del self._impacts[t]
-        if self._drifted():
+        if not _bulk and self._drifted():
             self._renormalise()
 
     def sync(self, catalog: Catalog) -> None:
@@ -341,67 +449,122 @@ class SearchIndex:
         if catalog.version == self._catalog_version:
             return
         current = catalog.tools
-        for name in [n for n in self._docs if n not in current]:
-            self.remove(name)
+        gone = [n for n in self._docs if n not in current]
+        changed = []
         for name, entry in current.items():
             doc = self._docs.get(name)
             if doc is None or doc.tool is not entry.tool or doc.server != entry.source:
-                self.add(name, entry.source, entry.tool)
+                changed.append(entry)
+        # Many changes (the first sync, a big server arriving): one normalisation pass for all of them.
+        bulk = len(gone) + len(changed) > RENORMALISE_DRIFT * max(len(self._docs), 1)
+        for name in gone:
+            self.remove(name, _bulk=bulk)
+        for entry in changed:
+            self.add(entry.name, entry.source, entry.tool, _bulk=bulk)
+        if bulk:
+            self._renormalise()
         self._catalog_version = catalog.version
 
     def index_entries(self, entries: Iterable[ToolEntry]) -> None:
-        for e in entries:
-            self.add(e.name, e.source, e.tool)
+        self.add_many((e.name, e.source, e.tool) for e in entries)
 
     # --- queries -----------------------------------------------------------------------------------
 
     def search(
         self, query: str, limit: int = DEFAULT_LIMIT, *, allowed: Container[str] | None = None
     ) -> list[ToolMatch]:
-        """The best ``limit`` tools for ``query``, best first; ``allowed`` restricts the candidates."""
+        """The best ``limit`` tools for ``query``, best first; ``allowed`` restricts the candidates.
+
+        Two phases, for speed: BM25F with each query word scored by its best stand-in, then the
+        coordination factor and the name boost on the leading candidates only.
+        """
         if not isinstance(query, str) or not query.strip():
             raise ValueError("the search query is empty; say what the tool should do")
         if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1:
             raise ValueError(f"limit must be a positive integer, not {limit!r}")
         limit = min(limit, MAX_LIMIT)
-        qterms = query_terms(query, expand=self.expand)
+        groups = query_groups(query, expand=self.expand)
         scores: dict[str, float] = {}
-        matched: dict[str, set[str]] = {}
-        for term, weight in qterms.items():
-            postings = self._impacts.get(term)
-            if not postings:
-                continue
-            get = scores.get
-            for name, impact in postings.items():
-                scores[name] = get(name, 0.0) + weight * impact
-            if self.boost:
-                for name in postings:
-                    m = matched.get(name)
-                    if m is None:
-                        matched[name] = {term}
-                    else:
-                        m.add(term)
+        bests: list[tuple[frozenset[str], dict[str, float]]] = []  # per query word: its terms, its scores
+        for term, count, synonyms in groups:
+            reach, best = self._expanded(term, synonyms)
+            if not scores:
+                scores = {name: count * value for name, value in best.items()}
+            else:
+                get = scores.get
+                for name, value in best.items():
+                    scores[name] = get(name, 0.0) + count * value
+            bests.append((reach, best))
         if allowed is not None:
             scores = {n: s for n, s in scores.items() if n in allowed}
         if not scores:
             return []
-        if self.boost:
-            top = max(scores.values())
-            for name in scores:
-                doc = self._docs[name]
-                cover = matched[name] & doc.name_terms
-                # every name word asked for (ignoring the server's prefix words)
-                own = doc.name_terms - self._server_terms(doc)
-                if own and own <= cover:
-                    scores[name] += NAME_COVER_BOOST * top
-        best = sorted(scores.items(), key=lambda kv: (-kv[1], kv[0]))[:limit]
+        pool = heapq.nlargest(max(CANDIDATES, 4 * limit), scores.items(), key=lambda kv: kv[1])
+        top = pool[0][1]
+        ranked: list[tuple[float, str]] = []
+        for name, score in pool:
+            doc = self._docs[name]
+            answered = [t for t, b in bests if name in b]
+            if COORDINATION and len(bests) > 1:
+                score *= (len(answered) / len(bests)) ** COORDINATION
+            if self.boost and doc.own_terms:
+                reached: set[str] = set()
+                for t in answered:
+                    reached |= t & doc.name_terms
+                if doc.own_terms <= reached:  # every word of the tool's own name was asked for
+                    score += NAME_COVER_BOOST * top
+            ranked.append((score, name))
+        ranked.sort(key=lambda sn: (-sn[0], sn[1]))
         out = []
-        for name, score in best:
+        for score, name in ranked[:limit]:
             doc = self._docs[name]
             out.append(ToolMatch(name, score, doc.server, doc.tool.model_copy(update={"name": name})))
         return out
 
     # --- internals ---------------------------------------------------------------------------------
+
+    def _expanded(self, term: str, synonyms: frozenset[str]) -> tuple[frozenset[str], dict[str, float]]:
+        """Per tool, the best score of ``term`` or one of its stand-ins; cached until the index changes
+        (requests reuse a small vocabulary, and merging the postings of a word's stand-ins is the cost)."""
+        key = (term, synonyms)
+        cached = self._expansions.get(key)
+        if cached is not None:
+            return cached
+        related = self._related(term, synonyms)
+        best: dict[str, float] = dict(self._impacts.get(term, {}))
+        for syn, factor in related:
+            postings = self._impacts.get(syn)
+            if not postings:
+                continue
+            scaled = {n: factor * v for n, v in postings.items()}
+            both = scaled.keys() & best.keys()
+            for name in both:  # the keys only one side has are merged at C speed below
+                if best[name] > scaled[name]:
+                    scaled[name] = best[name]
+            best.update(scaled)
+        result = (frozenset([term, *(r for r, _ in related)]), best)
+        if len(self._expansions) >= EXPANSION_CACHE:
+            self._expansions.clear()
+        self._expansions[key] = result
+        return result
+
+    def _related(self, term: str, synonyms: frozenset[str]) -> list[tuple[str, float]]:
+        """The terms that stand in for ``term``, with their weight: synonyms, and the index's words that
+        share its first ``PREFIX`` letters (morphology the stemmer misses: "configuration" ~ "config")."""
+        df = self._df
+        out = [(s, SYNONYM_WEIGHT) for s in synonyms if s in df]
+        if not self.expand or len(term) < PREFIX or term.isdigit():
+            return out
+        vocab = self._vocabulary
+        if vocab is None:
+            vocab = self._vocabulary = sorted(self._df)
+        head = term[:PREFIX]
+        i = bisect.bisect_left(vocab, head)
+        while i < len(vocab) and vocab[i].startswith(head):
+            if vocab[i] != term and vocab[i] not in synonyms:
+                out.append((vocab[i], VARIANT_WEIGHT))
+            i += 1
+        return out
 
     @staticmethod
     def _doc_terms(doc: _Doc) -> set[str]:
@@ -409,10 +572,6 @@ class SearchIndex:
         for c in doc.fields.values():
             out.update(c)
         return out
-
-    @staticmethod
-    def _server_terms(doc: _Doc) -> frozenset[str]:
-        return frozenset(doc.fields["server"])
 
     def _averages(self) -> dict[str, float]:
         n = max(len(self._docs), 1)
@@ -431,11 +590,17 @@ class SearchIndex:
     def _renormalise(self) -> None:
         """Recompute every impact with the current N, document frequencies and average lengths."""
         self._basis = (len(self._docs), self._averages())
+        self._idfs = {t: self._compute_idf(t) for t in self._df}
+        self._expansions.clear()
         self._impacts = {}
         for doc in self._docs.values():
             self._write_impacts(doc)
 
     def _idf(self, term: str) -> float:
+        idf = self._idfs.get(term)
+        return idf if idf is not None else self._compute_idf(term)
+
+    def _compute_idf(self, term: str) -> float:
         n = self._basis[0]
         df = min(self._df.get(term, 0), n)
         return math.log(1.0 + (n - df + 0.5) / (df + 0.5))
