@@ -10,9 +10,12 @@ ranking is BM25F (BM25 over several fields with per-field weights and length nor
 - the server's name, so "... on github" prefers GitHub's tools.
 
 Users do not phrase requests the way tools describe themselves ("look up" vs ``search``, "PR" vs "pull
-request", "remove" vs ``delete``). Words are lightly stemmed and the query is expanded, at a lower
-weight, through a small table of synonyms and abbreviations of common assistant vocabulary. Finally, a
-tool whose name words are all covered by the (expanded) query gets a small boost.
+request", "remove" vs ``delete``). Words are lightly stemmed and abbreviations expanded. Each query word
+then scores a tool by its best stand-in: the word itself anywhere, or, at a lower weight and only in the
+tool's name, a synonym from a table of common assistant vocabulary or an index word sharing its first
+letters. A coordination factor prefers tools that answer more of the query's words, and a tool whose own
+name words were all asked for gets a boost. Weights were chosen on the dev half of
+``bench/data/search_requests.json`` (see ``bench/search_quality.py``), never on the test half.
 
 The index is updated incrementally: ``sync()`` diffs the catalog's entries by identity (a re-listed
 server brings new ``Tool`` objects; the others keep theirs) and re-indexes only what changed. Scores
@@ -48,9 +51,11 @@ FIELDS: dict[str, tuple[float, float]] = {  # field -> (weight, b)
     "description": (1.0, 0.75),
     "params": (0.4, 0.75),
 }
-SYNONYM_WEIGHT = 0.35  # a word reached through the table counts this much of a word the user typed
+# A stand-in for a typed word (a synonym from the table, or an index word sharing its first PREFIX
+# letters: "configuration" ~ "config") counts this much of the word itself.
+SYNONYM_WEIGHT = 0.35
+STANDIN_FIELDS = ("name", "server")
 NAME_COVER_BOOST = 0.25  # share of the top raw score added when the query covers every name word
-VARIANT_WEIGHT = 0.5  # a word sharing the typed word's first PREFIX letters ("memorized" ~ "memory")
 PREFIX = 6
 CANDIDATES = 100  # how many leading tools get the second phase
 EXPANSION_CACHE = 512  # query words whose expanded postings are kept
@@ -376,6 +381,7 @@ class SearchIndex:
         self._df: dict[str, int] = {}
         self._total_len: dict[str, int] = dict.fromkeys(FIELDS, 0)
         self._impacts: dict[str, dict[str, float]] = {}  # term -> tool name -> BM25F impact
+        self._standins: dict[str, dict[str, float]] = {}  # the same, times SYNONYM_WEIGHT
         self._basis: tuple[int, dict[str, float]] = (0, {})  # N and average lengths the impacts used
         self._catalog_version = -1
         self._idfs: dict[str, float] = {}  # as of the last normalisation
@@ -436,11 +442,12 @@ class SearchIndex:
             else:
                 del self._df[t]
                 self._vocabulary = None
-            postings = self._impacts.get(t)
-            if postings is not None:
-                postings.pop(name, None)
-                if not postings:
-                    del self._impacts[t]
+            for table in (self._impacts, self._standins):
+                postings = table.get(t)
+                if postings is not None:
+                    postings.pop(name, None)
+                    if not postings:
+                        del table[t]
         if not _bulk and self._drifted():
             self._renormalise()
 
@@ -499,10 +506,11 @@ class SearchIndex:
             scores = {n: s for n, s in scores.items() if n in allowed}
         if not scores:
             return []
-        pool = heapq.nlargest(max(CANDIDATES, 4 * limit), scores.items(), key=lambda kv: kv[1])
-        top = pool[0][1]
+        pool = heapq.nlargest(max(CANDIDATES, 4 * limit), scores, key=scores.__getitem__)
+        top = scores[pool[0]]
         ranked: list[tuple[float, str]] = []
-        for name, score in pool:
+        for name in pool:
+            score = scores[name]
             doc = self._docs[name]
             answered = [t for t, b in bests if name in b]
             if COORDINATION and len(bests) > 1:
@@ -532,27 +540,26 @@ class SearchIndex:
             return cached
         related = self._related(term, synonyms)
         best: dict[str, float] = dict(self._impacts.get(term, {}))
-        for syn, factor in related:
-            postings = self._impacts.get(syn)
+        for syn in related:
+            postings = self._standins.get(syn)
             if not postings:
                 continue
-            scaled = {n: factor * v for n, v in postings.items()}
-            both = scaled.keys() & best.keys()
-            for name in both:  # the keys only one side has are merged at C speed below
+            scaled = dict(postings)
+            for name in scaled.keys() & best.keys():  # the keys only one side has merge at C speed
                 if best[name] > scaled[name]:
                     scaled[name] = best[name]
             best.update(scaled)
-        result = (frozenset([term, *(r for r, _ in related)]), best)
+        result = (frozenset([term, *related]), best)
         if len(self._expansions) >= EXPANSION_CACHE:
             self._expansions.clear()
         self._expansions[key] = result
         return result
 
-    def _related(self, term: str, synonyms: frozenset[str]) -> list[tuple[str, float]]:
-        """The terms that stand in for ``term``, with their weight: synonyms, and the index's words that
+    def _related(self, term: str, synonyms: frozenset[str]) -> list[str]:
+        """The terms that stand in for ``term``: synonyms, and the index's words that
         share its first ``PREFIX`` letters (morphology the stemmer misses: "configuration" ~ "config")."""
         df = self._df
-        out = [(s, SYNONYM_WEIGHT) for s in synonyms if s in df]
+        out = [s for s in synonyms if s in df]
         if not self.expand or len(term) < PREFIX or term.isdigit():
             return out
         vocab = self._vocabulary
@@ -562,7 +569,7 @@ class SearchIndex:
         i = bisect.bisect_left(vocab, head)
         while i < len(vocab) and vocab[i].startswith(head):
             if vocab[i] != term and vocab[i] not in synonyms:
-                out.append((vocab[i], VARIANT_WEIGHT))
+                out.append(vocab[i])
             i += 1
         return out
 
@@ -593,6 +600,7 @@ class SearchIndex:
         self._idfs = {t: self._compute_idf(t) for t in self._df}
         self._expansions.clear()
         self._impacts = {}
+        self._standins = {}
         for doc in self._docs.values():
             self._write_impacts(doc)
 
@@ -615,5 +623,9 @@ class SearchIndex:
             norm = 1.0 - b + b * doc.lengths[f] / avg.get(f, 1.0)
             for t, c in counts.items():
                 tf[t] = tf.get(t, 0.0) + w * c / norm
+        standin_fields = STANDIN_FIELDS
         for t, x in tf.items():
-            self._impacts.setdefault(t, {})[doc.name] = self._idf(t) * x * (K1 + 1.0) / (x + K1)
+            impact = self._idf(t) * x * (K1 + 1.0) / (x + K1)
+            self._impacts.setdefault(t, {})[doc.name] = impact
+            if any(t in doc.fields[f] for f in standin_fields):
+                self._standins.setdefault(t, {})[doc.name] = SYNONYM_WEIGHT * impact
