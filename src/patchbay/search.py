@@ -32,7 +32,7 @@ import math
 import re
 from collections.abc import Container, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import mcp.types as types
 
@@ -53,7 +53,7 @@ FIELDS: dict[str, tuple[float, float]] = {  # field -> (weight, b)
 }
 # A stand-in for a typed word (a synonym from the table, or an index word sharing its first PREFIX
 # letters: "configuration" ~ "config") counts this much of the word itself.
-SYNONYM_WEIGHT = 0.35
+SYNONYM_WEIGHT = 0.6
 STANDIN_FIELDS = ("name", "server")
 NAME_COVER_BOOST = 0.25  # share of the top raw score added when the query covers every name word
 PREFIX = 6
@@ -296,16 +296,34 @@ def _build_synonyms() -> dict[str, frozenset[str]]:
 SYNONYMS = _build_synonyms()
 
 
-def query_groups(query: str, *, expand: bool = True) -> list[tuple[str, float, frozenset[str]]]:
-    """The query as (typed term, how often typed, its synonyms): each group scores a tool once, by its
-    best match (the typed word, or a synonym at ``SYNONYM_WEIGHT``), so a big group cannot pile up."""
+class QueryWord(NamedTuple):
+    """One concept of the query: the words typed for it, how often, and their synonyms."""
+
+    term: str
+    times: float
+    synonyms: frozenset[str]
+    also: frozenset[str] = frozenset()  # other typed words that are synonyms of ``term``
+
+
+def query_groups(query: str, *, expand: bool = True) -> list[QueryWord]:
+    """The query as concepts. Each scores a tool once, by its best match (a typed word anywhere, or a
+    stand-in at ``SYNONYM_WEIGHT`` in the name), so a big synonym group cannot pile up, and "make a
+    new ..." (two words of one group) counts once."""
     typed = terms(query)
     if any(w in FILE_EXTENSIONS for w in words(query)):
         typed.append("file")
-    counts: dict[str, float] = {}
+    groups: list[QueryWord] = []
     for t in typed:
-        counts[t] = counts.get(t, 0.0) + 1.0
-    return [(t, c, SYNONYMS.get(t, frozenset()) if expand else frozenset()) for t, c in counts.items()]
+        for i, g in enumerate(groups):
+            if t == g.term:
+                groups[i] = g._replace(times=g.times + 1.0)
+                break
+            if t in g.synonyms or t in g.also:
+                groups[i] = g._replace(also=g.also | {t})
+                break
+        else:
+            groups.append(QueryWord(t, 1.0, SYNONYMS.get(t, frozenset()) if expand else frozenset()))
+    return groups
 
 
 @dataclass(frozen=True, slots=True)
@@ -385,7 +403,9 @@ class SearchIndex:
         self._basis: tuple[int, dict[str, float]] = (0, {})  # N and average lengths the impacts used
         self._catalog_version = -1
         self._idfs: dict[str, float] = {}  # as of the last normalisation
-        self._expansions: dict[tuple[str, frozenset[str]], tuple[frozenset[str], dict[str, float]]] = {}
+        self._expansions: dict[
+            tuple[str, frozenset[str], frozenset[str]], tuple[frozenset[str], dict[str, float]]
+        ] = {}
         self._vocabulary: list[str] | None = None  # sorted terms, for word variants; None when stale
 
     def __len__(self) -> int:
@@ -491,10 +511,11 @@ class SearchIndex:
             raise ValueError(f"limit must be a positive integer, not {limit!r}")
         limit = min(limit, MAX_LIMIT)
         groups = query_groups(query, expand=self.expand)
+        typed = {t for g in groups for t in (g.term, *g.also)}
         scores: dict[str, float] = {}
         bests: list[tuple[frozenset[str], dict[str, float]]] = []  # per query word: its terms, its scores
-        for term, count, synonyms in groups:
-            reach, best = self._expanded(term, synonyms)
+        for term, count, synonyms, also in groups:
+            reach, best = self._expanded(term, synonyms, also)
             if not scores:
                 scores = {name: count * value for name, value in best.items()}
             else:
@@ -519,7 +540,8 @@ class SearchIndex:
                 reached: set[str] = set()
                 for t in answered:
                     reached |= t & doc.name_terms
-                if doc.own_terms <= reached:  # every word of the tool's own name was asked for
+                # every word of the tool's own name was asked for, one at least in the user's own words
+                if doc.own_terms <= reached and not doc.own_terms.isdisjoint(typed):
                     score += NAME_COVER_BOOST * top
             ranked.append((score, name))
         ranked.sort(key=lambda sn: (-sn[0], sn[1]))
@@ -531,17 +553,19 @@ class SearchIndex:
 
     # --- internals ---------------------------------------------------------------------------------
 
-    def _expanded(self, term: str, synonyms: frozenset[str]) -> tuple[frozenset[str], dict[str, float]]:
+    def _expanded(
+        self, term: str, synonyms: frozenset[str], also: frozenset[str] = frozenset()
+    ) -> tuple[frozenset[str], dict[str, float]]:
         """Per tool, the best score of ``term`` or one of its stand-ins; cached until the index changes
         (requests reuse a small vocabulary, and merging the postings of a word's stand-ins is the cost)."""
-        key = (term, synonyms)
+        key = (term, synonyms, also)
         cached = self._expansions.get(key)
         if cached is not None:
             return cached
-        related = self._related(term, synonyms)
+        related = [r for r in self._related(term, synonyms) if r not in also]
         best: dict[str, float] = dict(self._impacts.get(term, {}))
-        for syn in related:
-            postings = self._standins.get(syn)
+        sources = [self._impacts.get(t) for t in sorted(also)] + [self._standins.get(r) for r in related]
+        for postings in sources:
             if not postings:
                 continue
             scaled = dict(postings)
@@ -549,7 +573,7 @@ class SearchIndex:
                 if best[name] > scaled[name]:
                     scaled[name] = best[name]
             best.update(scaled)
-        result = (frozenset([term, *related]), best)
+        result = (frozenset([term, *also, *related]), best)
         if len(self._expansions) >= EXPANSION_CACHE:
             self._expansions.clear()
         self._expansions[key] = result
