@@ -17,6 +17,7 @@ import pytest
 from mcp import ClientSession
 from mcp.client.streamable_http import streamable_http_client
 
+import patchbay
 from patchbay import Hub
 from patchbay.errors import ConfigError, UnknownToolError
 from patchbay.pinning import ToolAwaitingApprovalError, ToolChangedEvent, pins_path
@@ -243,6 +244,8 @@ async def test_pins_without_a_file_live_in_memory(make_hub: HubFactory) -> None:
     hub = await make_hub({"mb": bad()})
     assert hub.pinning == "warn" and hub._pinning.store.path is None
     assert "echo" in hub._pinning.store.pins["mb"]
+    bundled = Path(patchbay.__file__).parent / "default_config.json"
+    assert bundled.exists() and pins_path(bundled) is None  # never state inside the installed package
 
 
 def test_bad_pinning_settings_are_clear_errors(tmp_path: Path) -> None:

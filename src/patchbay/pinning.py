@@ -56,8 +56,17 @@ def pinning_mode(document: dict[str, Any]) -> PinMode:
 
 
 def pins_path(config_path: Path | None) -> Path | None:
-    """Where the pins of a config live: ``patchbay.json`` → ``patchbay.json.pins.json``."""
-    return config_path.with_name(config_path.name + PINS_SUFFIX) if config_path is not None else None
+    """Where the pins of a config live: ``patchbay.json`` → ``patchbay.json.pins.json``.
+
+    None (pins in memory) for no file, and for a config shipped inside the patchbay package (the bundled
+    demo): the installed package is no place for state.
+    """
+    if config_path is None:
+        return None
+    package = Path(__file__).resolve().parent
+    if config_path.resolve().is_relative_to(package):
+        return None
+    return config_path.with_name(config_path.name + PINS_SUFFIX)
 
 
 def definition(tool: types.Tool) -> dict[str, Any]:
