@@ -33,7 +33,9 @@ from patchbay.errors import (
 from patchbay.events import AgentEvent, CatalogEvent, Event, EventBus, ServerStateEvent, Subscription
 from patchbay.jsonrpc import METHOD_NOT_FOUND, ProgressCallback
 from patchbay.llm import run_anthropic_tool_uses, run_openai_tool_calls
+from patchbay.pinning import Pinning, ToolApprovedEvent, ToolChange, ToolChangedEvent, pinning_mode, pins_path
 from patchbay.runtime import RuntimeChanges
+from patchbay.search import DEFAULT_LIMIT, SearchIndex, ToolMatch
 from patchbay.sources import Source, SourceRegistry
 from patchbay.supervisor import ServerStatus, ServerSupervisor
 from patchbay.transports.websocket import WebSocketWire
@@ -131,6 +133,8 @@ class Hub:
         self._subscribed_on: dict[str, Any] = {}  # source name -> the connection that has them
         self._background: set[asyncio.Task[Any]] = set()
         self._runtime = RuntimeChanges(self)
+        self._pinning = Pinning(pinning_mode(self.config.document), pins_path(self.config.path))
+        self._search: SearchIndex | None = None  # built on the first search
         for name, spec in self.config.servers.items():
             self._sources.add(self._new_supervisor(name, spec))
         for name, agent in self.config.agents.items():
@@ -214,6 +218,7 @@ class Hub:
         """One server's status; ``tail`` is how many stderr lines to include (at most 200 are kept)."""
         status = self._supervisor(name).status(self.catalog.conflicts.get(name), tail=tail)
         status.tool_count = self.catalog.tool_count(name)
+        status.problems += self._pinning.problems(name)
         return status
 
     @property
@@ -223,11 +228,60 @@ class Hub:
     def server_spec(self, name: str) -> ServerSpec:
         return self._supervisor(name).spec
 
-    def tools(self, format: Format = "mcp", *, server: str | None = None) -> list[dict[str, Any]]:
-        """Every exposed tool as JSON-ready dicts: ``mcp`` Tool objects, ``openai`` or ``anthropic``."""
+    def tools(
+        self,
+        format: Format = "mcp",
+        *,
+        server: str | None = None,
+        query: str | None = None,
+        limit: int | None = None,
+    ) -> list[dict[str, Any]]:
+        """Every exposed tool as JSON-ready dicts: ``mcp`` Tool objects, ``openai`` or ``anthropic``.
+
+        With ``query``, only the ``limit`` (default 20) tools that best match it, best first: the tools
+        for one turn of a conversation (see ``search_tools``).
+        """
         if server is not None:
             self._supervisor(server)
-        return self.catalog.render(format, server)
+        if query is None:
+            if limit is not None:
+                raise ValueError("limit applies to a query; pass query= too")
+            return self.catalog.render(format, server)
+        allowed = {e.name for e in self.catalog.tools_of(server)} if server is not None else None
+        matches = self._search_index().search(query, limit if limit is not None else 20, allowed=allowed)
+        rendered = dict(zip(self.catalog.tools, self.catalog.render(format), strict=True))
+        return [rendered[m.name] for m in matches]
+
+    # --- tool search and pinning (search.py, pinning.py) -------------------------------------------
+
+    def search_tools(self, query: str, limit: int = DEFAULT_LIMIT) -> list[ToolMatch]:
+        """The tools that best match a request in the user's words, best first (offline BM25F)."""
+        return self._search_index().search(query, limit)
+
+    def _search_index(self) -> SearchIndex:
+        if self._search is None:
+            self._search = SearchIndex()
+        self._search.sync(self.catalog)  # incremental: only tools that changed since the last search
+        return self._search
+
+    @property
+    def pinning(self) -> str:
+        """The pinning mode: ``off``, ``warn`` or ``block``."""
+        return self._pinning.mode
+
+    def tool_changes(self, server: str | None = None) -> list[ToolChange]:
+        """Tools whose definition differs from its pin, awaiting approval (each has ``diff()``)."""
+        return self._pinning.changes(server)
+
+    def approve_tool(self, name: str) -> ToolChange:
+        """Pin a changed tool's current definition; in ``block`` mode it rejoins listings and calls."""
+        change = self._pinning.approve(name)
+        self._bus.publish(ToolApprovedEvent(server=change.server, tool=change.name, original=change.original))
+        source = self._sources.get(change.server)
+        conn = source.connection if source is not None else None
+        if change.blocked and source is not None and conn is not None:
+            self._listing_changed(source, conn.listing)
+        return change
 
     def resources(self) -> list[types.Resource]:
         return [e.resource.model_copy(update={"name": e.name}) for e in self.catalog.resources.values()]
@@ -351,6 +405,7 @@ class Hub:
 
         Returns what is left of ``timeout``, so waiting and calling share one budget.
         """
+        self._pinning.check_callable(name)
         loop = asyncio.get_running_loop()
         started = loop.time()
         initial = self._initial_start
@@ -594,6 +649,13 @@ class Hub:
         if listing is None or self._sources.get(source.name) is not source:
             added, removed = self.catalog.remove_source(source.name)
         else:
+            listing, changed = self._pinning.screen(source.name, source.prefix, listing)
+            for c in changed:
+                self._bus.publish(
+                    ToolChangedEvent(
+                        server=c.server, tool=c.name, original=c.original, blocked=c.blocked, diff=c.diff()
+                    )
+                )
             added, removed = self.catalog.set_source(
                 source.name,
                 listing,

@@ -387,6 +387,10 @@ class Server:
                 elif tool["name"] == "add":
                     tool["inputSchema"] = {k: v for k, v in tool["inputSchema"].items() if k != "type"}
             tools.append({"name": "weird", "description": "A tool with no inputSchema at all."})
+        if self.args.echo_description is not None:
+            for tool in tools:
+                if tool["name"] == "echo":
+                    tool["description"] = self.args.echo_description
         for name in [*self.extra_tools, *self.dynamic_tools]:
             tools.append({"name": name, "description": f"Echo-like tool {name}.", "inputSchema": TEXT_SCHEMA})
         return tools
@@ -568,6 +572,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--fail-first-list", action="store_true", help="answer the first tools/list with an error")
     p.add_argument("--echo-env", metavar="VAR", help="environment variable reported by whoami")
+    p.add_argument("--echo-description", metavar="TEXT", help="publish the echo tool with this description")
     return p.parse_args(argv)
 
 

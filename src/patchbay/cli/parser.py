@@ -20,6 +20,7 @@ from patchbay.cli.commands.servers import (
     cmd_servers_restart,
 )
 from patchbay.cli.commands.tools import cmd_call, cmd_tools
+from patchbay.cli.commands.tools_search import add_tools_subcommands
 from patchbay.cli.configfile import user_config_path
 from patchbay.cli.errors import EXIT_USAGE
 from patchbay.cli.hubclient import DEFAULT_URL
@@ -296,6 +297,7 @@ def _add_tools_and_call(sub: Any, common: argparse.ArgumentParser, hubopts: argp
     tools.add_argument("--server", metavar="NAME", help="only this server's tools")
     tools.add_argument("--format", choices=FORMATS, default="mcp", help="tool format (default: mcp)")
     tools.set_defaults(func=cmd_tools)
+    add_tools_subcommands(tools, common, hubopts)  # tools search, tools approve
 
     call = sub.add_parser(
         "call",

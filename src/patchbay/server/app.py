@@ -32,6 +32,7 @@ from patchbay.server.fastpath import McpFastPath
 from patchbay.server.health import build_health
 from patchbay.server.mcp import McpEndpoint
 from patchbay.server.metrics import build_metrics
+from patchbay.server.search_api import build_search_api
 from patchbay.server.security import LOOPBACK_NAMES, Guard, is_loopback
 
 log = logging.getLogger(__name__)
@@ -121,6 +122,7 @@ def create_app(hub: Hub, settings: ServeSettings | None = None) -> FastAPI:
     app.router.routes.append(
         Route("/mcp", endpoint=StreamableHTTPASGIApp(endpoint.manager), methods=["GET", "POST", "DELETE"])
     )
+    app.include_router(build_search_api(hub), prefix="/api")  # before build_api: /tools/search
     app.include_router(build_api(hub), prefix="/api")
     app.include_router(build_health(hub))
     app.include_router(build_metrics(hub))
