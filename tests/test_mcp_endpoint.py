@@ -104,10 +104,17 @@ async def test_no_500_and_no_reset_while_the_upstream_is_killed_under_load(tmp_p
                         await asyncio.sleep(0.05)
                 return current
 
+            async def busy() -> None:
+                """Until calls are in flight on mb: a kill must land mid-traffic, however slow the start."""
+                async with asyncio.timeout(60):
+                    while (await http.get("/api/servers/mb")).json()["calls_in_flight"] < 4:
+                        await asyncio.sleep(0.02)
+
             async def killer() -> None:
                 try:
                     current = await until_ready(None)
                     for _ in range(2):
+                        await busy()
                         os.kill(current, signal.SIGKILL)
                         current = await until_ready(current)
                     before = successes
