@@ -1,0 +1,261 @@
+"""Real parts for the sign-in tests: node-oidc-provider, an MCP server it protects, and Chromium.
+
+``Provider`` runs tests/oauth/provider.mjs (oidc-provider from tests/npm) on 127.0.0.1. ``ProtectedServer``
+is an SDK 2.x ``MCPServer`` under streamable HTTP, in this process, behind a bearer check that validates the
+provider's JWT access tokens with PyJWT against its JWKS (issuer, audience = this server's URL, expiry),
+answers 401 with ``WWW-Authenticate: Bearer resource_metadata=...`` and serves RFC 9728 metadata. Its
+``admin_echo`` tool needs the ``mcp:admin`` scope (403 ``insufficient_scope``: step-up).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import re
+import shutil
+import socket
+import subprocess
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit
+
+import httpx2
+import jwt
+import uvicorn
+from mcp.server.mcpserver import MCPServer
+from starlette.types import Message, Receive, Scope, Send
+
+NPM_DIR = Path(__file__).resolve().parent.parent / "npm"
+PROVIDER_JS = Path(__file__).resolve().parent / "provider.mjs"
+NODE = shutil.which("node")
+
+
+def provider_available() -> bool:
+    return NODE is not None and (NPM_DIR / "node_modules" / "oidc-provider").is_dir()
+
+
+class Provider:
+    """node-oidc-provider in a child process; ``issuer`` once it listens."""
+
+    def __init__(self, **options: Any) -> None:
+        self.options = options
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.issuer = ""
+
+    def start(self) -> Provider:
+        assert NODE is not None
+        self.proc = subprocess.Popen(
+            [NODE, str(PROVIDER_JS), json.dumps(self.options)],
+            cwd=NPM_DIR,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+        )
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline().decode().strip()  # blocks until it listens (or dies)
+        if not line.startswith("listening "):
+            self.stop()
+            raise RuntimeError(f"oidc-provider did not start (exit status {self.proc.poll()})")
+        self.issuer = line.removeprefix("listening ")
+        return self
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            assert self.proc.stdin is not None
+            self.proc.stdin.close()
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+class ProtectedServer:
+    """An MCP server that wants the provider's tokens; ``expire_all()`` makes all tokens seen so far stale."""
+
+    def __init__(self, issuer: str, *, claimed_resource: str | None = None, scopes: str = "mcp:read") -> None:
+        self.issuer = issuer
+        self.claimed_resource = claimed_resource  # what its metadata says (a lying server says another URL)
+        self.required = scopes.split()
+        self.port = 0
+        self.seen: list[dict[str, Any]] = []  # claims of every accepted token
+        self.rejected: set[str] = set()  # jti values treated as expired
+        self.unauthorized = 0  # 401s sent
+        self._keys: jwt.PyJWKSet | None = None
+        self._server: uvicorn.Server | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._ready = asyncio.Event()
+        mcp = MCPServer("protected")
+
+        @mcp.tool()
+        def echo(text: str) -> str:
+            """Return the text unchanged."""
+            return text
+
+        @mcp.tool()
+        def admin_echo(text: str) -> str:
+            """Return the text; needs the mcp:admin scope."""
+            return f"admin: {text}"
+
+        self._inner = mcp.streamable_http_app()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/mcp"
+
+    @property
+    def metadata_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/.well-known/oauth-protected-resource/mcp"
+
+    def expire_all(self) -> None:
+        self.rejected.update(c["jti"] for c in self.seen)
+
+    async def start(self) -> ProtectedServer:
+        async with httpx2.AsyncClient() as http:
+            response = await http.get(f"{self.issuer}/jwks")
+            response.raise_for_status()
+            self._keys = jwt.PyJWKSet.from_dict(response.json())
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", 0))
+        self.port = sock.getsockname()[1]
+        config = uvicorn.Config(self, log_level="warning", lifespan="on")
+        self._server = uvicorn.Server(config)
+        self._task = asyncio.create_task(self._server.serve(sockets=[sock]))
+        ready = asyncio.create_task(self._ready.wait())
+        done, _ = await asyncio.wait({ready, self._task}, return_when=asyncio.FIRST_COMPLETED)
+        if ready not in done:
+            ready.cancel()
+            raise RuntimeError("the protected MCP server did not start")
+        return self
+
+    async def stop(self) -> None:
+        if self._server is not None and self._task is not None:
+            self._server.should_exit = True
+            await self._task
+
+    # --- ASGI ---------------------------------------------------------------------------------------
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+
+            async def watched_send(message: Message) -> None:
+                if message["type"] == "lifespan.startup.complete":
+                    self._ready.set()
+                await send(message)
+
+            await self._inner(scope, receive, watched_send)
+            return
+        if scope["type"] != "http":
+            return
+        path = scope["path"]
+        if path.startswith("/.well-known/oauth-protected-resource"):
+            await self._json(
+                send,
+                200,
+                {
+                    "resource": self.claimed_resource or self.url,
+                    "authorization_servers": [self.issuer],
+                    "scopes_supported": ["mcp:read", "mcp:write"],
+                    "bearer_methods_supported": ["header"],
+                },
+            )
+            return
+        headers = dict(scope["headers"])
+        claims = self._verify(headers.get(b"authorization", b"").decode())
+        if claims is None:
+            self.unauthorized += 1
+            error = ', error="invalid_token"' if headers.get(b"authorization") else ""
+            await self._json(
+                send,
+                401,
+                {"error": "unauthorized"},
+                f'Bearer resource_metadata="{self.metadata_url}", scope="{" ".join(self.required)}"{error}',
+            )
+            return
+        body = b""
+        more = True
+        while more:
+            message = await receive()
+            body += message.get("body", b"")
+            more = message.get("more_body", False)
+        granted = str(claims.get("scope", "")).split()
+        if b'"admin_echo"' in body and "mcp:admin" not in granted:
+            await self._json(
+                send,
+                403,
+                {"error": "insufficient_scope"},
+                f'Bearer error="insufficient_scope", scope="mcp:read mcp:admin", '
+                f'resource_metadata="{self.metadata_url}"',
+            )
+            return
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        await self._inner(scope, replay, send)
+
+    def _verify(self, authorization: str) -> dict[str, Any] | None:
+        scheme, _, token = authorization.partition(" ")
+        if scheme.lower() != "bearer" or not token or self._keys is None:
+            return None
+        try:
+            kid = jwt.get_unverified_header(token).get("kid")
+            key = self._keys[kid].key if kid else self._keys.keys[0].key
+            claims: dict[str, Any] = jwt.decode(
+                token, key, algorithms=["RS256"], audience=self.url, issuer=self.issuer
+            )
+        except (jwt.PyJWTError, KeyError):
+            return None
+        if not set(self.required) <= set(str(claims.get("scope", "")).split()):
+            return None
+        if claims.get("jti") in self.rejected:
+            return None
+        self.seen.append(claims)
+        return claims
+
+    @staticmethod
+    async def _json(send: Send, status: int, body: dict[str, Any], www: str | None = None) -> None:
+        data = json.dumps(body).encode()
+        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(data)).encode())]
+        if www:
+            headers.append((b"www-authenticate", www.encode()))
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": data})
+
+
+CALLBACK_RE = re.compile(r"^http://127\.0\.0\.1:\d+/(oauth/callback|api/oauth/callback).*")
+
+
+async def consent(browser: Any, url: str, *, intercept: bool = False) -> dict[str, str] | None:
+    """Sign in through the provider's own login and consent pages in a fresh Chromium context.
+
+    The redirect then reaches the real callback; with ``intercept`` it is captured instead and its query
+    parameters returned (to tamper with).
+    """
+    context = await browser.new_context()
+    captured: dict[str, str] = {}
+    try:
+        page = await context.new_page()
+        if intercept:
+
+            async def capture(route: Any) -> None:
+                captured.update(parse_qsl(urlsplit(route.request.url).query))
+                await route.fulfill(status=200, body="captured")
+
+            await page.route(CALLBACK_RE, capture)
+        await page.goto(url)
+        await page.fill('input[name="login"]', "alice")
+        await page.fill('input[name="password"]', "secret")
+        await page.click('button[type="submit"]')
+        await page.click('button:has-text("Continue")')
+        await page.wait_for_url(CALLBACK_RE)
+        with contextlib.suppress(Exception):
+            await page.wait_for_load_state()
+        return captured if intercept else None
+    finally:
+        await context.close()
