@@ -24,12 +24,17 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from mcp.client.session import ClientSession
 from mcp.client.streamable_http import streamable_http_client
 
+from patchbay.config import parse_server_spec
+from patchbay.errors import ConfigError
 from patchbay.oauth import (
     BearerAuth,
     OAuthClient,
+    OAuthError,
     OAuthManager,
     OAuthSettings,
     TokenStore,
+    oauth_settings,
+    parse_challenge,
 )
 from tests.oauth.harness import ProtectedServer, Provider, consent, provider_available
 
@@ -238,3 +243,304 @@ async def test_dynamic_registration_pkce_resource_and_refresh_rotation(
     assert stat.S_IMODE((store.directory / "server-linear.tokens").stat().st_mode) == 0o600
     assert_no_secrets(captured_logs.text, [*all_tokens(store, "linear"), first_refresh])
     assert_no_secrets(json.dumps(client.status()), all_tokens(store, "linear"))
+
+
+@pytest.mark.parametrize(
+    ("client_id", "fields"),
+    [
+        ("basic-client", {"clientSecret": SECRET}),
+        ("post-client", {"clientSecret": SECRET, "tokenEndpointAuthMethod": "client_secret_post"}),
+        ("jwt-client", {"privateKey": PRIVATE_PEM}),
+    ],
+)
+async def test_pre_registered_clients_and_token_endpoint_auth_methods(
+    client_id: str,
+    fields: dict[str, Any],
+    mcp_server: ProtectedServer,
+    browser: Browser,
+    store: TokenStore,
+    captured_logs: pytest.LogCaptureFixture,
+) -> None:
+    manager = OAuthManager(store)
+    client = OAuthClient("github", mcp_server.url, settings(clientId=client_id, **fields), store)
+    manager.clients["github"] = client
+    try:
+        await sign_in(manager, "github", browser)
+    finally:
+        await manager.close()
+    record = store.get("github")
+    assert record is not None and record.tokens is not None
+    assert record.client is None  # pre-registered credentials stay in the config, never in the store
+    claims = jwt.decode(record.tokens.access_token, options={"verify_signature": False})
+    assert claims["client_id"] == client_id
+    assert await client.refresh()  # the refresh grant authenticates the same way
+    assert await call_echo(BearerAuth(client), mcp_server.url, text="pre") == "pre"
+    assert_no_secrets(captured_logs.text, [*all_tokens(store, "github"), SECRET])
+
+
+@pytest.mark.parametrize(
+    ("client_id", "fields"),
+    [("m2m-client", {"clientSecret": SECRET}), ("m2m-jwt-client", {"privateKey": PRIVATE_PEM})],
+)
+async def test_client_credentials_without_a_person_and_automatic_step_up(
+    client_id: str,
+    fields: dict[str, Any],
+    mcp_server: ProtectedServer,
+    store: TokenStore,
+    captured_logs: pytest.LogCaptureFixture,
+) -> None:
+    client = OAuthClient(
+        "m2m", mcp_server.url, settings(clientId=client_id, grant="client_credentials", **fields), store
+    )
+    auth = BearerAuth(client)
+    assert await call_echo(auth, mcp_server.url, text="machine") == "machine"
+    record = store.get("m2m")
+    assert record is not None and record.tokens is not None and record.grant == "client_credentials"
+    assert "mcp:admin" not in (record.tokens.scope or "")
+    # A 403 insufficient_scope: a token with the wider scope is fetched and the request retried, once.
+    forbidden = mcp_server.forbidden
+    assert await call_echo(auth, mcp_server.url, tool="admin_echo", text="up") == "admin: up"
+    assert mcp_server.forbidden == forbidden + 1
+    stepped = store.get("m2m")
+    assert stepped is not None and stepped.tokens is not None and "mcp:admin" in (stepped.tokens.scope or "")
+    assert_no_secrets(captured_logs.text, [*all_tokens(store, "m2m"), SECRET])
+
+
+async def test_step_up_is_bounded_against_a_server_that_always_refuses(
+    provider: Provider, store: TokenStore
+) -> None:
+    server = await ProtectedServer(provider.issuer, always_insufficient=True).start()
+    try:
+        client = OAuthClient(
+            "stingy",
+            server.url,
+            settings(clientId="m2m-client", clientSecret=SECRET, grant="client_credentials"),
+            store,
+        )
+        auth = BearerAuth(client)
+        counts = []
+        for _ in range(4):  # every call is retried at most once, and step-ups stop after MAX_STEP_UPS
+            with pytest.raises(Exception):  # noqa: B017 - the SDK reports the 403 in its own way
+                await call_echo(auth, server.url, tool="admin_echo")
+            counts.append(server.forbidden)
+        assert counts == [2, 4, 5, 6], counts
+        assert client.needs_auth is not None and "wider scopes" in str(client.needs_auth)
+    finally:
+        await server.stop()
+
+
+async def test_step_up_in_the_code_flow_asks_a_person_for_the_wider_scope(
+    mcp_server: ProtectedServer, browser: Browser, store: TokenStore
+) -> None:
+    manager = OAuthManager(store)
+    client = OAuthClient("notion", mcp_server.url, None, store)
+    manager.clients["notion"] = client
+    try:
+        await sign_in(manager, "notion", browser)
+        auth = BearerAuth(client)
+        with pytest.raises(Exception):  # noqa: B017 - a 403 the client cannot fix by itself
+            await call_echo(auth, mcp_server.url, tool="admin_echo")
+        assert client.needs_auth is not None and client.needs_auth.scope == "mcp:read mcp:admin"
+        url = await sign_in(manager, "notion", browser)
+        assert "mcp%3Aadmin" in url
+        assert await call_echo(auth, mcp_server.url, tool="admin_echo", text="ok") == "admin: ok"
+        assert client.needs_auth is None
+    finally:
+        await manager.close()
+
+
+async def test_expiry_mid_session_refreshes_and_retries(
+    mcp_server: ProtectedServer, browser: Browser, store: TokenStore
+) -> None:
+    manager = OAuthManager(store)
+    client = OAuthClient("expiring", mcp_server.url, None, store)
+    manager.clients["expiring"] = client
+    try:
+        await sign_in(manager, "expiring", browser)
+    finally:
+        await manager.close()
+    before = store.get("expiring")
+    assert before is not None and before.tokens is not None
+    async with (
+        httpx2.AsyncClient(auth=BearerAuth(client), timeout=30) as http,
+        streamable_http_client(mcp_server.url, http_client=http) as (read, write),
+        ClientSession(read, write) as session,
+    ):
+        await session.initialize()
+        await session.call_tool("echo", {"text": "one"})
+        mcp_server.expire_all()  # the server now answers 401 invalid_token to the token in use
+        unauthorized = mcp_server.unauthorized
+        result = await session.call_tool("echo", {"text": "two"})
+        assert getattr(result.content[0], "text", None) == "two"
+        assert mcp_server.unauthorized > unauthorized
+    after = store.get("expiring")
+    assert after is not None and after.tokens is not None
+    assert after.tokens.access_token != before.tokens.access_token
+    assert after.tokens.refresh_token != before.tokens.refresh_token  # rotated
+
+
+async def test_token_refreshed_before_it_expires(
+    mcp_server: ProtectedServer, browser: Browser, store: TokenStore
+) -> None:
+    manager = OAuthManager(store)
+    client = OAuthClient("soon", mcp_server.url, None, store)
+    manager.clients["soon"] = client
+    try:
+        await sign_in(manager, "soon", browser)
+    finally:
+        await manager.close()
+    record = store.get("soon")
+    assert record is not None and record.tokens is not None
+    old = record.tokens.access_token
+    record.expires_at = 0.0  # as if its lifetime had run out
+    store.save("soon", record)
+    unauthorized = mcp_server.unauthorized
+    assert await call_echo(BearerAuth(client), mcp_server.url) == "hi"
+    assert mcp_server.unauthorized == unauthorized  # refreshed first, never sent the stale token
+    fresh = store.get("soon")
+    assert fresh is not None and fresh.tokens is not None and fresh.tokens.access_token != old
+
+
+async def test_failed_refresh_leads_to_needs_auth_and_logout_revokes(
+    provider: Provider, mcp_server: ProtectedServer, browser: Browser, store: TokenStore
+) -> None:
+    manager = OAuthManager(store)
+    client = OAuthClient("revoked", mcp_server.url, None, store)
+    manager.clients["revoked"] = client
+    try:
+        await sign_in(manager, "revoked", browser)
+        record = store.get("revoked")
+        assert record is not None and record.tokens is not None and record.client is not None
+        refresh_token = record.tokens.refresh_token
+        assert refresh_token
+        await manager.logout("revoked")  # RFC 7009 at the provider, then forgotten
+        assert store.records("revoked") == []
+        async with httpx2.AsyncClient() as http:
+            response = await http.post(
+                f"{provider.issuer}/token",
+                data={
+                    "grant_type": "refresh_token",
+                    "refresh_token": refresh_token,
+                    "client_id": record.client.client_id,
+                },
+            )
+        assert response.status_code == 400 and response.json()["error"] == "invalid_grant"
+
+        # Signed in again, then the refresh token dies at the provider: the next 401 ends in needs_auth.
+        await sign_in(manager, "revoked", browser)
+        again = store.get("revoked")
+        assert again is not None and again.tokens is not None and again.client is not None
+        async with httpx2.AsyncClient() as http:
+            await http.post(
+                f"{provider.issuer}/token/revocation",
+                data={"token": again.tokens.refresh_token, "client_id": again.client.client_id},
+            )
+        assert await call_echo(BearerAuth(client), mcp_server.url) == "hi"  # the access token still works
+        mcp_server.expire_all()
+        with pytest.raises(Exception):  # noqa: B017 - the 401 reaches the transport
+            await call_echo(BearerAuth(client), mcp_server.url)
+        assert client.needs_auth is not None
+        gone = store.get("revoked")
+        assert gone is not None and gone.tokens is None  # the dead tokens are dropped
+    finally:
+        await manager.close()
+
+
+# --- refusals --------------------------------------------------------------------------------------
+
+
+async def test_a_server_whose_metadata_names_another_resource_is_refused(
+    provider: Provider, store: TokenStore
+) -> None:
+    liar = await ProtectedServer(provider.issuer, claimed_resource="http://127.0.0.1:9/elsewhere").start()
+    try:
+        manager = OAuthManager(store)
+        manager.clients["liar"] = OAuthClient("liar", liar.url, None, store)
+        with pytest.raises(OAuthError, match=r"server 'liar'.*resource 'http://127.0.0.1:9/elsewhere'"):
+            await manager.sign_in("liar")
+        await manager.close()
+    finally:
+        await liar.stop()
+    assert store.records("liar") == []  # nothing registered, nothing stored
+
+
+async def test_an_authorization_server_without_s256_is_refused(store: TokenStore) -> None:
+    server = ProtectedServer("")
+    await server.start()
+    try:
+        origin = f"http://127.0.0.1:{server.port}"
+        server.authorization_server = origin
+        server.as_metadata = {
+            "issuer": origin,
+            "authorization_endpoint": f"{origin}/authorize",
+            "token_endpoint": f"{origin}/token",
+            "registration_endpoint": f"{origin}/register",
+            "code_challenge_methods_supported": ["plain"],
+        }
+        client = OAuthClient("plain", server.url, None, store)
+        assert await client.probe() is not None
+        with pytest.raises(OAuthError, match=r"server 'plain'.*does not support PKCE with S256"):
+            await client.begin("http://127.0.0.1:1/oauth/callback")
+    finally:
+        await server.stop()
+
+
+async def test_a_tampered_state_or_issuer_is_refused(
+    mcp_server: ProtectedServer, browser: Browser, store: TokenStore
+) -> None:
+    client = OAuthClient("tamper", mcp_server.url, None, store)
+    pending = await client.begin("http://127.0.0.1:1/oauth/callback")
+    params = await consent(browser, pending.url, intercept=True)
+    assert params is not None and params["state"] == pending.state and params["iss"]
+    with pytest.raises(OAuthError, match="state does not match"):
+        await client.complete(pending, {**params, "state": params["state"][:-2] + "xy"})
+    with pytest.raises(OAuthError, match="iss mismatch"):
+        await client.complete(pending, {**params, "iss": "http://127.0.0.1:9"})
+    record = store.get("tamper")
+    assert record is None or record.tokens is None
+    await client.complete(pending, params)  # the genuine response still works
+    assert client.record_tokens() is not None
+
+    manager = OAuthManager(store)
+    with pytest.raises(OAuthError, match="matches no pending sign-in"):
+        await manager.complete({**params, "state": "forged"})
+
+
+async def test_settings_expand_placeholders_and_name_the_field(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("GH_ID", "Iv1.abc")
+    monkeypatch.setenv("GH_SECRET", "s3cret")
+    spec = parse_server_spec(
+        "github",
+        {
+            "url": "https://api.githubcopilot.com/mcp/",
+            "oauth": {"clientId": "${GH_ID}", "clientSecret": "${GH_SECRET}", "scopes": ["repo", "read:org"]},
+        },
+    )
+    s = oauth_settings("github", spec)
+    assert s is not None and s.client_id == "Iv1.abc" and s.auth_method == "client_secret_basic"
+    assert "s3cret" not in repr(s)
+    with pytest.raises(ConfigError, match=r"server 'x': oauth.grant") as err:
+        oauth_settings("x", parse_server_spec("x", {"url": "https://x/mcp", "oauth": {"grant": "password"}}))
+    assert err.value.field == "oauth.grant"
+    with pytest.raises(ConfigError, match=r"oauth.clientSecret: environment variable 'NOPE'"):
+        oauth_settings(
+            "x", parse_server_spec("x", {"url": "https://x/mcp", "oauth": {"clientSecret": "${NOPE}"}})
+        )
+    key = tmp_path / "key.pem"
+    key.write_text(PRIVATE_PEM)
+    spec = parse_server_spec(
+        "k", {"url": "https://x/mcp", "oauth": {"clientId": "c", "privateKeyFile": "key.pem"}}
+    )
+    s = oauth_settings("k", spec, tmp_path)
+    assert s is not None and s.auth_method == "private_key_jwt" and s.private_key == PRIVATE_PEM
+
+
+async def test_challenges_are_parsed() -> None:
+    c = parse_challenge(403, 'Bearer error="insufficient_scope", scope="a b", resource_metadata="http://x/m"')
+    assert c is not None and c.insufficient_scope and c.scope == "a b" and c.resource_metadata == "http://x/m"
+    assert parse_challenge(401, 'Basic realm="x"') is None
+    bare = parse_challenge(401, None)
+    assert bare is not None and bare.resource_metadata is None
+    assert parse_challenge(403, None) is None

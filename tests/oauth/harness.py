@@ -73,18 +73,32 @@ class Provider:
 class ProtectedServer:
     """An MCP server that wants the provider's tokens; ``expire_all()`` makes all tokens seen so far stale."""
 
-    def __init__(self, issuer: str, *, claimed_resource: str | None = None, scopes: str = "mcp:read") -> None:
+    def __init__(
+        self,
+        issuer: str,
+        *,
+        claimed_resource: str | None = None,
+        scopes: str = "mcp:read",
+        authorization_server: str | None = None,
+        always_insufficient: bool = False,
+    ) -> None:
         self.issuer = issuer
+        self.authorization_server = authorization_server or issuer  # what its metadata points to
+        self.always_insufficient = always_insufficient  # a server that 403s admin_echo whatever the token
         self.claimed_resource = claimed_resource  # what its metadata says (a lying server says another URL)
         self.required = scopes.split()
         self.port = 0
         self.seen: list[dict[str, Any]] = []  # claims of every accepted token
         self.rejected: set[str] = set()  # jti values treated as expired
         self.unauthorized = 0  # 401s sent
+        self.forbidden = 0  # 403s sent
         self._keys: jwt.PyJWKSet | None = None
         self._server: uvicorn.Server | None = None
         self._task: asyncio.Task[None] | None = None
         self._ready = asyncio.Event()
+        self.as_metadata: dict[str, Any] | None = (
+            None  # set: it is its own (metadata-only) authorization server
+        )
         mcp = MCPServer("protected")
 
         @mcp.tool()
@@ -111,10 +125,11 @@ class ProtectedServer:
         self.rejected.update(c["jti"] for c in self.seen)
 
     async def start(self) -> ProtectedServer:
-        async with httpx2.AsyncClient() as http:
-            response = await http.get(f"{self.issuer}/jwks")
-            response.raise_for_status()
-            self._keys = jwt.PyJWKSet.from_dict(response.json())
+        if self.issuer:
+            async with httpx2.AsyncClient() as http:
+                response = await http.get(f"{self.issuer}/jwks")
+                response.raise_for_status()
+                self._keys = jwt.PyJWKSet.from_dict(response.json())
         sock = socket.socket()
         sock.bind(("127.0.0.1", 0))
         self.port = sock.getsockname()[1]
@@ -148,13 +163,19 @@ class ProtectedServer:
         if scope["type"] != "http":
             return
         path = scope["path"]
+        if path.startswith(("/.well-known/oauth-authorization-server", "/.well-known/openid-configuration")):
+            if self.as_metadata is None:
+                await self._json(send, 404, {"error": "not found"})
+            else:
+                await self._json(send, 200, self.as_metadata)
+            return
         if path.startswith("/.well-known/oauth-protected-resource"):
             await self._json(
                 send,
                 200,
                 {
                     "resource": self.claimed_resource or self.url,
-                    "authorization_servers": [self.issuer],
+                    "authorization_servers": [self.authorization_server],
                     "scopes_supported": ["mcp:read", "mcp:write"],
                     "bearer_methods_supported": ["header"],
                 },
@@ -179,7 +200,8 @@ class ProtectedServer:
             body += message.get("body", b"")
             more = message.get("more_body", False)
         granted = str(claims.get("scope", "")).split()
-        if b'"admin_echo"' in body and "mcp:admin" not in granted:
+        if b'"admin_echo"' in body and ("mcp:admin" not in granted or self.always_insufficient):
+            self.forbidden += 1
             await self._json(
                 send,
                 403,

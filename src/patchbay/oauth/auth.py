@@ -22,7 +22,7 @@ log = logging.getLogger(__name__)
 class BearerAuth(httpx2.Auth):
     """Adds ``Authorization: Bearer`` and handles 401 / 403 ``insufficient_scope`` (one retry at most)."""
 
-    requires_response_body = True
+    requires_response_body = False  # only headers matter; reading would block on an SSE stream
 
     def __init__(self, client: OAuthClient) -> None:
         self.client = client
@@ -52,6 +52,5 @@ class BearerAuth(httpx2.Auth):
         if retry is None:
             log.info("server %r: %s", self.client.name, self.client.needs_auth)
             return
-        await response.aclose()
         request.headers["Authorization"] = f"Bearer {retry}"
         yield request

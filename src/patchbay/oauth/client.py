@@ -381,9 +381,10 @@ class OAuthClient:
         self.store.save(self.name, record)
         return record
 
-    def _signed_in_now(self) -> None:
+    def _signed_in_now(self, *, person: bool = False) -> None:
         self.needs_auth = None
-        self._step_ups.clear()
+        if person:  # a person chose the scopes; automatic step-ups keep their count (no loop across requests)
+            self._step_ups.clear()
         self._signed_in.set()
 
     # --- the authorization code grant -----------------------------------------------------------------
@@ -490,7 +491,7 @@ class OAuthClient:
                 tokens.scope = pending.scope
             self._save(meta, tokens=tokens)
         log.info("server %r: signed in at %s", self.name, meta.issuer)
-        self._signed_in_now()
+        self._signed_in_now(person=True)
 
     # --- client credentials, refresh -------------------------------------------------------------------
 
