@@ -23,7 +23,7 @@ import pytest
 from mcp.shared.message import SessionMessage
 from mcp.types import jsonrpc_message_adapter
 
-from patchbay import CallTimeoutError, ServerUnavailableError, UpstreamError, supervisor
+from patchbay import CallTimeoutError, ServerExitedError, ServerUnavailableError, UpstreamError, supervisor
 from patchbay.config import ResolvedSpec
 from patchbay.transports import http as http_transport
 from tests import thirdparty
@@ -253,7 +253,7 @@ async def test_broken_stream_with_a_live_server_keeps_the_connection(
 ) -> None:
     # A response stream that breaks while the server is fine (here: a read timeout, as a proxy cutting a
     # quiet stream would cause) fails that one call; a ping shows the server is alive, so no reconnect.
-    monkeypatch.setattr(http_transport, "READ_TIMEOUT", 0.5)
+    monkeypatch.setattr(http_transport.limits, "READ_TIMEOUT", 0.5)
     hub = await make_hub({"remote": remote(token_server.url)})
     restarts = hub.status()["remote"].restarts
     with pytest.raises(UpstreamError) as info:
@@ -449,7 +449,7 @@ async def test_wire_passes_messages_through_unchanged() -> None:
     await wire.to_wire.send(as_session_message(lost))
     await wait_for(lambda: bool(closed), 2)
     assert "'Session not found'" in closed[0][0] and spec.url in closed[0][0] and closed[0][1] is None
-    with pytest.raises(ConnectionError):
+    with pytest.raises(ServerExitedError):
         wire.send({"jsonrpc": "2.0", "id": 3, "method": "ping"})
     await wire.close()
     assert len(closed) == 1 and len(got) == 1 + len(odd)

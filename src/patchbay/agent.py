@@ -84,14 +84,14 @@ async def serve_over_websocket(endpoint: McpEndpoint, ws: ClientConnection) -> N
                     if method == "tools/call" and initialized and "id" in payload and _plain_call(params):
                         assert isinstance(params, dict)
                         rid = payload["id"]
-                        calls[rid] = asyncio.create_task(
-                            answer(rid, params["name"], params.get("arguments") or {})
-                        )
+                        task = asyncio.create_task(answer(rid, params["name"], params.get("arguments") or {}))
+                        task.add_done_callback(_report_failure)
+                        calls[rid] = task
                         continue
                     if method == "notifications/cancelled" and type(params) is dict:
-                        task = calls.pop(params.get("requestId"), None)
-                        if task is not None:  # one of ours: a cancelled request gets no answer
-                            task.cancel()
+                        cancelled = calls.pop(params.get("requestId"), None)
+                        if cancelled is not None:  # one of ours: a cancelled request gets no answer
+                            cancelled.cancel()
                             continue
                     if method == "notifications/initialized":
                         initialized = True
@@ -115,8 +115,16 @@ async def serve_over_websocket(endpoint: McpEndpoint, ws: ClientConnection) -> N
             await server.run(read_recv, write_send, server.create_initialization_options())
             tg.cancel_scope.cancel()
     finally:
-        for task in list(calls.values()):
+        pending = list(calls.values())
+        for task in pending:
             task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)  # nothing outlives the connection
+
+
+def _report_failure(task: asyncio.Task[None]) -> None:
+    """An answer that could not be sent (the socket closed under it) is logged, never lost."""
+    if not task.cancelled() and task.exception() is not None:
+        log.debug("could not answer a call from the hub: %s", task.exception())
 
 
 def _plain_call(params: Any) -> bool:

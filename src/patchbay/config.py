@@ -9,6 +9,7 @@ with line and column, and is never rewritten. Saves are atomic (temp file, fsync
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import json
 import logging
 import os
@@ -19,8 +20,18 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from patchbay.errors import ConfigError
 
@@ -54,6 +65,7 @@ class ServerSpec(BaseModel):
     cwd: str | None = None
     url: str | None = None
     headers: dict[str, str] = Field(default_factory=dict)
+    proxy: str | None = None
     enabled: bool = True
     disabled: bool | None = None
     prefix: str | None = None
@@ -61,6 +73,18 @@ class ServerSpec(BaseModel):
     start_timeout: Seconds = Field(default=30.0, gt=0, alias="startTimeout")
     disabled_tools: list[str] = Field(default_factory=list, alias="disabledTools")
     max_restarts: int = Field(default=5, ge=0, alias="maxRestarts")
+
+    @field_validator("proxy")
+    @classmethod
+    def _check_proxy(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is None:
+            return None
+        kind = info.data.get("type") or ("http" if info.data.get("url") else "stdio")
+        if kind == "stdio":
+            raise ValueError("only remote servers (http, sse) go through a proxy; remove it or give 'url'")
+        if "$" not in value:  # placeholders are checked once expanded, in resolve()
+            validate_proxy_url(value, check_installed=False)
+        return value
 
     @model_validator(mode="after")
     def _check_transport(self) -> ServerSpec:
@@ -371,6 +395,7 @@ class ResolvedSpec:
     cwd: str | None
     url: str | None
     headers: Mapping[str, str]
+    proxy: str | None = None
 
 
 def resolve(name: str, spec: ServerSpec, base_dir: Path | None = None) -> ResolvedSpec:
@@ -391,4 +416,46 @@ def resolve(name: str, spec: ServerSpec, base_dir: Path | None = None) -> Resolv
         cwd=cwd,
         url=x(spec.url, "url") if spec.url else None,
         headers={k: x(v, f"headers.{k}") for k, v in spec.headers.items()},
+        proxy=check_proxy(name, x(spec.proxy, "proxy")) if spec.proxy else None,
     )
+
+
+# --- proxies ----------------------------------------------------------------------------------------
+
+PROXY_SCHEMES = ("http", "https", "socks5", "socks5h")  # what httpx2 speaks (SOCKS with socksio installed)
+
+
+def validate_proxy_url(value: str, *, check_installed: bool = True) -> None:
+    """Raise ValueError saying what is wrong with a proxy URL, if anything (passwords never shown)."""
+    try:
+        parts = urlsplit(value)
+        host, _ = parts.hostname, parts.port
+    except ValueError:
+        parts, host = None, None
+    shown = redact_url(value)
+    if parts is None or parts.scheme not in PROXY_SCHEMES or not host:
+        raise ValueError(
+            f"{shown!r} is not a proxy URL; write http://host:port "
+            f"(schemes: {', '.join(s + '://' for s in PROXY_SCHEMES)})"
+        )
+    if check_installed and parts.scheme.startswith("socks") and importlib.util.find_spec("socksio") is None:
+        raise ValueError(f"{shown!r} is a SOCKS proxy: install the 'socksio' package for it")
+
+
+def check_proxy(server: str, value: str, *, field: str = "proxy") -> str:
+    """The proxy URL, or a ConfigError naming the server and the field (or variable) it came from."""
+    try:
+        validate_proxy_url(value)
+    except ValueError as exc:
+        raise ConfigError(f"server {server!r}: {field}: {exc}", server=server, field=field) from None
+    return value
+
+
+def redact_url(url: str) -> str:
+    """The URL with its password (if any) masked, for messages and logs."""
+    head, sep, tail = url.rpartition("@")
+    if not sep or "://" not in head:
+        return url
+    scheme, _, userinfo = head.partition("://")
+    user = userinfo.partition(":")[0]
+    return f"{scheme}://{user}:***@{tail}" if ":" in userinfo else url

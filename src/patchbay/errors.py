@@ -25,6 +25,10 @@ class ConfigError(PatchbayError):
         self.field = field
 
 
+class StartError(PatchbayError):
+    """The upstream did not come up (no answer to initialize, bad protocol version, exited at start)."""
+
+
 class UnknownServerError(PatchbayError, KeyError):
     """No server (or agent) of that name is configured."""
 

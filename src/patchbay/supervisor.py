@@ -21,10 +21,11 @@ from pydantic import BaseModel, Field
 
 from patchbay.catalog import Listing
 from patchbay.config import ServerSpec, resolve
-from patchbay.errors import ConfigError, PatchbayError, ServerUnavailableError
+from patchbay.errors import ConfigError, PatchbayError, ServerUnavailableError, StartError
 from patchbay.sources import Source, SourceHooks, SourceKind
+from patchbay.transports.base import Wire
 from patchbay.transports.stdio import StdioTransport
-from patchbay.upstream import Connection, StartError, Wire
+from patchbay.upstream import Connection
 
 log = logging.getLogger(__name__)
 

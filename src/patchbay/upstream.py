@@ -11,16 +11,16 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any
 
 import mcp.types as types
 from mcp.types.version import HANDSHAKE_PROTOCOL_VERSIONS
 
 from patchbay import __version__
 from patchbay.catalog import Listing, parse_items, parse_tools
-from patchbay.errors import CallTimeoutError, PatchbayError, ServerExitedError, UpstreamError
+from patchbay.errors import CallTimeoutError, PatchbayError, ServerExitedError, StartError, UpstreamError
 from patchbay.jsonrpc import METHOD_NOT_FOUND, JsonRpcPeer, RequestHandler
-from patchbay.transports.stdio import StderrTail
+from patchbay.transports.base import WireFactory
 
 log = logging.getLogger(__name__)
 
@@ -36,26 +36,6 @@ LOG_LEVELS = {
     "alert": logging.CRITICAL,
     "emergency": logging.CRITICAL,
 }
-
-
-class Wire(Protocol):
-    """What a connection needs from a transport."""
-
-    @property
-    def pid(self) -> int | None: ...
-    @property
-    def stderr(self) -> StderrTail | None: ...
-
-    async def start(self) -> None: ...
-    def send(self, msg: dict[str, Any]) -> None: ...
-    async def close(self) -> None: ...
-
-
-WireFactory = Callable[[Callable[[Any], None], Callable[[str, int | None], None]], Wire]
-
-
-class StartError(PatchbayError):
-    """The upstream did not come up (no answer to initialize, bad protocol version, exited at start)."""
 
 
 class Connection:

@@ -16,19 +16,27 @@ import os
 import shutil
 import signal
 import time
-from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from patchbay.config import ResolvedSpec
-from patchbay.errors import ConfigError
+from patchbay.errors import ConfigError, ServerExitedError
+from patchbay.transports.base import MessageEncodeError, OutboxFullError, StderrTail
 
 log = logging.getLogger(__name__)
 
-STDERR_TAIL_LINES = 200
-STDERR_LINE_MAX = 2000
-STDERR_LOG_PER_SECOND = 20
 DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+DEFAULT_MAX_UNREAD_BYTES = 32 * 1024 * 1024  # written to stdin, not yet read (one message always fits)
+STREAM_CLOSED_GRACE = 0.2  # a child that closes stdin or stdout normally exits within this
+# patchbay's own secrets: never inherited by a child (a server's explicit ``env`` may still pass one on)
+SECRET_ENV_VARS = frozenset({"PATCHBAY_TOKEN", "PATCHBAY_AGENT_TOKEN"})
+
+
+def child_env(spec_env: Mapping[str, str]) -> dict[str, str]:
+    """The environment a child starts with: ours minus ``SECRET_ENV_VARS``, then the server's ``env``."""
+    env = {k: v for k, v in os.environ.items() if k not in SECRET_ENV_VARS}
+    env.update(spec_env)
+    return env
 
 
 def describe_exit(returncode: int | None) -> str:
@@ -40,54 +48,6 @@ def describe_exit(returncode: int | None) -> str:
         except ValueError:
             return f"was killed by signal {-returncode}"
     return f"exited with status {returncode}"
-
-
-class StderrTail:
-    """The last lines a server wrote to stderr, kept for status, and logged at a bounded rate."""
-
-    def __init__(self, logger: logging.Logger) -> None:
-        self.lines: deque[str] = deque(maxlen=STDERR_TAIL_LINES)
-        self.total_bytes = 0
-        self._partial = b""
-        self._log = logger
-        self._window = 0.0
-        self._logged = 0
-        self._suppressed = 0
-
-    def feed(self, data: bytes) -> None:
-        self.total_bytes += len(data)
-        if b"\n" not in data:
-            if len(self._partial) < STDERR_LINE_MAX:
-                self._partial += data[:STDERR_LINE_MAX]
-            return
-        parts = (self._partial + data).split(b"\n")
-        self._partial = parts.pop()[:STDERR_LINE_MAX]
-        for raw in parts:
-            self._line(raw)
-
-    def flush(self) -> None:
-        if self._partial:
-            self._line(self._partial)
-            self._partial = b""
-
-    def _line(self, raw: bytes) -> None:
-        text = raw[:STDERR_LINE_MAX].decode(errors="replace").rstrip()
-        if not text:
-            return
-        self.lines.append(text)
-        now = time.monotonic()
-        if now - self._window >= 1.0:
-            if self._suppressed:
-                self._log.info("(%d more stderr lines not logged; see the stderr tail)", self._suppressed)
-            self._window, self._logged, self._suppressed = now, 0, 0
-        if self._logged < STDERR_LOG_PER_SECOND:
-            self._logged += 1
-            self._log.info("%s", text)
-        else:
-            self._suppressed += 1
-
-    def tail(self, n: int = 50) -> list[str]:
-        return list(self.lines)[-n:] if n > 0 else []
 
 
 class _Protocol(asyncio.SubprocessProtocol):
@@ -107,7 +67,9 @@ class _Protocol(asyncio.SubprocessProtocol):
 
     def pipe_connection_lost(self, fd: int, exc: Exception | None) -> None:
         if fd == 1:
-            self._owner._on_stdout_closed()
+            self._owner._stream_closed("closed its stdout")
+        elif fd == 0:
+            self._owner._stream_closed("closed its stdin")
 
     def process_exited(self) -> None:
         self._owner._on_process_exited()
@@ -127,16 +89,20 @@ class StdioTransport:
         on_close: Callable[[str, int | None], None],
         *,
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+        max_unread_bytes: int = DEFAULT_MAX_UNREAD_BYTES,
     ) -> None:
         self.spec = spec
         self._on_message = on_message
         self._on_close = on_close
         self._max = max_message_bytes
+        self._max_unread = max_unread_bytes
         self.stderr = StderrTail(logging.getLogger(f"patchbay.server.{spec.name}"))
         self._transport: asyncio.SubprocessTransport | None = None
         self._stdin: asyncio.WriteTransport | None = None
         self._buf = bytearray()
         self._closed = False
+        self._reason: str | None = None  # why it can no longer answer, once it cannot
+        self._stopping = False
         self._exited = asyncio.get_running_loop().create_future()
         self._garbage_logged = 0
         self._close_task: asyncio.Future[None] | None = None
@@ -146,7 +112,7 @@ class StdioTransport:
     async def start(self) -> None:
         spec = self.spec
         assert spec.command is not None
-        env = {**os.environ, **spec.env}
+        env = child_env(spec.env)
         cwd = spec.cwd
         if cwd is not None and not os.path.isdir(cwd):  # noqa: ASYNC240 (one stat, at start)
             raise ConfigError(
@@ -184,9 +150,33 @@ class StdioTransport:
     # --- writing -----------------------------------------------------------------------------------
 
     def send(self, msg: dict[str, Any]) -> None:
-        if self._closed or self._stdin is None or self._stdin.is_closing():
-            raise BrokenPipeError(f"server {self.spec.name!r} is not accepting input")
-        self._stdin.write(json.dumps(msg, separators=(",", ":"), ensure_ascii=False).encode() + b"\n")
+        """Write one line; never blocks. A wire that no longer takes input raises ``ServerExitedError``.
+
+        Raising, rather than dropping the message and leaving the caller to the close callback: between
+        stdin closing (we are stopping it, or the pipe broke) and the exit being reported there can be
+        seconds (a child that ignores EOF waits for SIGTERM), and a dropped request would wait that long,
+        or for its whole timeout. A write that the pipe itself drops (EPIPE inside asyncio) is different:
+        the child is dead and its exit, reported within milliseconds, fails that caller.
+
+        What the child has not read yet is bounded too (``max_unread_bytes``): past it, ``OutboxFullError``.
+        """
+        stdin = self._stdin
+        if self._closed or stdin is None or stdin.is_closing():
+            raise self._refused()
+        if stdin.get_write_buffer_size() > self._max_unread:
+            # The child stopped reading stdin: fail the caller now instead of buffering without bound.
+            raise OutboxFullError(self.spec.name, self._max_unread, "its stdin", unit="bytes are")
+        try:
+            line = json.dumps(msg, separators=(",", ":"), ensure_ascii=False).encode()
+        except (TypeError, ValueError) as exc:
+            raise MessageEncodeError(self.spec.name, str(exc)) from None
+        stdin.write(line + b"\n")
+
+    def _refused(self) -> ServerExitedError:
+        reason = self._reason or (
+            "is not running yet" if self._stdin is None else "is not accepting input (its stdin is closed)"
+        )
+        return ServerExitedError(self.spec.name, reason, self.returncode)
 
     # --- reading -----------------------------------------------------------------------------------
 
@@ -233,15 +223,15 @@ class StdioTransport:
 
     # --- lifecycle ---------------------------------------------------------------------------------
 
-    def _on_stdout_closed(self) -> None:
-        if self.returncode is None and not self._closed:
+    def _stream_closed(self, reason: str) -> None:
+        if self.returncode is None and not self._closed and not self._stopping:
             loop = asyncio.get_running_loop()
-            # Normally the exit follows at once; if the process lingers with stdout closed, it is broken.
-            loop.call_later(0.2, self._stdout_closed_check)
+            # Normally the exit follows at once; if the process lingers without stdin or stdout, it is broken.
+            loop.call_later(STREAM_CLOSED_GRACE, self._stream_closed_check, reason)
 
-    def _stdout_closed_check(self) -> None:
-        if self.returncode is None and not self._closed:
-            self._fail("closed its stdout")
+    def _stream_closed_check(self, reason: str) -> None:
+        if self.returncode is None and not self._closed and not self._stopping:
+            self._fail(reason)
 
     def _on_process_exited(self) -> None:
         self.returncode = self._transport.get_returncode() if self._transport is not None else None
@@ -251,15 +241,20 @@ class StdioTransport:
         self._finish(describe_exit(self.returncode), self.returncode)
 
     def _fail(self, reason: str) -> None:
-        """A protocol violation: report it, then make sure the process goes away."""
+        """A protocol violation: report it, then make sure the process goes away.
+
+        The stop runs as ``_close_task``, which ``close()`` (always called by the owner) awaits.
+        """
         self._finish(reason, None)
-        if self._transport is not None and self.returncode is None:
-            self._close_task = asyncio.ensure_future(self.close())
+        if self._transport is not None and self.returncode is None and self._close_task is None:
+            self._close_task = asyncio.ensure_future(self._terminate(2.0, 2.0))
+            self._close_task.add_done_callback(_log_stop_failure)
 
     def _finish(self, reason: str, returncode: int | None) -> None:
         if self._closed:
             return
         self._closed = True
+        self._reason = reason
         self._buf.clear()
         try:
             self._on_close(reason, returncode)
@@ -273,10 +268,18 @@ class StdioTransport:
         """Stop politely (close stdin), then SIGTERM, then SIGKILL the whole process group, each bounded.
 
         The group is signalled even after a graceful exit, so grandchildren never outlive the server.
+        One stop runs at a time: a second ``close()`` (or one after a protocol violation) awaits it.
         """
-        transport = self._transport
-        if transport is None:
+        if self._transport is None:
             return
+        if self._close_task is None:
+            self._close_task = asyncio.ensure_future(self._terminate(grace, term_grace))
+        await self._close_task
+
+    async def _terminate(self, grace: float, term_grace: float) -> None:
+        transport = self._transport
+        assert transport is not None
+        self._stopping = True
         pgid = self.pid
         try:
             if self.returncode is None:
@@ -315,3 +318,9 @@ class StdioTransport:
         except PermissionError:
             log.warning("not allowed to signal process group %s", pgid)
             return False
+
+
+def _log_stop_failure(task: asyncio.Future[None]) -> None:
+    """Retrieve the outcome of a stop nobody may await (the owner normally does, through ``close``)."""
+    if not task.cancelled() and (exc := task.exception()) is not None:
+        log.error("stopping a server failed", exc_info=exc)

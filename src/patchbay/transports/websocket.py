@@ -17,6 +17,9 @@ from typing import Any
 
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
+from patchbay.errors import ServerExitedError
+from patchbay.transports.base import MessageEncodeError, OutboxFullError
+
 log = logging.getLogger(__name__)
 
 CLOSE_NORMAL = 1000
@@ -24,6 +27,7 @@ CLOSE_POLICY = 1008
 CLOSE_INVALID_DATA = 1007
 CLOSE_TOO_BIG = 1009
 CLOSE_REPLACED = 4000  # a newer connection of the same agent took over: the agent should back off
+SEND_QUEUE_LIMIT = 1024  # frames waiting for a slow agent; past that a send fails at once
 CLOSE_REASONS = {1009: "sent a frame larger than the hub accepts", 1011: "had an internal error"}
 
 
@@ -47,7 +51,7 @@ class RateLimit:
 
 
 class WebSocketWire:
-    """A ``Wire`` over an accepted Starlette WebSocket (see ``upstream.Wire``)."""
+    """A ``Wire`` over an accepted Starlette WebSocket (see ``transports.base.Wire``)."""
 
     pid: int | None = None
     stderr: None = None
@@ -62,6 +66,7 @@ class WebSocketWire:
         frames_per_second: float = 500.0,
         burst: float = 1000.0,
         expects: Callable[[Any], bool] = lambda rid: False,
+        send_queue_limit: int = SEND_QUEUE_LIMIT,
     ) -> None:
         self.ws = ws
         self.name = name
@@ -69,20 +74,38 @@ class WebSocketWire:
         self._on_close = on_close
         self._limit = RateLimit(frames_per_second, burst)
         self._expects = expects  # answers to our own requests in flight are not counted as a flood
-        self._queue: asyncio.Queue[str | None] = asyncio.Queue()
+        self._queue: asyncio.Queue[str | None] = asyncio.Queue(send_queue_limit)
+        self._queue_limit = send_queue_limit
         self._tasks: list[asyncio.Task[None]] = []
+        self._write_task: asyncio.Task[None] | None = None
         self._closed = False
+        self._reason: str | None = None
 
     async def start(self) -> None:
+        """Start the reader and the writer; both are owned here and awaited by ``close``."""
+        self._write_task = asyncio.create_task(self._write_loop(), name=f"agent-{self.name}-write")
         self._tasks = [
             asyncio.create_task(self._read_loop(), name=f"agent-{self.name}-read"),
-            asyncio.create_task(self._write_loop(), name=f"agent-{self.name}-write"),
+            self._write_task,
         ]
 
     def send(self, msg: dict[str, Any]) -> None:
+        """Queue one frame; never blocks. Raises ``ServerExitedError`` once the agent is gone.
+
+        The queue is bounded: an agent that stops reading while the hub keeps sending (its TCP window
+        full) makes ``send`` raise ``OutboxFullError`` at once, so the caller fails now instead of
+        waiting for its timeout, and the hub's memory stays bounded.
+        """
         if self._closed:
-            raise ConnectionError(f"agent {self.name!r} is disconnected")
-        self._queue.put_nowait(json.dumps(msg, separators=(",", ":"), ensure_ascii=False))
+            raise ServerExitedError(self.name, self._reason or "is disconnected")
+        try:
+            text = json.dumps(msg, separators=(",", ":"), ensure_ascii=False)
+        except (TypeError, ValueError) as exc:
+            raise MessageEncodeError(self.name, str(exc)) from None
+        try:
+            self._queue.put_nowait(text)
+        except asyncio.QueueFull:
+            raise OutboxFullError(self.name, self._queue_limit, "its WebSocket", kind="agent") from None
 
     async def _write_loop(self) -> None:
         try:
@@ -139,7 +162,12 @@ class WebSocketWire:
         if self._closed:
             return
         self._closed = True
-        self._queue.put_nowait(None)
+        self._reason = reason
+        try:
+            self._queue.put_nowait(None)  # the writer sends what is queued, then stops
+        except asyncio.QueueFull:
+            if self._write_task is not None:  # a full queue to a gone agent: nothing more will be sent
+                self._write_task.cancel()
         try:
             self._on_close(reason, None)
         except Exception:
