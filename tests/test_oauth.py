@@ -7,6 +7,7 @@ headless Chromium signs in through the provider's own login and consent pages.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import shutil
@@ -24,8 +25,10 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from mcp.client.session import ClientSession
 from mcp.client.streamable_http import streamable_http_client
 
+from patchbay import Hub
 from patchbay.config import parse_server_spec
-from patchbay.errors import ConfigError
+from patchbay.errors import ConfigError, ServerUnavailableError
+from patchbay.events import ServerStateEvent, Subscription
 from patchbay.oauth import (
     BearerAuth,
     OAuthClient,
@@ -544,3 +547,84 @@ async def test_challenges_are_parsed() -> None:
     bare = parse_challenge(401, None)
     assert bare is not None and bare.resource_metadata is None
     assert parse_challenge(403, None) is None
+
+
+# --- through the hub: needs_auth, sign_in, events, status --------------------------------------------
+
+
+async def wait_state(hub: Hub, events: Subscription, name: str, state: str) -> None:
+    """Return once ``name`` is in ``state`` (now or by a later server_state event)."""
+    async with asyncio.timeout(30):
+        while hub.status()[name].state != state:
+            event = await anext(events)
+            if isinstance(event, ServerStateEvent) and event.server == name and event.state == state:
+                return
+
+
+async def test_hub_waits_in_needs_auth_signs_in_and_refreshes_mid_session(
+    mcp_server: ProtectedServer,
+    browser: Browser,
+    store: TokenStore,
+    captured_logs: pytest.LogCaptureFixture,
+) -> None:
+    hub = Hub.from_dict({"mcpServers": {"linear": {"url": mcp_server.url}}}, oauth=OAuthManager(store))
+    events = hub.events()
+    recorder = hub.events()  # everything a subscriber (the dashboard, /events) is sent
+    seen: list[str] = []
+    try:
+        await hub.start()
+        status = hub.status()["linear"]
+        assert status.state == "needs_auth"
+        assert status.last_error and "patchbay auth login linear" in status.last_error
+        assert hub.tools() == []
+        with pytest.raises(ServerUnavailableError, match="needs_auth"):
+            await hub.call_tool("linear__echo", {"text": "x"})
+        unauthorized = mcp_server.unauthorized
+        url = await hub.sign_in("linear")
+        assert mcp_server.unauthorized == unauthorized  # no retry loop while waiting
+        await consent(browser, url)
+        await wait_state(hub, events, "linear", "ready")
+        result = await hub.call_tool("linear__echo", {"text": "signed in"})
+        assert result.content[0].text == "signed in"  # type: ignore[union-attr]
+
+        mcp_server.expire_all()  # mid-session: a 401, refreshed below the wire, the call just works
+        result = await hub.call_tool("linear__echo", {"text": "still"})
+        assert result.content[0].text == "still"  # type: ignore[union-attr]
+        assert hub.status()["linear"].state == "ready"
+        auth = hub.auth_status("linear")
+        assert auth["signed_in"] and auth["refreshable"] and "mcp:read" in auth["scope"]
+        seen.append(json.dumps(auth))
+        seen.append(hub.status()["linear"].model_dump_json())
+
+        assert await hub.sign_out("linear")
+        await wait_state(hub, events, "linear", "needs_auth")
+        assert store.records("linear") == []
+    finally:
+        secrets = all_tokens(store, "linear")
+        await hub.close()
+        events.close()
+        recorder.close()
+    while not recorder.queue.empty():
+        seen.append(recorder.queue.get_nowait().model_dump_json())
+    assert any('"needs_auth"' in text for text in seen)
+    for text in [*seen, captured_logs.text]:
+        assert_no_secrets(text, secrets)
+        assert "eyJ" not in text  # no JWT at all
+
+
+async def test_a_401_that_does_not_ask_for_oauth_is_a_plain_failure(store: TokenStore) -> None:
+    """Without an ``oauth`` key, only a Bearer challenge means sign-in; a bare 401 is a credentials error."""
+
+    server = ProtectedServer("", challenge=False)
+    await server.start()
+    try:
+        hub = Hub.from_dict(
+            {"mcpServers": {"plain": {"url": server.url, "maxRestarts": 0}}}, oauth=OAuthManager(store)
+        )
+        await hub.start()
+        status = hub.status()["plain"]
+        assert status.state == "failed" and "401" in (status.last_error or "")
+        assert "headers" in (status.last_error or "")
+        await hub.close()
+    finally:
+        await server.stop()

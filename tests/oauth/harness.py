@@ -81,10 +81,12 @@ class ProtectedServer:
         scopes: str = "mcp:read",
         authorization_server: str | None = None,
         always_insufficient: bool = False,
+        challenge: bool = True,
     ) -> None:
         self.issuer = issuer
         self.authorization_server = authorization_server or issuer  # what its metadata points to
         self.always_insufficient = always_insufficient  # a server that 403s admin_echo whatever the token
+        self.challenge = challenge  # False: a 401 without WWW-Authenticate (not asking for OAuth)
         self.claimed_resource = claimed_resource  # what its metadata says (a lying server says another URL)
         self.required = scopes.split()
         self.port = 0
@@ -190,7 +192,9 @@ class ProtectedServer:
                 send,
                 401,
                 {"error": "unauthorized"},
-                f'Bearer resource_metadata="{self.metadata_url}", scope="{" ".join(self.required)}"{error}',
+                f'Bearer resource_metadata="{self.metadata_url}", scope="{" ".join(self.required)}"{error}'
+                if self.challenge
+                else None,
             )
             return
         body = b""

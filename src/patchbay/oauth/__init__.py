@@ -1,11 +1,11 @@
 """Signing in to hosted MCP servers: the OAuth 2.1 client of the MCP authorization specification.
 
 ``OAuthClient`` (one server: discovery, registration, PKCE, grants, refresh, step-up, revocation),
-``BearerAuth`` (the ``httpx2.Auth`` of a remote upstream), ``TokenStore`` (encrypted at rest) and
+``BearerTransport`` / ``BearerAuth`` (tokens on a remote upstream's requests), ``TokenStore`` (encrypted) and
 ``OAuthManager`` (all of a hub's servers and their pending sign-ins).
 """
 
-from patchbay.oauth.auth import BearerAuth
+from patchbay.oauth.auth import BearerAuth, BearerTransport
 from patchbay.oauth.client import OAuthClient, PendingAuthorization
 from patchbay.oauth.discovery import Challenge, ServerMetadata, parse_challenge
 from patchbay.oauth.errors import NeedsAuthError, OAuthError
@@ -15,6 +15,7 @@ from patchbay.oauth.store import TokenRecord, TokenStore
 
 __all__ = [
     "BearerAuth",
+    "BearerTransport",
     "Challenge",
     "NeedsAuthError",
     "OAuthClient",

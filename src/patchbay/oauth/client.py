@@ -130,6 +130,7 @@ class OAuthClient:
         self.name = name
         self.server_url = server_url
         self.settings = settings or OAuthSettings()
+        self.configured = settings is not None  # an ``oauth`` key: any 401 means sign-in, not only Bearer
         self.store = store
         self.verify = verify
         self.metadata: ServerMetadata | None = None

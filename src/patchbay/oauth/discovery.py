@@ -54,16 +54,17 @@ class Challenge:
         return what
 
 
-def parse_challenge(status: int, header: str | None) -> Challenge | None:
+def parse_challenge(status: int, header: str | None, *, bare_401: bool = True) -> Challenge | None:
     """The Bearer challenge of a 401/403 response; ``None`` when it asks for something else (Basic, ...).
 
-    A 401 without any ``WWW-Authenticate`` still counts (many servers omit it): discovery then uses the
-    well-known URIs.
+    With ``bare_401`` a 401 without any ``WWW-Authenticate`` counts too (some OAuth servers omit it;
+    discovery then uses the well-known URIs): for servers configured with ``oauth``. A server that is not
+    must ask for OAuth (``Bearer``) to be treated as one.
     """
     if status not in (401, 403):
         return None
     if not header:
-        return Challenge(status) if status == 401 else None
+        return Challenge(status) if status == 401 and bare_401 else None
     scheme, _, rest = header.strip().partition(" ")
     if scheme.lower() != "bearer":
         return None

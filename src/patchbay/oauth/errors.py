@@ -22,4 +22,8 @@ class NeedsAuthError(OAuthError):
     def __init__(self, server: str, reason: str, *, scope: str | None = None) -> None:
         self.reason = reason
         self.scope = scope
-        super().__init__(server, f"{reason}; sign in with `patchbay auth login {server}`")
+        self.advice = (
+            f"{reason}; sign in with `patchbay auth login {server}` (or the dashboard's Sign in button, "
+            f"or POST /api/servers/{server}/auth)"
+        )
+        super().__init__(server, self.advice)

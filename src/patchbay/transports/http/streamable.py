@@ -23,7 +23,7 @@ class HttpTransport(RemoteWire):
     kind = "HTTP"
 
     def _client(self) -> httpx2.AsyncClient:
-        return watched_client(self, self.proxy, self.headers, default_timeout())
+        return watched_client(self, self.proxy, self.headers, default_timeout(), oauth=self.oauth)
 
     @contextlib.asynccontextmanager
     async def _open(self) -> AsyncIterator[tuple[Any, Any]]:
