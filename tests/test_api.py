@@ -17,7 +17,7 @@ from fastapi import FastAPI
 from prometheus_client.parser import text_string_to_metric_families
 
 from patchbay import Hub
-from patchbay.server.api import build_api
+from patchbay.server.api import build_api, install_error_handlers
 from patchbay.server.health import build_health
 from patchbay.server.metrics import build_metrics
 from tests.conftest import bad, wait_for
@@ -62,6 +62,7 @@ async def serving(config: Path) -> AsyncIterator[Api]:
             yield
 
     app = FastAPI(lifespan=lifespan)
+    install_error_handlers(app)
     app.include_router(build_api(hub), prefix="/api")
     app.include_router(build_health(hub))
     app.include_router(build_metrics(hub))
@@ -134,6 +135,21 @@ async def test_list_and_get_servers_redact_secrets(api: Api) -> None:
     assert "unknown server 'alpah'" in body["detail"] and "alpha" in body["detail"]
 
 
+async def test_a_proxy_password_is_masked_and_kept(api: Api) -> None:
+    c = api.client
+    spec = {"url": "http://127.0.0.1:9/mcp", "proxy": f"http://user:{SECRET}@127.0.0.1:9", "enabled": False}
+    response = await c.post("/api/servers", json={"name": "behind", "spec": spec})
+    assert response.status_code == 201, response.text
+    assert_no_secret(response.text)
+    shown = (await c.get("/api/servers/behind")).json()["spec"]
+    assert shown["proxy"] == "http://user:***@127.0.0.1:9"
+    # Sending back what the API showed keeps the stored proxy, password included.
+    response = await c.put("/api/servers/behind", json=shown)
+    assert response.status_code == 200, response.text
+    assert api.saved()["behind"]["proxy"] == spec["proxy"]
+    assert_no_secret((await c.get("/api/servers")).text)
+
+
 async def test_add_server_saves_starts_and_redacts(api: Api) -> None:
     events = await api.client.get("/api/servers")  # warm connection
     assert events.status_code == 200
@@ -176,15 +192,33 @@ async def test_bad_requests_answer_clearly_and_change_nothing(api: Api) -> None:
         422, await c.post("/api/servers", json={"name": "bad name!", "spec": bad()}), "invalid server name"
     )
     assert body["error"] == "config"
-    # body validation (FastAPI's 422) names the field
+    # body validation names the server and the field, in the one error shape
     body = await expect(
         422, await c.post("/api/servers", json={"name": "x", "spec": {"args": ["a"]}}), "needs 'command'"
     )
-    assert body["detail"][0]["loc"][:2] == ["body", "spec"]
+    assert body["error"] == "config" and body["server"] == "x"
     body = await expect(422, await c.post("/api/servers", json={"name": "x", "spec": bad(timeout=-1)}))
-    assert body["detail"][0]["loc"] == ["body", "spec", "timeout"]
+    assert (body["error"], body["field"]) == ("config", "timeout")
+    assert body["detail"].startswith("server 'x': timeout: ")
     body = await expect(422, await c.post("/api/servers", json={"spec": bad()}))
-    assert body["detail"][0]["loc"] == ["body", "name"]
+    assert (body["error"], body["field"]) == ("invalid_request", "name")
+    # values that cannot reach a process, and numbers strict JSON cannot hold
+    body = await expect(
+        422,
+        await c.post("/api/servers", json={"name": "x", "spec": bad("a", "b\0")}),
+        "server 'x': args[2]: contains a NUL byte",
+    )
+    assert body["field"] == "args[2]"
+    await expect(
+        422, await c.put("/api/servers/alpha", json=bad(env={"A=B": "v"})), "server 'alpha': env.A=B: "
+    )
+    await expect(422, await c.put("/api/servers/alpha", json=bad(cwd="/\0")), "server 'alpha': cwd: ")
+    for literal in ("1e999", "NaN", "Infinity"):
+        raw = '{"name": "x", "spec": {"command": "c", "timeout": ' + literal + "}}"
+        body = await expect(
+            422, await c.post("/api/servers", content=raw, headers={"content-type": "application/json"})
+        )
+        assert body["field"] == "timeout" and "finite" in body["detail"], body
     await expect(
         422,
         await c.post(
@@ -219,6 +253,14 @@ async def test_bad_requests_answer_clearly_and_change_nothing(api: Api) -> None:
     assert body["error"] == "unknown_tool" and body["suggestions"][0] == "alpha__echo"
     await expect(422, await c.post("/api/tools/alpha__echo/call", json={"arguments": [1]}), "arguments")
     await expect(422, await c.post("/api/tools/alpha__echo/call", json={"timeout": 0}), "timeout")
+    huge = b'{"timeout": 1e999}'
+    body = await expect(
+        422,
+        await c.post(
+            "/api/tools/alpha__echo/call", content=huge, headers={"content-type": "application/json"}
+        ),
+    )
+    assert body["field"] == "timeout" and "finite" in body["detail"]
     await expect(422, await c.post("/api/tools/alpha__echo/call", json={"argz": {}}), "argz")
 
     assert api.file_bytes() == before

@@ -219,7 +219,7 @@ def test_command_and_url_together_is_an_error() -> None:
     ("entry", "field", "fragment"),
     [
         ({"command": "x", "args": "not-a-list"}, "args", "valid list"),
-        ({"command": "x", "args": ["ok", None]}, "args.1", "valid string"),
+        ({"command": "x", "args": ["ok", None]}, "args[1]", "valid string"),
         ({"command": "x", "env": ["A=1"]}, "env", "valid dictionary"),
         ({"command": "x", "env": {"A": None}}, "env.A", "valid string"),
         ({"command": "x", "headers": {"H": ["v"]}}, "headers.H", "valid string"),
@@ -926,3 +926,114 @@ def test_integer_timeouts_are_saved_as_integers(tmp_path: Path) -> None:
     cfg = load_config(path)
     save_config(cfg)
     assert '"timeout": 5,' in path.read_text() and '"startTimeout": 10' in path.read_text()
+
+
+# --- values that cannot reach a process, non-finite numbers, crashed saves ------------------------------
+
+
+@pytest.mark.parametrize(
+    ("entry", "field", "fragment"),
+    [
+        ({"command": "a\0b"}, "command", "NUL byte"),
+        ({"command": "x", "args": ["ok", "fine", "a\0"]}, "args[2]", "NUL byte"),
+        ({"command": "x", "cwd": "/tmp\0x"}, "cwd", "NUL byte"),
+        ({"command": "x", "env": {"A": "v\0"}}, "env.A", "NUL byte"),
+        ({"command": "x", "env": {"A\0B": "v"}}, "env.A\0B", "NUL byte"),
+        ({"command": "x", "env": {"A=B": "v"}}, "env.A=B", "contains '='"),
+        ({"command": "x", "env": {"": "v"}}, "env", "cannot be empty"),
+        ({"url": "http://h/\0"}, "url", "NUL byte"),
+        ({"url": "http://h/", "headers": {"H": "\0"}}, "headers.H", "NUL byte"),
+        ({"command": "x", "timeout": float("inf")}, "timeout", "finite number"),
+        ({"command": "x", "startTimeout": float("nan")}, "startTimeout", "finite number"),
+    ],
+)
+def test_values_a_process_cannot_take_are_refused_naming_the_field(
+    entry: dict[str, Any], field: str, fragment: str
+) -> None:
+    with pytest.raises(ConfigError) as ei:
+        parse_server_spec("x", entry)
+    assert f"server 'x': {field}: " in str(ei.value) and fragment in str(ei.value), str(ei.value)
+    assert (ei.value.server, ei.value.field) == ("x", field)
+
+
+def test_a_nul_byte_in_the_file_fails_loading_with_server_and_field(tmp_path: Path) -> None:
+    path = write_json(
+        tmp_path / "p.json", {"mcpServers": {"x": {"command": "echo", "args": ["a", "b", "c\0"]}}}
+    )
+    with pytest.raises(ConfigError, match=r"server 'x': args\[2\]: contains a NUL byte"):
+        load_config(path)
+    with pytest.raises(ConfigError, match=r"server 'x': args\[2\]: contains a NUL byte"):
+        Hub.from_file(path)
+
+
+def test_a_nul_byte_from_a_placeholder_is_refused_by_resolve(monkeypatch: pytest.MonkeyPatch) -> None:
+    # os.environ cannot hold a NUL, but the placeholder environment is patchbay's own mapping
+    monkeypatch.setattr(config, "placeholder_env", lambda base_dir=None: {"V": "a\0b"})
+    spec = parse_server_spec("x", {"command": "echo", "args": ["ok", "${V}"]})
+    with pytest.raises(ConfigError, match=r"server 'x': args\[1\]: contains a NUL byte") as ei:
+        resolve("x", spec)
+    assert ei.value.field == "args[1]"
+
+
+@pytest.mark.parametrize("literal", ["1e999", "-1e999", "NaN", "Infinity", "-Infinity"])
+def test_non_finite_numbers_are_refused_anywhere_in_the_file(tmp_path: Path, literal: str) -> None:
+    for text in (
+        f'{{"mcpServers": {{"x": {{"command": "c", "timeout": {literal}}}}}}}',
+        f'{{"mcpServers": {{}},\n "other": {{"n": {literal}}}}}',  # an unknown key would be written back
+    ):
+        path = tmp_path / "p.json"
+        path.write_text(text)
+        with pytest.raises(ConfigError, match=r"not a finite number") as ei:
+            load_config(path)
+        assert f"{path}:" in str(ei.value)
+
+
+def test_save_never_writes_non_standard_json(tmp_path: Path) -> None:
+    path = tmp_path / "p.json"
+    cfg = HubConfig(document={"mcpServers": {}, "odd": float("inf")}, path=path)
+    with pytest.raises(ConfigError, match="NaN or Infinity"):
+        save_config(cfg)
+    assert not path.exists()
+    big = HubConfig(servers={"a": parse_server_spec("a", {"command": "x", "timeout": 1e300})}, path=path)
+    save_config(big)
+    assert read_json(path)["mcpServers"]["a"]["timeout"] == 1e300
+
+
+_CRASHING_SAVE = """
+import os, sys
+from patchbay import config
+def crash(src, dst):
+    print(src, flush=True)
+    os._exit(9)   # killed between writing the temp file and renaming it
+os.replace = crash
+cfg = config.load_config(sys.argv[1])
+config.save_config(cfg)
+"""
+
+
+def test_temp_files_of_a_crashed_save_are_removed_later(tmp_path: Path) -> None:
+    import subprocess
+
+    path = write_json(tmp_path / "patchbay.json", {"mcpServers": {"a": {"command": "x"}}})
+    crashed = subprocess.run(
+        [sys.executable, "-c", _CRASHING_SAVE, str(path)], capture_output=True, text=True, timeout=60
+    )
+    assert crashed.returncode == 9, crashed.stderr
+    left = Path(crashed.stdout.strip())
+    assert left.exists() and left.parent == tmp_path and left.name.startswith(".patchbay.json.")
+    others = [tmp_path / ".other.json.abcdefgh.tmp", tmp_path / ".patchbay.json.bak", tmp_path / "notes.tmp"]
+    for other in others:
+        other.write_text("someone else's")
+    old = left.stat().st_mtime - 3600
+    for p in (left, *others):
+        os.utime(p, (old, old))
+    fresh = tmp_path / ".patchbay.json.zzzzzzzz.tmp"  # a save in progress elsewhere: too young to touch
+    fresh.write_text("{}")
+
+    load_config(path)
+    assert not left.exists()
+    assert fresh.exists() and all(p.exists() for p in others)
+    os.utime(fresh, (old, old))
+    save_config(load_config(path))
+    assert not fresh.exists() and all(p.exists() for p in others)
+    assert read_json(path) == {"mcpServers": {"a": {"command": "x"}}}

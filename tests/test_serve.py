@@ -285,7 +285,8 @@ async def test_bearer_token_protects_everything_but_healthz(tmp_path: Path) -> N
                 r = await anon.get(path)
                 assert r.status_code == 401 and r.headers["www-authenticate"].startswith("Bearer")
             wrong = await anon.get("/api/servers", headers={"Authorization": "Bearer wrong"})
-            assert wrong.status_code == 401 and wrong.json() == {"detail": "invalid bearer token"}
+            assert wrong.status_code == 401
+            assert wrong.json() == {"detail": "invalid bearer token", "error": "unauthorized"}
             unauth = await anon.post("/mcp", json={"jsonrpc": "2.0", "id": 1, "method": "ping"})
             assert unauth.status_code == 401
         http = httpx2.AsyncClient(headers=served.headers(), timeout=30)

@@ -12,10 +12,13 @@ import contextlib
 import importlib.util
 import json
 import logging
+import math
 import os
 import re
+import stat
 import sys
 import tempfile
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +26,7 @@ from typing import Annotated, Any, Literal, TypeVar
 from urllib.parse import urlsplit
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -50,22 +54,47 @@ def _seconds_json(value: float) -> float | int:
 Seconds = Annotated[float, PlainSerializer(_seconds_json)]
 
 
+def _no_nul(value: str) -> str:
+    """A NUL byte cannot reach a process (``execve`` strings end at NUL): refuse it at validation, where
+    the error can name the field, instead of letting process creation raise later."""
+    if "\0" in value:
+        raise ValueError("contains a NUL byte, which cannot be passed to a process")
+    return value
+
+
+def _env_name(value: str) -> str:
+    """An environment variable name: not empty, no ``=`` (it ends the name) and no NUL."""
+    if not value:
+        raise ValueError("an environment variable name cannot be empty")
+    if "=" in value:
+        raise ValueError(f"environment variable name {value!r} contains '=', which ends a name")
+    return _no_nul(value)
+
+
+# Strings that end up in a process's argv, environment or cwd (and, for safety, in URLs and headers).
+ProcessStr = Annotated[str, AfterValidator(_no_nul)]
+EnvName = Annotated[str, AfterValidator(_env_name)]
+
+
 class ServerSpec(BaseModel):
     """One server entry as written in the config file (placeholders not yet expanded).
 
     Unknown keys are kept (``extra="allow"``) so a save never drops what another client wrote.
     """
 
-    model_config = ConfigDict(extra="allow", populate_by_name=True, coerce_numbers_to_str=True)
+    # allow_inf_nan=False: ``1e999`` parses as infinity, which strict JSON readers cannot read back.
+    model_config = ConfigDict(
+        extra="allow", populate_by_name=True, coerce_numbers_to_str=True, allow_inf_nan=False
+    )
 
     type: Transport | None = None
-    command: str | None = None
-    args: list[str] = Field(default_factory=list)
-    env: dict[str, str] = Field(default_factory=dict)
-    cwd: str | None = None
-    url: str | None = None
-    headers: dict[str, str] = Field(default_factory=dict)
-    proxy: str | None = None
+    command: ProcessStr | None = None
+    args: list[ProcessStr] = Field(default_factory=list)
+    env: dict[EnvName, ProcessStr] = Field(default_factory=dict)
+    cwd: ProcessStr | None = None
+    url: ProcessStr | None = None
+    headers: dict[ProcessStr, ProcessStr] = Field(default_factory=dict)
+    proxy: ProcessStr | None = None
     enabled: bool = True
     disabled: bool | None = None
     prefix: str | None = None
@@ -130,7 +159,7 @@ class AgentSpec(BaseModel):
     as ``tokenSha256``, so the file never holds them in clear.
     """
 
-    model_config = ConfigDict(extra="allow", populate_by_name=True)
+    model_config = ConfigDict(extra="allow", populate_by_name=True, allow_inf_nan=False)
 
     token: str | None = None
     token_sha256: str | None = Field(default=None, alias="tokenSha256", pattern=r"^[0-9a-f]{64}$")
@@ -181,17 +210,35 @@ def _parse_entry(kind: str, name: str, data: Any, model: type[_Entry]) -> _Entry
         ) from None
 
 
+def field_path(loc: tuple[int | str, ...] | list[int | str]) -> str:
+    """A pydantic error location as the field a user edits: ``args[2]``, ``env.TOKEN``, ``startTimeout``
+    (a dict key's own error, pydantic's ``[key]``, names the entry: ``env.A=B``)."""
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif part in ("[key]", ""):
+            continue
+        else:
+            out += f".{part}" if out else str(part)
+    return out
+
+
+def error_message(err: Mapping[str, Any]) -> str:
+    """pydantic's message without its ``Value error, `` prefix."""
+    return str(err["msg"]).removeprefix("Value error, ")
+
+
 def _first_field(exc: ValidationError) -> str | None:
     errs = exc.errors()
-    return ".".join(str(p) for p in errs[0]["loc"]) if errs and errs[0]["loc"] else None
+    return field_path(errs[0]["loc"]) or None if errs else None
 
 
 def _describe_validation(kind: str, name: str, exc: ValidationError) -> str:
     lines = []
     for err in exc.errors():
-        loc = ".".join(str(p) for p in err["loc"])
-        msg = err["msg"].removeprefix("Value error, ")
-        lines.append(f"{kind} {name!r}: {loc + ': ' if loc else ''}{msg}")
+        loc = field_path(err["loc"])
+        lines.append(f"{kind} {name!r}: {loc + ': ' if loc else ''}{error_message(err)}")
     return "\n".join(lines)
 
 
@@ -231,7 +278,7 @@ def parse_config(text: str, source: str = "<config>", path: Path | None = None) 
         return obj
 
     try:
-        doc = json.loads(text, object_pairs_hook=no_duplicates) if text.strip() else {}
+        doc = loads_strict(text, object_pairs_hook=no_duplicates) if text.strip() else {}
     except json.JSONDecodeError as exc:
         raise ConfigError(f"{source}:{exc.lineno}:{exc.colno}: not valid JSON: {exc.msg}") from None
     if duplicates:
@@ -275,8 +322,39 @@ def parse_config(text: str, source: str = "<config>", path: Path | None = None) 
     return HubConfig(servers=servers, servers_key=key, document=doc, path=path, agents=agents)
 
 
+class _NonFinite(ValueError):
+    pass
+
+
+def _reject_constant(name: str) -> Any:
+    raise _NonFinite(name)
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise _NonFinite(text)
+    return value
+
+
+def loads_strict(text: str, **kwargs: Any) -> Any:
+    """``json.loads`` refusing what strict JSON readers cannot read: ``NaN``, ``Infinity`` and numbers too
+    large for a double (``1e999``, which Python reads as infinity and would write back as ``Infinity``).
+    The error is a :class:`json.JSONDecodeError` with the literal's position."""
+    try:
+        return json.loads(text, parse_constant=_reject_constant, parse_float=_finite_float, **kwargs)
+    except _NonFinite as exc:
+        literal = str(exc)
+        m = re.search(r"(?<![\w.])-?" + re.escape(literal.lstrip("-")) + r"(?![\w.])", text)
+        pos = m.start() if m else 0
+        raise json.JSONDecodeError(
+            f"{literal} is not a finite number (JSON has no NaN or Infinity; use a smaller value)", text, pos
+        ) from None
+
+
 def load_config(path: str | os.PathLike[str]) -> HubConfig:
     p = Path(path)
+    remove_stale_temp_files(p)
     try:
         text = p.read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -292,13 +370,63 @@ def save_config(config: HubConfig) -> None:
     """Write atomically: a crash at any point leaves either the old file or the new one, never half."""
     if config.path is None:
         return
-    data = (json.dumps(config.to_document(), indent=2, ensure_ascii=False) + "\n").encode()
+    if config.path.resolve() == BUNDLED_CONFIG.resolve():
+        raise ConfigError(
+            f"{config.path} is patchbay's bundled default config, which is never written; changes go to a "
+            "config of your own (./patchbay.json, the per-user file, or --config PATH)"
+        )
+    try:
+        # allow_nan=False: never write NaN/Infinity, which Claude Desktop and VS Code cannot parse.
+        text = json.dumps(config.to_document(), indent=2, ensure_ascii=False, allow_nan=False)
+    except ValueError as exc:
+        raise ConfigError(f"{config.path}: not saved: {exc} (JSON has no NaN or Infinity)") from None
+    data = (text + "\n").encode()
     atomic_write(config.path, data)
     config.source_bytes = data
 
 
+# The default config shipped in the package: copied to the per-user file on first use, never written.
+BUNDLED_CONFIG = Path(__file__).with_name("default_config.json")
+
+# Temp files of an atomic save: ``.<name>.<8 random characters>.tmp`` next to the file (mkstemp's names).
+STALE_TEMP_SECONDS = 10.0
+
+
+def _temp_pattern(path: Path) -> re.Pattern[str]:
+    return re.compile(rf"\.{re.escape(path.name)}\.[a-z0-9_]{{8}}\.tmp")
+
+
+def remove_stale_temp_files(path: Path, older_than: float = STALE_TEMP_SECONDS) -> list[Path]:
+    """Remove what a save of *this* file left when it crashed between writing its temp file and renaming
+    it. Only our own names, only regular files, and only ones not touched for ``older_than`` seconds (a
+    save in progress in another process is never that slow to rename)."""
+    directory = path.parent
+    pattern = _temp_pattern(path)
+    removed: list[Path] = []
+    try:
+        names = os.listdir(directory or ".")
+    except OSError:
+        return removed
+    now = time.time()
+    for entry in names:
+        if not pattern.fullmatch(entry):
+            continue
+        tmp = directory / entry
+        try:
+            st = tmp.lstat()
+            if not stat.S_ISREG(st.st_mode) or now - st.st_mtime < older_than:
+                continue
+            tmp.unlink()
+        except OSError:
+            continue
+        log.info("removed %s, left by a save that did not finish", tmp)
+        removed.append(tmp)
+    return removed
+
+
 def atomic_write(path: Path, data: bytes) -> None:
     directory = path.parent
+    remove_stale_temp_files(path)
     try:
         mode = path.stat().st_mode & 0o7777
     except FileNotFoundError:
@@ -402,7 +530,15 @@ def resolve(name: str, spec: ServerSpec, base_dir: Path | None = None) -> Resolv
     env = placeholder_env(base_dir)
 
     def x(value: str, fld: str) -> str:
-        return expand(value, env, server=name, field=fld)
+        out = expand(value, env, server=name, field=fld)
+        if "\0" in out:  # a variable's value may hold what the file could not
+            raise ConfigError(
+                f"server {name!r}: {fld}: contains a NUL byte after expanding placeholders, which cannot "
+                "be passed to a process",
+                server=name,
+                field=fld,
+            )
+        return out
 
     cwd = x(spec.cwd, "cwd") if spec.cwd else None
     if cwd and base_dir and not os.path.isabs(cwd):

@@ -670,10 +670,12 @@ class Hub:
 
     def _rerank(self) -> None:
         """The config order changed (a reload): recompute every rank, then every name, at once."""
+        owners = {name: entry.source for name, entry in self.catalog.tools.items()}
         for source in self._sources:
             self.catalog.rerank(source.name, self._sources.rank(source))
         added, removed = self.catalog.rebuild()
-        self._bus.publish(CatalogEvent(version=self.catalog.version, added=added, removed=removed))
+        if owners != {name: entry.source for name, entry in self.catalog.tools.items()}:  # else: no news
+            self._bus.publish(CatalogEvent(version=self.catalog.version, added=added, removed=removed))
 
     def _own(self, coro: Any) -> None:
         """Run a background job of the hub's; failures are logged, never lost."""

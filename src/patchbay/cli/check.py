@@ -15,7 +15,10 @@ from patchbay.config import (
     HubConfig,
     ServerSpec,
     auth_tokens,
+    error_message,
     expand,
+    field_path,
+    loads_strict,
     parse_config,
     parse_server_spec,
     placeholder_env,
@@ -47,8 +50,8 @@ def _entry_errors(name: Any, entry: Any) -> list[dict[str, Any]]:
     except ValidationError as exc:
         problems = []
         for err in exc.errors():
-            loc = ".".join(str(p) for p in err["loc"]) or None
-            msg = err["msg"].removeprefix("Value error, ")
+            loc = field_path(err["loc"]) or None
+            msg = error_message(err)
             problems.append(_problem(f"server {name!r}: {loc + ': ' if loc else ''}{msg}", name, loc))
         return problems
     return []
@@ -127,7 +130,7 @@ def check_config(path: Path) -> dict[str, Any]:
         errors.append(_problem(f"{path}: cannot read config file: {exc}"))
         return report
     try:
-        doc = json.loads(text) if text.strip() else {}
+        doc = loads_strict(text) if text.strip() else {}
     except json.JSONDecodeError as exc:
         errors.append(
             _problem(

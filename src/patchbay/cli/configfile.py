@@ -1,15 +1,24 @@
-"""The config file the management commands work on when no hub is running: which file, reading it (or a
-new one), saving it, and showing its servers in the shape the hub's API uses."""
+"""The config file the commands work on: which file (``--config``, else ./patchbay.json, else the per-user
+file, created from the bundled demo config on first use), reading it (or a new one), saving it, and showing
+its servers in the shape the hub's API uses.
+
+The bundled ``default_config.json`` lives in the installed package and is never written: runtime changes
+(dashboard, API, CLI) go to the per-user file instead."""
 
 from __future__ import annotations
 
 import argparse
+import logging
+import os
+import sys
 from collections.abc import Mapping
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from patchbay.config import HubConfig, ServerSpec, load_config, save_config
+from patchbay.config import HubConfig, ServerSpec, atomic_write, load_config, save_config
+
+log = logging.getLogger(__name__)
 
 LOCAL_CONFIG = Path("patchbay.json")
 
@@ -17,24 +26,64 @@ REDACTED = "***"
 
 
 def default_config_path() -> Path:
-    """The bundled config: the demo server, so a first run shows real tools."""
+    """The bundled config (the demo server, so a first run shows real tools): only ever copied."""
     return Path(str(resources.files("patchbay").joinpath("default_config.json")))
 
 
-def config_path(args: argparse.Namespace, *, write: bool = False) -> Path:
-    """``--config``; else ./patchbay.json; reading with neither, the bundled demo config (as ``serve``)."""
+def user_config_path() -> Path:
+    """The per-user config file: ``$XDG_CONFIG_HOME/patchbay/patchbay.json`` (``~/.config`` by default) on
+    Linux and other Unixes, ``~/Library/Application Support/patchbay/`` on macOS, ``%APPDATA%\\patchbay\\``
+    on Windows."""
+    if sys.platform == "win32":
+        appdata = os.environ.get("APPDATA")
+        base = Path(appdata) if appdata else Path.home() / "AppData" / "Roaming"
+    elif sys.platform == "darwin":
+        base = Path.home() / "Library" / "Application Support"
+    else:
+        xdg = os.environ.get("XDG_CONFIG_HOME", "")
+        base = Path(xdg) if xdg and os.path.isabs(xdg) else Path.home() / ".config"
+    return base / "patchbay" / "patchbay.json"
+
+
+def ensure_user_config() -> tuple[Path, bool]:
+    """The per-user config file, created from the bundled default if it does not exist yet; and whether it
+    was created now."""
+    path = user_config_path()
+    if path.exists():
+        return path, False
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    atomic_write(path, default_config_path().read_bytes())
+    log.info("created %s from the bundled default config", path)
+    return path, True
+
+
+def config_path(args: argparse.Namespace, *, write: bool = False, create: bool = True) -> Path:
+    """``--config``; else ./patchbay.json if it exists; else the per-user file (created from the bundled
+    default unless ``create`` is false). ``write`` (``import``): ./patchbay.json, created if missing."""
     given: Path | None = getattr(args, "config", None)
     if given is not None:
         return given.expanduser()
     if write or LOCAL_CONFIG.exists():
         return LOCAL_CONFIG
-    return default_config_path()
+    if not create:
+        return user_config_path()
+    path, created = ensure_user_config()
+    if created:
+        args.config_created = True
+    return path
 
 
 def describe_config(path: Path) -> str:
-    if path == default_config_path():
-        return "the bundled demo config (no ./patchbay.json here)"
+    """How a note names the file: the per-user one is said to be so (and that ./patchbay.json is not here)."""
+    if path == user_config_path():
+        return f"the per-user config {path} (no ./patchbay.json here)"
     return str(path)
+
+
+def announce_config(args: argparse.Namespace, path: Path) -> None:
+    """One line on stderr: which config file this command uses, and whether it was just created."""
+    created = " (created from the bundled demo config)" if getattr(args, "config_created", False) else ""
+    print(f"patchbay: config {describe_config(path)}{created}", file=sys.stderr, flush=True)
 
 
 def load_or_new(path: Path) -> tuple[HubConfig, bool]:

@@ -126,11 +126,14 @@ class HubClient:
             return CliError("; ".join(parts) or f"HTTP {status}", EXIT_USAGE)
         kind = body.get("error") if isinstance(body, dict) else None
         message = str(detail or f"the hub answered HTTP {status}")
-        usage = kind in ("unknown_server", "unknown_tool", "duplicate_server", "config") or status in (
-            404,
-            409,
-            422,
-        )
+        usage = kind in (
+            "unknown_server",
+            "unknown_tool",
+            "duplicate_server",
+            "config",
+            "invalid_request",
+            "invalid_json",
+        ) or status in (404, 409, 422)
         return CliError(message, EXIT_USAGE if usage else EXIT_FAILED)
 
 
@@ -141,16 +144,14 @@ def _transport_reason(exc: Exception) -> str:
     return text
 
 
-async def connect(
-    args: argparse.Namespace, out: Output, *, need_hub: bool = False, write: bool = False
-) -> HubClient | None:
+async def connect(args: argparse.Namespace, out: Output, *, need_hub: bool = False) -> HubClient | None:
     """The running hub to use, or None to work on the config file; says which on stderr."""
     if getattr(args, "no_hub", False):
         if args.url:
             raise CliError("give either --url or --no-hub, not both")
         if need_hub:
             raise CliError("this command needs a running hub; drop --no-hub", EXIT_USAGE)
-        out.note(f"using {describe_config(config_path(args, write=write))} directly (--no-hub)")
+        out.note(f"using {describe_config(config_path(args))} directly (--no-hub)")
         return None
     explicit = args.url is not None
     url = normalise_url(args.url or os.environ.get("PATCHBAY_URL") or DEFAULT_URL)
@@ -172,6 +173,6 @@ async def connect(
             "`patchbay serve`, or give --url",
             EXIT_UNREACHABLE,
         )
-    target = describe_config(config_path(args, write=write))
+    target = describe_config(config_path(args))
     out.note(out.paint_err(f"hub not reachable; using {target} directly", "dim"))
     return None

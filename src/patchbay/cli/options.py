@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from patchbay.cli.errors import CliError
+from patchbay.config import loads_strict
 
 
 def seconds(text: str) -> float:
@@ -24,7 +25,7 @@ def seconds(text: str) -> float:
 def json_object(option: str, text: str, kind: str) -> dict[str, Any]:
     """The JSON object given to ``option``; ``kind`` completes "must be a JSON object …" in the error."""
     try:
-        value = json.loads(text)
+        value = loads_strict(text)  # no NaN/Infinity: they could not be saved as standard JSON
     except json.JSONDecodeError as exc:
         raise CliError(
             f"{option} is not valid JSON: {exc.msg} (line {exc.lineno} column {exc.colno})"

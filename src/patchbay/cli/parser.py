@@ -20,7 +20,7 @@ from patchbay.cli.commands.servers import (
     cmd_servers_restart,
 )
 from patchbay.cli.commands.tools import cmd_call, cmd_tools
-from patchbay.cli.configfile import default_config_path
+from patchbay.cli.configfile import user_config_path
 from patchbay.cli.errors import EXIT_USAGE
 from patchbay.cli.hubclient import DEFAULT_URL
 from patchbay.cli.importers import CLIENTS
@@ -53,9 +53,13 @@ def _common_options() -> Parser:
 
 
 def _bundled_config_option(p: argparse.ArgumentParser) -> None:
-    """``--config`` for the commands that run servers: by default the bundled demo config."""
+    """``--config`` for the commands that run servers (default: ./patchbay.json, else the per-user file)."""
     p.add_argument(
-        "--config", type=Path, default=default_config_path(), help="config file (default: bundled)"
+        "--config",
+        type=Path,
+        default=None,
+        help=f"config file (default: ./patchbay.json if it exists, else {user_config_path()}, created from "
+        "the bundled demo config on first use)",
     )
 
 
@@ -71,8 +75,8 @@ def _hub_options() -> Parser:
     g.add_argument(
         "--config",
         type=Path,
-        help="config file used when no hub is reachable (default: ./patchbay.json; for reading, the "
-        "bundled demo config if there is no ./patchbay.json)",
+        help="config file used when no hub is reachable (default: ./patchbay.json if it exists, else "
+        f"{user_config_path()}, created from the bundled demo config on first use)",
     )
     g.add_argument("--no-hub", action="store_true", help="use the config file even if a hub is running")
     return p
@@ -136,6 +140,21 @@ def build_parser() -> argparse.ArgumentParser:
         help="extra host name clients may use (Host header check)",
     )
     serve.add_argument("--no-reload", action="store_true", help="do not watch the config file")
+    serve.add_argument(
+        "--header-timeout",
+        type=seconds,
+        default=10.0,
+        metavar="SECONDS",
+        help="close a connection whose request headers are not complete within this time (slow clients; "
+        "default: 10)",
+    )
+    serve.add_argument(
+        "--session-idle-timeout",
+        type=seconds,
+        default=300.0,
+        metavar="SECONDS",
+        help="close an /mcp session nobody used for this long (default: 300)",
+    )
     serve.add_argument(
         "--agent-max-frame",
         type=int,
@@ -318,7 +337,10 @@ def _add_config(sub: Any, common: argparse.ArgumentParser) -> None:
         parents=[common],
     )
     check.add_argument(
-        "path", nargs="?", type=Path, help="the file (default: --config, else ./patchbay.json)"
+        "path",
+        nargs="?",
+        type=Path,
+        help="the file (default: --config, else ./patchbay.json, else the per-user file)",
     )
     check.add_argument("--config", type=Path, help=argparse.SUPPRESS)
     check.set_defaults(func=cmd_config_check)

@@ -6,28 +6,36 @@ saves or starts anything, so a bad request changes nothing. Secrets never leave 
 ``"***"`` back for a key in ``PUT /servers/{name}`` keeps the stored value, so a GET-edit-PUT round trip
 does not overwrite secrets with the placeholder.
 
-Errors are JSON ``{"detail": "<message>", "error": "<kind>", ...}``: 404 for an unknown server or tool
-(with close matches in ``suggestions``), 409 for a duplicate name, 422 for an invalid config entry, 503 when
-the server is not running, 504 on a call timeout, 502 when the upstream answered with a JSON-RPC error.
+Every error, the hub's own and the HTTP layer's alike, is one shape, :class:`ErrorBody`:
+``{"detail": "<message>", "error": "<kind>", ...}``. 400 for a body that is not UTF-8, 404 for an unknown
+server, tool or route (with close matches in ``suggestions``), 405 for a method a route does not have, 409
+for a duplicate name, 415 for a body that is not JSON, 422 for an invalid request or config entry (the
+message names the field), 503 when the server is not running, 504 on a call timeout, 502 when the upstream
+answered with a JSON-RPC error, and 500 only for a bug (logged with its traceback).
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Coroutine
+import email.message
+import json
+import logging
+from collections.abc import AsyncIterator, Callable, Coroutine, Mapping, Sequence
 from typing import Annotated, Any
 
 import anyio
 import mcp.types as types
-from fastapi import APIRouter, Body, Path, Query, Request, Response
+from fastapi import APIRouter, Body, FastAPI, Path, Query, Request, Response
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 from pydantic import BaseModel, ConfigDict, Field
 from sse_starlette import EventSourceResponse, ServerSentEvent
 from starlette.background import BackgroundTask
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from patchbay.catalog import Catalog, Format
-from patchbay.config import ServerSpec
+from patchbay.config import ServerSpec, error_message, field_path, redact_url
 from patchbay.dialin import AgentStatus
 from patchbay.errors import (
     CallTimeoutError,
@@ -42,6 +50,8 @@ from patchbay.errors import (
 from patchbay.events import Event, Subscription
 from patchbay.hub import Hub
 from patchbay.supervisor import ServerStatus
+
+log = logging.getLogger(__name__)
 
 REDACTED = "***"
 SECRET_FIELDS = ("env", "headers")
@@ -117,7 +127,9 @@ class CallToolRequest(BaseModel):
     """Arguments of one tool call."""
 
     model_config = ConfigDict(
-        extra="forbid", json_schema_extra={"examples": [{"arguments": {"text": "hello"}, "timeout": 10}]}
+        extra="forbid",
+        allow_inf_nan=False,  # a timeout of 1e999 (infinity) is refused, not taken as "forever"
+        json_schema_extra={"examples": [{"arguments": {"text": "hello"}, "timeout": 10}]},
     )
 
     arguments: dict[str, Any] = Field(
@@ -147,8 +159,10 @@ class ErrorBody(BaseModel):
 
     detail: str = Field(description="Human-readable message.")
     error: str = Field(
-        description="Kind: unknown_server, unknown_tool, duplicate_server, config, unavailable, timeout, "
-        "upstream_error or error."
+        description="Kind: unknown_server, unknown_tool, duplicate_server, config (an invalid config entry), "
+        "invalid_request (a parameter or body field; see `field`), invalid_json, unsupported_media_type, "
+        "not_found (no such route), method_not_allowed, unauthorized, forbidden, misdirected (Host not "
+        "allowed), unavailable, timeout, upstream_error, internal_error or error."
     )
     server: str | None = Field(default=None, description="The server concerned, if any.")
     field: str | None = Field(default=None, description="For config errors: the field to fix.")
@@ -167,6 +181,22 @@ def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
         504: "The upstream did not answer in time; a cancellation was sent to it.",
     }
     return {c: {"model": ErrorBody, "description": descriptions[c]} for c in codes}
+
+
+# What any route may answer besides its own errors; added to every operation of the OpenAPI document.
+COMMON_ERRORS: dict[str, str] = {
+    "401": "Missing or invalid bearer token (when the hub has tokens).",
+    "403": "The request's Origin is not allowed (DNS-rebinding protection).",
+    "405": "The route does not have this method (`Allow` lists the ones it has).",
+    "421": "The request's Host is not allowed (DNS-rebinding protection).",
+    "500": "A bug in patchbay (logged with its traceback); never an expected answer.",
+}
+BODY_ERRORS: dict[str, str] = {
+    "400": "The body is not valid UTF-8.",
+    "415": "The body is not sent as JSON (`Content-Type: application/json`).",
+    "422": "Invalid JSON or an invalid field; the message and `field` name it.",
+}
+PARAM_ERRORS: dict[str, str] = {"422": "An invalid parameter; the message and `field` name it."}
 
 
 # --- errors ---------------------------------------------------------------------------------------------
@@ -195,31 +225,189 @@ def error_response(exc: PatchbayError) -> JSONResponse:
     return JSONResponse(body.model_dump(exclude_none=True, mode="json"), status_code=status)
 
 
+def error_json(
+    status: int, error: str, detail: str, headers: Mapping[str, str] | None = None, **extra: Any
+) -> JSONResponse:
+    """An :class:`ErrorBody` answer."""
+    body = ErrorBody(detail=detail, error=error, **extra)
+    return JSONResponse(body.model_dump(exclude_none=True, mode="json"), status_code=status, headers=headers)
+
+
+# Routes whose body (or a key of it) is a server's config entry: their validation errors are config
+# errors naming the server, as a bad entry in the file would be.
+_SPEC_BODIES: dict[tuple[str, str], tuple[str, ...]] = {
+    ("POST", "/servers"): ("spec",),
+    ("PUT", "/servers/{name}"): (),
+}
+
+
+def _content_type_is_json(request: Request) -> bool | None:
+    """None when no Content-Type was sent."""
+    value = request.headers.get("content-type")
+    if not value:
+        return None
+    message = email.message.Message()
+    message["content-type"] = value
+    subtype = message.get_content_subtype()
+    return message.get_content_maintype() == "application" and (
+        subtype == "json" or subtype.endswith("+json")
+    )
+
+
+def validation_response(
+    request: Request, errors: Sequence[Any], body: Any, route_path: str = ""
+) -> JSONResponse:
+    """FastAPI's request validation errors as one :class:`ErrorBody` whose message names the field."""
+    first: Mapping[str, Any] = errors[0] if errors else {"loc": (), "msg": "invalid request", "type": ""}
+    if first.get("type") == "json_invalid":
+        pos = first["loc"][1] if len(first["loc"]) > 1 else 0
+        why = (first.get("ctx") or {}).get("error", "JSON decode error")
+        return error_json(
+            422, "invalid_json", f"the request body is not valid JSON: {why} (at character {pos})"
+        )
+    if isinstance(body, bytes | bytearray) and _content_type_is_json(request) is not True:
+        sent = request.headers.get("content-type") or "none"
+        return error_json(
+            415,
+            "unsupported_media_type",
+            f"send the body as JSON with 'Content-Type: application/json' (got Content-Type: {sent})",
+        )
+    spec_at = next(
+        (at for (m, p), at in _SPEC_BODIES.items() if request.method == m and route_path.endswith(p)), None
+    )
+    server = None
+    if spec_at is not None:
+        server = request.path_params.get("name") if not spec_at else None
+        if server is None and isinstance(body, dict) and isinstance(body.get("name"), str):
+            server = body["name"]
+    parts: list[str] = []
+    fields: list[str] = []
+    in_spec = False
+    for err in errors:
+        loc = tuple(err.get("loc", ()))
+        where, rest = (loc[0], loc[1:]) if loc else ("body", ())
+        if where == "body" and spec_at is not None and rest[: len(spec_at)] == spec_at and server:
+            in_spec = True
+            fld = field_path(rest[len(spec_at) :])
+            prefix = f"server {server!r}: "
+        elif where in ("query", "path", "header", "cookie"):
+            fld = field_path(rest)
+            prefix = f"{where} parameter {fld!r}: " if fld else ""
+            parts.append(f"{prefix}{error_message(err)}")
+            fields.append(fld)
+            continue
+        else:
+            fld = field_path(rest)
+            prefix = ""
+        fields.append(fld)
+        parts.append(f"{prefix}{fld + ': ' if fld else ''}{error_message(err)}")
+    detail = "; ".join(parts) or "invalid request"
+    if in_spec:
+        return error_json(422, "config", detail, server=server, field=fields[0] or None)
+    return error_json(422, "invalid_request", detail, field=fields[0] if fields and fields[0] else None)
+
+
+def http_error_response(exc: StarletteHTTPException) -> JSONResponse:
+    """Starlette's and FastAPI's own HTTP errors (no such route, wrong method, unreadable body)."""
+    status = exc.status_code
+    headers = dict(exc.headers) if exc.headers else None
+    if status == 404:
+        return error_json(404, "not_found", "no such route; see /docs for the API", headers)
+    if status == 405:
+        allow = (headers or {}).get("Allow") or (headers or {}).get("allow")
+        hint = f"; this route accepts {allow}" if allow else ""
+        return error_json(405, "method_not_allowed", f"method not allowed{hint}", headers)
+    if status == 400 and isinstance(exc.__cause__, UnicodeDecodeError):
+        return error_json(
+            400, "invalid_request", "the request body is not valid UTF-8; send JSON encoded as UTF-8"
+        )
+    detail = exc.detail if isinstance(exc.detail, str) else json.dumps(exc.detail)
+    return error_json(status, "error", detail, headers)
+
+
 class _HubErrorRoute(APIRoute):
-    """Turns the hub's typed errors into JSON answers (routers cannot register exception handlers)."""
+    """Turns the hub's typed errors and request validation errors into :class:`ErrorBody` answers (routers
+    cannot register exception handlers, and here the route's path is known)."""
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         handler = super().get_route_handler()
+        path = self.path
 
         async def route(request: Request) -> Response:
             try:
                 return await handler(request)
             except PatchbayError as exc:
                 return error_response(exc)
+            except RequestValidationError as exc:
+                return validation_response(request, exc.errors(), exc.body, path)
+            except StarletteHTTPException as exc:
+                return http_error_response(exc)
 
         return route
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Make every error of ``app`` an :class:`ErrorBody`: unknown routes, wrong methods, validation errors
+    outside the API router, and, as a last resort, a bug (500, its traceback logged)."""
+
+    async def on_http_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, StarletteHTTPException)
+        return http_error_response(exc)
+
+    async def on_validation_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, RequestValidationError)
+        route = request.scope.get("route")
+        return validation_response(request, exc.errors(), exc.body, getattr(route, "path", ""))
+
+    async def on_bug(request: Request, exc: Exception) -> Response:
+        log.error("%s %s failed", request.method, request.url.path, exc_info=exc)
+        return error_json(
+            500, "internal_error", "internal error in patchbay (logged on the hub); please report it"
+        )
+
+    app.add_exception_handler(StarletteHTTPException, on_http_error)
+    app.add_exception_handler(RequestValidationError, on_validation_error)
+    app.add_exception_handler(Exception, on_bug)
+
+
+def document_errors(schema: dict[str, Any]) -> dict[str, Any]:
+    """Declare in an OpenAPI document what every operation may answer, all as :class:`ErrorBody`: FastAPI's
+    own 422 (``HTTPValidationError``, a shape this API never sends) is replaced."""
+    schemas = schema.setdefault("components", {}).setdefault("schemas", {})
+    schemas.setdefault("ErrorBody", ErrorBody.model_json_schema(ref_template="#/components/schemas/{model}"))
+    ref = {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}}
+    for item in schema.get("paths", {}).values():
+        for op in item.values():
+            if not isinstance(op, dict) or "responses" not in op:
+                continue
+            responses: dict[str, Any] = op["responses"]
+            extra = dict(COMMON_ERRORS)
+            if op.get("parameters"):
+                extra.update(PARAM_ERRORS)
+            if "requestBody" in op:
+                extra.update(BODY_ERRORS)
+            for code, description in extra.items():
+                current = responses.get(code)
+                if current is None or "HTTPValidationError" in json.dumps(current):
+                    responses[code] = {"description": description, "content": ref}
+    schemas.pop("HTTPValidationError", None)
+    schemas.pop("ValidationError", None)
+    return schema
 
 
 # --- secrets --------------------------------------------------------------------------------------------
 
 
 def redact_spec(spec: ServerSpec) -> dict[str, Any]:
-    """The config entry as JSON with every ``env`` and ``headers`` value replaced by ``"***"``."""
+    """The config entry as JSON with every ``env`` and ``headers`` value replaced by ``"***"``, and the
+    password of a ``proxy`` URL masked."""
     data = spec.to_json()
     for key in SECRET_FIELDS:
         values = data.get(key)
         if isinstance(values, dict):
             data[key] = dict.fromkeys(values, REDACTED)
+    if isinstance(data.get("proxy"), str):
+        data["proxy"] = redact_url(data["proxy"])
     return data
 
 
@@ -241,7 +429,16 @@ def _restore_secrets(name: str, spec: ServerSpec, old: ServerSpec | None) -> Ser
                     field=f"{key}.{var}",
                 )
         updates[key] = {var: stored[var] if value == REDACTED else value for var, value in values.items()}
-    return spec.model_copy(update=updates) if updates else spec
+    proxy: dict[str, Any] = {}
+    if (
+        spec.proxy is not None
+        and old is not None
+        and old.proxy is not None
+        and spec.proxy == redact_url(old.proxy)
+    ):
+        proxy["proxy"] = old.proxy  # the masked URL this API showed: keep the stored one
+    result = spec.model_copy(update=updates) if updates else spec
+    return result.model_copy(update=proxy) if proxy else result
 
 
 # --- the router -----------------------------------------------------------------------------------------
@@ -405,13 +602,17 @@ def build_api(hub: Hub) -> APIRouter:
         tags=["tools"],
         summary="List tools",
         description="Every exposed tool (prefixed names), as MCP `Tool` objects or in the OpenAI or "
-        "Anthropic tool format, ready to hand to an LLM API.",
+        "Anthropic tool format, ready to hand to an LLM API. While the servers' first start is in "
+        "progress, the answer waits for it (each server bounded by its `startTimeout`).",
         responses=_errors(404),
     )
     async def list_tools(
         format: Annotated[Format, Query(description="`mcp`, `openai` or `anthropic`.")] = "mcp",
         server: Annotated[str | None, Query(description="Only the tools of this server.")] = None,
     ) -> list[dict[str, Any]]:
+        # the first start settled (each server within its startTimeout): a complete list, not an
+        # empty one a client may keep
+        await hub.wait_started()
         return hub.tools(format, server=server)
 
     @router.post(
@@ -451,6 +652,9 @@ def build_api(hub: Hub) -> APIRouter:
         description="Every exposed resource (MCP `Resource` objects, names prefixed).",
     )
     async def list_resources() -> list[dict[str, Any]]:
+        # the first start settled (each server within its startTimeout): a complete list, not an
+        # empty one a client may keep
+        await hub.wait_started()
         return [_mcp_json(r) for r in hub.resources()]
 
     @router.get(
@@ -460,6 +664,9 @@ def build_api(hub: Hub) -> APIRouter:
         description="Every exposed resource template (MCP `ResourceTemplate` objects, names prefixed).",
     )
     async def list_resource_templates() -> list[dict[str, Any]]:
+        # the first start settled (each server within its startTimeout): a complete list, not an
+        # empty one a client may keep
+        await hub.wait_started()
         return [_mcp_json(t) for t in hub.resource_templates()]
 
     @router.get(
@@ -469,6 +676,9 @@ def build_api(hub: Hub) -> APIRouter:
         description="Every exposed prompt (MCP `Prompt` objects, names prefixed).",
     )
     async def list_prompts() -> list[dict[str, Any]]:
+        # the first start settled (each server within its startTimeout): a complete list, not an
+        # empty one a client may keep
+        await hub.wait_started()
         return [_mcp_json(p) for p in hub.prompts()]
 
     # --- events --------------------------------------------------------------------------------------

@@ -13,17 +13,21 @@ import logging
 import os
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from typing import Any
 
+import h11
+import uvicorn
 from fastapi import FastAPI, WebSocket
 from fastapi.responses import JSONResponse
 from mcp.server.streamable_http_manager import StreamableHTTPASGIApp
 from starlette.routing import Route
+from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from patchbay import __version__
 from patchbay.hub import Hub
 from patchbay.reload import ConfigWatcher
 from patchbay.server import dashboard
-from patchbay.server.api import build_api
+from patchbay.server.api import build_api, document_errors, install_error_handlers
 from patchbay.server.fastpath import McpFastPath
 from patchbay.server.health import build_health
 from patchbay.server.mcp import McpEndpoint, tool_error_json
@@ -40,6 +44,8 @@ class ServeSettings:
     tokens: list[str] = field(default_factory=list)
     allowed_hosts: list[str] = field(default_factory=list)  # extra Host names clients may use
     watch_config: bool = True
+    header_timeout: float = 10.0  # seconds a client has to send a request's headers (slowloris)
+    session_idle_timeout: float = 300.0  # seconds an /mcp session may stay unused before it is closed
 
     def host_allowlist(self) -> list[str] | None:
         """Names accepted in Host/Origin headers; None (no check) when bound to every interface."""
@@ -76,15 +82,19 @@ def create_app(hub: Hub, settings: ServeSettings | None = None) -> FastAPI:
         async with endpoint.manager.run():
             endpoint.start()
             starting = asyncio.create_task(_start(hub, app), name="patchbay-hub-start")
-            if watcher is not None:
-                watcher.start()
+            starting.add_done_callback(_report_start_failure)
             try:
+                # One turn of the loop: hub.start() begins, so listings asked from now on wait for it.
+                await asyncio.sleep(0)
+                if watcher is not None:
+                    watcher.start()
                 yield
             finally:
                 if watcher is not None:
                     await watcher.stop()
                 await endpoint.stop()
                 starting.cancel()
+                await asyncio.gather(starting, return_exceptions=True)  # owned: awaited, never left behind
                 await hub.close()
 
     app = FastAPI(
@@ -95,6 +105,15 @@ def create_app(hub: Hub, settings: ServeSettings | None = None) -> FastAPI:
     )
     app.state.hub = hub
     app.state.mcp = endpoint
+    install_error_handlers(app)
+
+    def openapi() -> dict[str, Any]:
+        """FastAPI's document, with every operation's error answers declared as ErrorBody."""
+        if app.openapi_schema is None:
+            app.openapi_schema = document_errors(FastAPI.openapi(app))
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
     app.state.started = asyncio.Event()  # set once every enabled server has settled (ready or failed)
     # Route, not Mount: no /mcp → /mcp/ redirect, and the manager's run() is entered in our lifespan.
     app.router.routes.append(
@@ -110,7 +129,11 @@ def create_app(hub: Hub, settings: ServeSettings | None = None) -> FastAPI:
         """Plain HTTP here means a WebSocket was expected; an agent refused with 403 asks this to tell
         a refused token (this answer) from a wrong URL (anything else)."""
         return JSONResponse(
-            {"detail": "patchbay agents connect here over WebSocket", "patchbay": "agents"},
+            {
+                "detail": "patchbay agents connect here over WebSocket",
+                "error": "upgrade_required",
+                "patchbay": "agents",
+            },
             status_code=426,
             headers={"Upgrade": "websocket"},
         )
@@ -150,6 +173,65 @@ def create_app(hub: Hub, settings: ServeSettings | None = None) -> FastAPI:
     return app
 
 
+class HeaderTimeoutProtocol(H11Protocol):
+    """uvicorn's h11 protocol with a deadline for request headers, which uvicorn lacks: a client that
+    connects and sends its headers too slowly (slowloris) or not at all is disconnected after
+    ``header_timeout`` seconds, instead of holding a connection forever. The timer runs only while a
+    request's headers are incomplete (h11 still ``IDLE``); a request whose headers arrive in one read
+    (every normal client) never arms it. Idle keep-alive connections stay uvicorn's (``timeout_keep_alive``).
+    """
+
+    header_timeout = 10.0
+    _header_timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._header_timer = self.loop.call_later(self.header_timeout, self._headers_too_slow)
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        if self.conn.their_state is h11.IDLE:  # still waiting for (the rest of) a request's headers
+            if self._header_timer is None and not self.transport.is_closing():
+                self._header_timer = self.loop.call_later(self.header_timeout, self._headers_too_slow)
+        elif self._header_timer is not None:
+            self._header_timer.cancel()
+            self._header_timer = None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._header_timer is not None:
+            self._header_timer.cancel()
+            self._header_timer = None
+        super().connection_lost(exc)
+
+    def _headers_too_slow(self) -> None:
+        self._header_timer = None
+        if self.conn.their_state is h11.IDLE and not self.transport.is_closing():
+            client = f"{self.client[0]}:{self.client[1]}" if self.client else "?"
+            log.info(
+                "closed the connection of %s: no complete request headers in %s s",
+                client,
+                self.header_timeout,
+            )
+            self.transport.close()
+
+
+def http_protocol(header_timeout: float) -> type[HeaderTimeoutProtocol]:
+    """The HTTP protocol class for uvicorn (``uvicorn.Config(http=…)``) with this header deadline."""
+    return type("HeaderTimeoutProtocol", (HeaderTimeoutProtocol,), {"header_timeout": header_timeout})
+
+
+def uvicorn_config(app: FastAPI, settings: ServeSettings, **options: Any) -> uvicorn.Config:
+    """The uvicorn configuration ``patchbay serve`` runs ``app`` with (tests use the same)."""
+    return uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        http=http_protocol(settings.header_timeout),
+        lifespan="on",
+        **options,
+    )
+
+
 async def _start(hub: Hub, app: FastAPI) -> None:
     await hub.start()
     status = hub.status().values()
@@ -157,6 +239,12 @@ async def _start(hub: Hub, app: FastAPI) -> None:
     enabled = sum(1 for s in status if s.enabled)
     log.info("%d/%d servers ready, %d tools", ready, enabled, len(hub.catalog.tools))
     app.state.started.set()
+
+
+def _report_start_failure(task: asyncio.Task[None]) -> None:
+    """Log (and so retrieve) an exception of the background start at once, not at shutdown."""
+    if not task.cancelled() and (exc := task.exception()) is not None:
+        log.error("starting the servers failed", exc_info=exc)
 
 
 def env_tokens() -> list[str]:

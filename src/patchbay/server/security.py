@@ -21,6 +21,7 @@ log = logging.getLogger(__name__)
 
 LOOPBACK_NAMES = frozenset({"127.0.0.1", "localhost", "::1"})
 OPEN_PATHS = frozenset({"/healthz"})
+_DENIED = {401: "unauthorized", 403: "forbidden", 421: "misdirected"}
 
 
 def is_loopback(host: str) -> bool:
@@ -112,7 +113,8 @@ class Guard:
         if scope["type"] == "websocket":
             await send({"type": "websocket.close", "code": 1008, "reason": message[:120]})
             return
-        body = json.dumps({"detail": message}).encode()
+        # the API's ErrorBody shape (patchbay.server.api), which cannot be imported here without a cycle
+        body = json.dumps({"detail": message, "error": _DENIED.get(status, "error")}).encode()
         headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
         if status == 401:
             headers.append((b"www-authenticate", b'Bearer realm="patchbay"'))

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from patchbay.cli.check import check_config
-from patchbay.cli.configfile import LOCAL_CONFIG
+from patchbay.cli.configfile import LOCAL_CONFIG, user_config_path
 from patchbay.cli.errors import EXIT_FAILED, EXIT_OK, CliError
 from patchbay.cli.output import Output
 
@@ -14,9 +14,16 @@ from patchbay.cli.output import Output
 def _check_target(args: argparse.Namespace) -> Path:
     path: Path | None = args.path or args.config
     if path is None:
-        if not LOCAL_CONFIG.exists():
-            raise CliError("no ./patchbay.json here; give the file to check: patchbay config check PATH")
-        path = LOCAL_CONFIG
+        user = user_config_path()
+        if LOCAL_CONFIG.exists():
+            path = LOCAL_CONFIG
+        elif user.exists():
+            path = user
+        else:
+            raise CliError(
+                f"no ./patchbay.json here and no per-user config ({user}); give the file to check: "
+                "patchbay config check PATH"
+            )
     return path.expanduser()
 
 

@@ -11,6 +11,7 @@ import sys
 from typing import TYPE_CHECKING
 
 from patchbay import __version__
+from patchbay.cli.configfile import announce_config, config_path
 from patchbay.cli.errors import EXIT_USAGE
 from patchbay.cli.output import Output
 from patchbay.config import auth_tokens
@@ -57,6 +58,8 @@ def _print_tools(hub: Hub) -> None:
 async def cmd_run(args: argparse.Namespace) -> int:
     from patchbay.hub import Hub
 
+    args.config = config_path(args)
+    announce_config(args, args.config)
     hub = Hub.from_file(args.config)
     out = Output(args.json)
     if not args.json:
@@ -93,17 +96,18 @@ async def cmd_run(args: argparse.Namespace) -> int:
         watcher = asyncio.create_task(watch())
         await stop.wait()
         watcher.cancel()
+        await asyncio.gather(watcher, return_exceptions=True)
         if not args.json:
             print("stopping…", flush=True)
     return 0
 
 
 async def cmd_serve(args: argparse.Namespace) -> int:
-    import uvicorn
-
     from patchbay.hub import Hub
-    from patchbay.server.app import ServeSettings, create_app, env_tokens
+    from patchbay.server.app import ServeSettings, create_app, env_tokens, uvicorn_config
 
+    args.config = config_path(args)
+    announce_config(args, args.config)
     hub = Hub.from_file(args.config)
     settings = ServeSettings(
         host=args.host,
@@ -111,23 +115,25 @@ async def cmd_serve(args: argparse.Namespace) -> int:
         tokens=[*args.token, *env_tokens(), *auth_tokens(hub.config)],
         allowed_hosts=args.allow_host,
         watch_config=not args.no_reload,
+        header_timeout=args.header_timeout,
+        session_idle_timeout=args.session_idle_timeout,
     )
     try:
         app = create_app(hub, settings)
     except ValueError as exc:
         return _usage_error(str(exc))
+    import uvicorn
+
     server = uvicorn.Server(
-        uvicorn.Config(
+        uvicorn_config(
             app,
-            host=args.host,
-            port=args.port,
+            settings,
             log_level="debug" if args.debug else "warning",
             ws="websockets-sansio",
             ws_max_size=args.agent_max_frame,
             ws_ping_interval=args.agent_ping,
             ws_ping_timeout=args.agent_ping,
             timeout_graceful_shutdown=5,
-            lifespan="on",
         )
     )
     base = f"http://{args.host if ':' not in args.host else f'[{args.host}]'}:{args.port}"
@@ -147,6 +153,7 @@ async def cmd_serve(args: argparse.Namespace) -> int:
         await server.serve()
     finally:
         reporter.cancel()
+        await asyncio.gather(reporter, return_exceptions=True)
     return 0 if server.started else 1
 
 
@@ -162,6 +169,8 @@ async def cmd_agent(args: argparse.Namespace) -> int:
     def on_state(state: str, detail: str) -> None:
         print(f"agent {state}: {detail}", flush=True)
 
+    args.config = config_path(args)
+    announce_config(args, args.config)
     print(f"patchbay agent {__version__}: lending the servers of {args.config} to {args.hub}", flush=True)
     try:
         await run_agent(args.config, args.hub, token, on_state)

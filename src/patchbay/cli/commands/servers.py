@@ -116,7 +116,7 @@ def _report_view(out: Output, verb: str, view: Mapping[str, Any], *, expect_runn
 async def cmd_servers_add(args: argparse.Namespace) -> int:
     out = Output(args.json)
     spec = build_spec(args)
-    hub = await connect(args, out, write=True)
+    hub = await connect(args, out)
     if hub is not None:
         if spec.get("enabled", True) is not False:
             out.note(f"adding {args.name} and waiting for it to start…")
@@ -125,7 +125,7 @@ async def cmd_servers_add(args: argparse.Namespace) -> int:
                 "POST", "/api/servers", body={"name": args.name, "spec": spec}, timeout=None
             )
         return _report_view(out, "added", view, expect_running=True)
-    path = config_path(args, write=True)
+    path = config_path(args)
     config, created = load_or_new(path)
     if args.name in config.servers:
         raise DuplicateServerError(args.name)
@@ -147,13 +147,13 @@ async def cmd_servers_add(args: argparse.Namespace) -> int:
 
 async def cmd_servers_remove(args: argparse.Namespace) -> int:
     out = Output(args.json)
-    hub = await connect(args, out, write=True)
+    hub = await connect(args, out)
     if hub is not None:
         async with hub:
             await hub.request("DELETE", f"/api/servers/{quote(args.name, safe='')}")
         where = "from the hub (and its config file)"
     else:
-        path = config_path(args, write=True)
+        path = config_path(args)
         config = load_config(path)
         if args.name not in config.servers:
             raise UnknownServerError(args.name, list(config.servers))
@@ -170,7 +170,7 @@ async def cmd_servers_remove(args: argparse.Namespace) -> int:
 async def _set_enabled(args: argparse.Namespace, enabled: bool) -> int:
     out = Output(args.json)
     verb = "enabled" if enabled else "disabled"
-    hub = await connect(args, out, write=True)
+    hub = await connect(args, out)
     if hub is not None:
         if enabled:
             out.note(f"enabling {args.name} and waiting for it to start…")
@@ -179,7 +179,7 @@ async def _set_enabled(args: argparse.Namespace, enabled: bool) -> int:
                 "POST", f"/api/servers/{quote(args.name, safe='')}/{verb[:-1]}", timeout=None
             )
         return _report_view(out, verb, view, expect_running=enabled)
-    path = config_path(args, write=True)
+    path = config_path(args)
     config = load_config(path)
     spec = config.servers.get(args.name)
     if spec is None:

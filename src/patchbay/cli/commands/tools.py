@@ -4,6 +4,7 @@ running hub, or with the config's servers started in-process for the one command
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import sys
 from collections.abc import Mapping, Sequence
@@ -16,6 +17,16 @@ from patchbay.cli.hubclient import connect
 from patchbay.cli.localhub import local_hub
 from patchbay.cli.options import json_object
 from patchbay.cli.output import Output, error_suffix
+
+DEFAULT_START_TIMEOUT = 30.0
+
+
+def _start_timeout(view: Mapping[str, Any]) -> float:
+    spec = view.get("spec") or {}
+    try:
+        return float(spec.get("startTimeout", DEFAULT_START_TIMEOUT))
+    except (TypeError, ValueError):
+        return DEFAULT_START_TIMEOUT
 
 
 def _tool_name(tool: Mapping[str, Any]) -> str:
@@ -35,7 +46,11 @@ async def cmd_tools(args: argparse.Namespace) -> int:
     state: tuple[str, str | None] | None = None
     if hub is not None:
         async with hub:
-            tools = await hub.request("GET", "/api/tools", params=params)
+            # The hub answers once its servers' first start has settled, each within its startTimeout:
+            # wait at least that long (plus a margin), not the client's usual 30 s.
+            views = await hub.request("GET", "/api/servers")
+            longest = max((_start_timeout(v) for v in views), default=DEFAULT_START_TIMEOUT)
+            tools = await hub.request("GET", "/api/tools", params=params, timeout=longest + 30)
             if args.server and not tools:
                 view = await hub.request("GET", f"/api/servers/{quote(args.server, safe='')}")
                 state = (str(view.get("state")), view.get("last_error"))
@@ -96,7 +111,10 @@ async def cmd_call(args: argparse.Namespace) -> int:
     from patchbay.results import result_text
 
     out = Output(args.json)
-    arguments = parse_call_arguments(args.args, args.pairs)
+    if args.args == "-":  # in a thread: Ctrl-C must not wait for stdin
+        arguments = await asyncio.to_thread(parse_call_arguments, args.args, args.pairs)
+    else:
+        arguments = parse_call_arguments(args.args, args.pairs)
     hub = await connect(args, out)
     if hub is not None:
         body: dict[str, Any] = {"arguments": arguments}
@@ -112,6 +130,7 @@ async def cmd_call(args: argparse.Namespace) -> int:
         result = types.CallToolResult.model_validate(data)
     else:
         async with local_hub(config_path(args), out) as local:
+            out.note(f"calling {args.tool}…")
             result = await local.call_tool(args.tool, arguments, timeout=args.timeout)
     if out.json_mode:
         out.emit_json(result.model_dump(by_alias=True, exclude_none=True, mode="json"))
