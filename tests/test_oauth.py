@@ -40,6 +40,7 @@ from patchbay.oauth import (
     parse_challenge,
 )
 from tests.oauth.harness import ProtectedServer, Provider, consent, provider_available
+from tests.test_serve import start_serve, stop_serve
 
 try:
     from playwright.async_api import Browser, async_playwright
@@ -628,3 +629,98 @@ async def test_a_401_that_does_not_ask_for_oauth_is_a_plain_failure(store: Token
         await hub.close()
     finally:
         await server.stop()
+
+
+# --- patchbay serve: REST API, the hub's own callback route, the dashboard -------------------------
+
+
+async def read_until(stream: AsyncIterator[str], server: str, state: str) -> list[str]:
+    """Lines of the /api/events stream up to ``server`` reaching ``state``."""
+    lines: list[str] = []
+    async with asyncio.timeout(30):
+        async for line in stream:
+            lines.append(line)
+            if line.startswith("data:"):
+                data = json.loads(line.removeprefix("data:"))
+                if (
+                    data.get("type") == "server_state"
+                    and data.get("server") == server
+                    and data["state"] == state
+                ):
+                    return lines
+    raise AssertionError(f"the event stream ended before {server} was {state}")
+
+
+async def test_serve_api_sign_in_through_the_hubs_callback_and_sign_out(
+    mcp_server: ProtectedServer, browser: Browser, tmp_path: Path
+) -> None:
+    config = tmp_path / "patchbay.json"
+    secret = "a-literal-client-secret-in-the-file"
+    config.write_text(
+        json.dumps(
+            {
+                "mcpServers": {
+                    "linear": {"url": mcp_server.url},
+                    "literal": {
+                        "url": "http://127.0.0.1:9/mcp",
+                        "enabled": False,
+                        "oauth": {"clientSecret": secret},
+                    },
+                }
+            }
+        )
+    )
+    data_home = tmp_path / "data"
+    served = await start_serve(
+        config,
+        env={"XDG_DATA_HOME": str(data_home), "PATCHBAY_TOKEN": "hub-token-123"},
+        token="hub-token-123",
+        ready=False,  # a server in needs_auth is not ready: /readyz answers 503
+    )
+    seen: list[str] = []
+    try:
+        async with served.http() as http, served.http() as sse, sse.stream("GET", "/api/events") as stream:
+            events = stream.aiter_lines()
+            r = await http.get("/api/servers/linear")
+            if r.json()["state"] != "needs_auth":
+                seen += await read_until(events, "linear", "needs_auth")
+            r = await http.get("/api/servers/linear")
+            assert (
+                r.json()["state"] == "needs_auth"
+                and "POST /api/servers/linear/auth" in r.json()["last_error"]
+            )
+            r = await http.get("/api/servers/literal")
+            assert secret not in r.text and r.json()["spec"]["oauth"]["clientSecret"] == "***"
+
+            r = await http.post("/api/servers/linear/auth")
+            assert r.status_code == 200, r.text
+            url = r.json()["url"]
+            assert (
+                f"redirect_uri=http%3A%2F%2F127.0.0.1%3A{served.base.rsplit(':', 1)[1]}%2Foauth%2Fcallback"
+                in url
+            )
+            await consent(browser, url)  # the redirect reaches the hub's own /oauth/callback, without a token
+            seen += await read_until(events, "linear", "ready")
+            r = await http.post("/api/tools/linear__echo/call", json={"arguments": {"text": "via api"}})
+            assert r.status_code == 200 and "via api" in r.text
+            r = await http.get("/api/servers/linear/auth")
+            assert r.json()["signed_in"] is True and r.json()["issuer"]
+            seen.append(r.text)
+            seen.append((await http.get("/api/servers")).text)
+
+            r = await http.delete("/api/servers/linear/auth")
+            assert r.status_code == 204
+            seen += await read_until(events, "linear", "needs_auth")
+            r = await http.post("/api/servers/nope/auth")
+            assert r.status_code == 404
+            r = await http.get("/oauth/callback", params={"state": "forged", "code": "x"}, headers={})
+            assert r.status_code == 400 and "matches no pending sign-in" in r.text
+    finally:
+        await stop_serve(served)
+    assert served.proc.stderr is not None
+    logs = (await served.proc.stderr.read()).decode()
+    tokens = [c["jti"] for c in mcp_server.seen]
+    assert tokens
+    for text in [*seen, logs]:
+        assert "eyJ" not in text  # no JWT (access token) anywhere
+        assert secret not in text

@@ -541,7 +541,7 @@ class Hub:
             raise OAuthError(name, "is not a remote server that signs in with OAuth")
         return client
 
-    async def sign_in(self, name: str) -> str:
+    async def sign_in(self, name: str, *, redirect_uri: str | None = None) -> str:
         """The authorization URL to open for ``name``; when the redirect brings tokens, the server starts.
 
         The redirect goes to ``self.oauth.callback_url`` (``patchbay serve`` sets it to its own route), else
@@ -549,7 +549,7 @@ class Hub:
         once and '' is returned.
         """
         self._oauth_client(name)
-        return await self.oauth.sign_in(name)
+        return await self.oauth.sign_in(name, redirect_uri=redirect_uri)
 
     async def sign_out(self, name: str) -> bool:
         """Revoke and forget ``name``'s tokens; a running server then waits in ``needs_auth``."""

@@ -49,12 +49,15 @@ from patchbay.errors import (
 )
 from patchbay.events import Event, Subscription
 from patchbay.hub import Hub
+from patchbay.oauth.callback import CALLBACK_PATH
+from patchbay.oauth.errors import OAuthError
 from patchbay.supervisor import ServerStatus
 
 log = logging.getLogger(__name__)
 
 REDACTED = "***"
 SECRET_FIELDS = ("env", "headers")
+OAUTH_SECRETS = ("clientSecret", "privateKey")  # in a server's ``oauth`` object
 EVENT_PING_SECONDS = 15
 SHUTDOWN_GRACE_SECONDS = 2.0  # for event streams to end on their own when the server stops
 
@@ -101,6 +104,19 @@ class ServerView(ServerStatus):
         description="The server's entry as written in the config file (camelCase keys, placeholders "
         f"unexpanded), with every `env` and `headers` value replaced by `{REDACTED}`."
     )
+
+
+class AuthStart(BaseModel):
+    """Where to sign in."""
+
+    server: str
+    url: str = Field(description="The authorization URL to open in a browser ('' for client credentials).")
+
+
+def callback_url(request: Request) -> str:
+    """This hub's redirect URI as the client reached it (``localhost`` as 127.0.0.1, RFC 8252 8.3)."""
+    base = str(request.base_url).rstrip("/")
+    return base.replace("://localhost:", "://127.0.0.1:", 1) + CALLBACK_PATH
 
 
 class AddAgentRequest(BaseModel):
@@ -174,9 +190,10 @@ class ErrorBody(BaseModel):
 def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
     descriptions = {
         404: "Unknown server or tool (see `suggestions`).",
-        409: "A server of that name already exists.",
+        409: "A server of that name already exists (or, for sign-in: it is not a remote server).",
         422: "Invalid request or config entry; the message names the field to fix.",
-        502: "The upstream server answered with a JSON-RPC error (`code`, `detail`).",
+        502: "The upstream server answered with a JSON-RPC error (`code`, `detail`), or its authorization "
+        "server refused the sign-in (`error: oauth`).",
         503: "The server is not running (starting, restarting, failed or disabled).",
         504: "The upstream did not answer in time; a cancellation was sent to it.",
     }
@@ -219,6 +236,9 @@ def error_response(exc: PatchbayError) -> JSONResponse:
         status, body.error, body.server = 503, "unavailable", exc.server
     elif isinstance(exc, CallTimeoutError):
         status, body.error, body.server = 504, "timeout", exc.server
+    elif isinstance(exc, OAuthError):  # refused or failed sign-in: the other side's doing (or not remote)
+        not_remote = "is not a remote server" in str(exc)
+        status, body.error, body.server = (409 if not_remote else 502), "oauth", exc.server
     elif isinstance(exc, UpstreamError):
         status, body.error, body.server = 502, "upstream_error", exc.server
         body.code, body.data = exc.code, exc.data
@@ -408,7 +428,35 @@ def redact_spec(spec: ServerSpec) -> dict[str, Any]:
             data[key] = dict.fromkeys(values, REDACTED)
     if isinstance(data.get("proxy"), str):
         data["proxy"] = redact_url(data["proxy"])
+    oauth = data.get("oauth")
+    if isinstance(oauth, dict):
+        data["oauth"] = {k: REDACTED if k in OAUTH_SECRETS and v else v for k, v in oauth.items()}
     return data
+
+
+def _restore_oauth_secrets(name: str, spec: ServerSpec, old: ServerSpec | None) -> ServerSpec:
+    """The ``oauth`` secrets sent back as ``"***"`` replaced by the stored ones (or refused)."""
+    extra = spec.model_extra or {}
+    oauth = extra.get("oauth")
+    if not isinstance(oauth, dict) or REDACTED not in oauth.values():
+        return spec
+    stored = (old.model_extra or {}).get("oauth") if old is not None else None
+    stored = stored if isinstance(stored, dict) else {}
+    restored = dict(oauth)
+    for key, value in oauth.items():
+        if value != REDACTED:
+            continue
+        if key not in stored:
+            raise ConfigError(
+                f"server {name!r}: oauth.{key}: {REDACTED!r} is the placeholder this API shows instead of "
+                "secrets and there is no stored value to keep; give the real value (or a ${VARIABLE})",
+                server=name,
+                field=f"oauth.{key}",
+            )
+        restored[key] = stored[key]
+    data = spec.to_json()
+    data["oauth"] = restored
+    return ServerSpec.model_validate(data)
 
 
 def _restore_secrets(name: str, spec: ServerSpec, old: ServerSpec | None) -> ServerSpec:
@@ -438,7 +486,8 @@ def _restore_secrets(name: str, spec: ServerSpec, old: ServerSpec | None) -> Ser
     ):
         proxy["proxy"] = old.proxy  # the masked URL this API showed: keep the stored one
     result = spec.model_copy(update=updates) if updates else spec
-    return result.model_copy(update=proxy) if proxy else result
+    result = result.model_copy(update=proxy) if proxy else result
+    return _restore_oauth_secrets(name, result, old)
 
 
 # --- the router -----------------------------------------------------------------------------------------
@@ -558,6 +607,44 @@ def build_api(hub: Hub) -> APIRouter:
     )
     async def restart_server(name: ServerName) -> ServerView:
         return view(await hub.restart_server(name))
+
+    # --- signing in (OAuth) -------------------------------------------------------------------------
+
+    @router.post(
+        "/servers/{name}/auth",
+        tags=["servers"],
+        summary="Start signing in to a server",
+        description="Discover how the server signs in (RFC 9728, RFC 8414), register patchbay if needed, "
+        "and return the authorization URL to open in a browser. The redirect comes back to this hub's "
+        "`/oauth/callback`; once tokens are stored a server in `needs_auth` starts. For a "
+        "`client_credentials` server the token is fetched at once and `url` is empty.",
+        responses=_errors(404, 409, 502),
+    )
+    async def start_sign_in(request: Request, name: ServerName) -> AuthStart:
+        return AuthStart(server=name, url=await hub.sign_in(name, redirect_uri=callback_url(request)))
+
+    @router.get(
+        "/servers/{name}/auth",
+        tags=["servers"],
+        summary="A server's sign-in status",
+        description="Signed in or not, issuer, granted scope, expiry, whether it can refresh. Never a token.",
+        responses=_errors(404, 409),
+    )
+    async def sign_in_status(name: ServerName) -> dict[str, Any]:
+        return hub.auth_status(name)
+
+    @router.delete(
+        "/servers/{name}/auth",
+        tags=["servers"],
+        status_code=204,
+        summary="Sign out of a server",
+        description="Revoke the server's tokens where its authorization server supports RFC 7009 and "
+        "delete them; a running server then waits in `needs_auth`.",
+        responses=_errors(404, 409),
+    )
+    async def sign_out(name: ServerName) -> Response:
+        await hub.sign_out(name)
+        return Response(status_code=204)
 
     # --- agents --------------------------------------------------------------------------------------
 
