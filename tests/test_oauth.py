@@ -10,8 +10,10 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import shutil
 import stat
+import sys
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -724,3 +726,88 @@ async def test_serve_api_sign_in_through_the_hubs_callback_and_sign_out(
     for text in [*seen, logs]:
         assert "eyJ" not in text  # no JWT (access token) anywhere
         assert secret not in text
+
+
+# --- the CLI: patchbay auth login|status|logout ------------------------------------------------------
+
+
+async def patchbay(*args: str, env: dict[str, str]) -> tuple[int, str, str]:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "patchbay", *args,
+        env={**os.environ, **env}, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()
+
+
+async def login_in_browser(browser: Browser, *args: str, env: dict[str, str]) -> tuple[int, str, str]:
+    """``patchbay auth login ... --no-browser``: read the URL from its stdout, sign in, wait for its exit."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "patchbay", "auth", "login", *args, "--no-browser",
+        env={**os.environ, **env}, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    assert proc.stdout is not None and proc.stderr is not None
+    async with asyncio.timeout(60):
+        url = (await proc.stdout.readline()).decode().strip()
+        assert url.startswith("http://127.0.0.1:"), url
+        await consent(browser, url)
+        rest, err = await proc.communicate()
+    assert proc.returncode is not None
+    return proc.returncode, url + "\n" + rest.decode(), err.decode()
+
+
+async def test_cli_login_status_logout_on_the_config_file(
+    mcp_server: ProtectedServer, browser: Browser, tmp_path: Path
+) -> None:
+    config = tmp_path / "patchbay.json"
+    config.write_text(
+        json.dumps({"mcpServers": {"linear": {"url": mcp_server.url}, "local": {"command": "x"}}})
+    )
+    env = {"XDG_DATA_HOME": str(tmp_path / "data"), "PATCHBAY_URL": "http://127.0.0.1:9"}
+    common = ("--no-hub", "--config", str(config))
+    code, out, err = await login_in_browser(browser, "linear", *common, env=env)
+    assert code == 0, err
+    assert out.strip().count("\n") == 0  # the URL alone on stdout
+    assert "redirect_uri=http%3A%2F%2F127.0.0.1%3A" in out
+    code, out, err = await patchbay("auth", "status", "linear", "--json", *common, env=env)
+    assert code == 0, err
+    status = json.loads(out)
+    assert status["signed_in"] is True and status["refreshable"] is True
+    store = TokenStore(tmp_path / "data" / "patchbay" / "oauth")
+    secrets = all_tokens(store, "linear")
+    assert secrets
+    # A hub started on the same file and data directory uses the tokens at once: no needs_auth.
+    hub = Hub.from_file(config, oauth=OAuthManager(store))
+    async with hub:
+        assert hub.status()["linear"].state == "ready"
+    code, out2, err2 = await patchbay("auth", "status", *common, env=env)
+    assert code == 0 and "linear" in out2 and "yes" in out2
+    code, _, err3 = await patchbay("auth", "login", "local", "--no-browser", *common, env=env)
+    assert code == 2 and "not a remote server" in err3
+    code, _, err4 = await patchbay("auth", "logout", "linear", *common, env=env)
+    assert code == 0, err4
+    assert store.records("linear") == []
+    for text in (out, err, out2, err2, err3, err4):
+        assert_no_secrets(text, secrets)
+
+
+async def test_cli_login_through_a_running_hub(
+    mcp_server: ProtectedServer, browser: Browser, tmp_path: Path
+) -> None:
+    config = tmp_path / "patchbay.json"
+    config.write_text(json.dumps({"mcpServers": {"linear": {"url": mcp_server.url}}}))
+    env = {"XDG_DATA_HOME": str(tmp_path / "data"), "PATCHBAY_TOKEN": "hub-token-456"}
+    served = await start_serve(config, env=env, token="hub-token-456", ready=False)
+    try:
+        code, out, err = await login_in_browser(browser, "linear", "--url", served.base, env=env)
+        assert code == 0, err
+        # the redirect went to the CLI's own listener, which handed it to the hub
+        assert f"127.0.0.1%3A{served.base.rsplit(':', 1)[1]}" not in out.splitlines()[0]
+        async with served.http() as http, http.stream("GET", "/api/events") as stream:
+            if (await http.get("/api/servers/linear")).json()["state"] != "ready":
+                await read_until(stream.aiter_lines(), "linear", "ready")
+        code, out, err = await patchbay("auth", "status", "--json", "--url", served.base, env=env)
+        assert code == 0 and json.loads(out)[0]["signed_in"] is True
+    finally:
+        await stop_serve(served)

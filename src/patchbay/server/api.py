@@ -106,6 +106,20 @@ class ServerView(ServerStatus):
     )
 
 
+class AuthStartRequest(BaseModel):
+    """Optional: where the authorization server should send the browser back."""
+
+    model_config = ConfigDict(populate_by_name=True)
+
+    redirect_uri: str | None = Field(
+        default=None,
+        alias="redirectUri",
+        description="A loopback redirect URI of the caller's own (as `patchbay auth login` uses, which "
+        "then posts the redirect's parameters to `/api/oauth/callback`); default: this hub's "
+        "`/oauth/callback`.",
+    )
+
+
 class AuthStart(BaseModel):
     """Where to sign in."""
 
@@ -620,8 +634,23 @@ def build_api(hub: Hub) -> APIRouter:
         "`client_credentials` server the token is fetched at once and `url` is empty.",
         responses=_errors(404, 409, 502),
     )
-    async def start_sign_in(request: Request, name: ServerName) -> AuthStart:
-        return AuthStart(server=name, url=await hub.sign_in(name, redirect_uri=callback_url(request)))
+    async def start_sign_in(
+        request: Request, name: ServerName, body: Annotated[AuthStartRequest | None, Body()] = None
+    ) -> AuthStart:
+        redirect = body.redirect_uri if body is not None and body.redirect_uri else callback_url(request)
+        return AuthStart(server=name, url=await hub.sign_in(name, redirect_uri=redirect))
+
+    @router.post(
+        "/oauth/callback",
+        tags=["servers"],
+        summary="Finish a sign-in whose redirect reached someone else",
+        description="The query parameters of the authorization redirect (`code`, `state`, `iss`, or "
+        "`error`), as a JSON object. `patchbay auth login` sends them here from its own loopback "
+        "listener, so a sign-in works with a hub whose `/oauth/callback` the browser cannot reach.",
+        responses=_errors(502),
+    )
+    async def finish_sign_in(params: Annotated[dict[str, str], Body()]) -> dict[str, str]:
+        return {"server": await hub.oauth.complete(params)}
 
     @router.get(
         "/servers/{name}/auth",
