@@ -11,6 +11,7 @@ import asyncio
 import json
 import logging
 import os
+import re
 import shutil
 import stat
 import sys
@@ -45,7 +46,7 @@ from tests.oauth.harness import ProtectedServer, Provider, consent, provider_ava
 from tests.test_serve import start_serve, stop_serve
 
 try:
-    from playwright.async_api import Browser, async_playwright
+    from playwright.async_api import Browser, async_playwright, expect
 except ImportError:  # pragma: no cover - `make test` installs it
     async_playwright = None  # type: ignore[assignment]
 
@@ -811,3 +812,38 @@ async def test_cli_login_through_a_running_hub(
         assert code == 0 and json.loads(out)[0]["signed_in"] is True
     finally:
         await stop_serve(served)
+
+
+async def test_dashboard_sign_in_button(
+    mcp_server: ProtectedServer, browser: Browser, tmp_path: Path
+) -> None:
+    """The dashboard shows needs_auth with a Sign in button that runs the flow through the hub's callback."""
+    config = tmp_path / "patchbay.json"
+    config.write_text(json.dumps({"mcpServers": {"notion": {"url": mcp_server.url}}}))
+    env = {"XDG_DATA_HOME": str(tmp_path / "data"), "PATCHBAY_TOKEN": ""}
+    served = await start_serve(config, env=env, ready=False)
+    context = await browser.new_context()
+    errors: list[str] = []
+    try:
+        page = await context.new_page()
+        page.on("pageerror", lambda exc: errors.append(str(exc)))
+        await page.goto(f"{served.base}/")
+        server_card = page.get_by_role("article", name="notion", exact=True)
+        await expect(server_card.locator(".badge")).to_have_text("needs sign-in", timeout=15_000)
+        await expect(server_card.locator(".card-error")).to_contain_text("patchbay auth login notion")
+        async with context.expect_page() as popup_info:
+            await server_card.get_by_role("button", name="Sign in to notion").click()
+        popup = await popup_info.value
+        await popup.wait_for_url(re.compile(r".*/interaction/.*"))
+        await popup.fill('input[name="login"]', "alice")
+        await popup.fill('input[name="password"]', "secret")
+        await popup.click('button[type="submit"]')
+        await popup.click('button:has-text("Continue")')
+        await popup.wait_for_url(re.compile(rf"^{re.escape(served.base)}/oauth/callback.*"))
+        await expect(popup.locator("h1")).to_have_text("Signed in")
+        await expect(server_card.locator(".badge")).to_have_text("ready", timeout=15_000)
+        await expect(server_card.get_by_role("button", name="Sign in to notion")).to_be_hidden()
+    finally:
+        await context.close()
+        await stop_serve(served)
+    assert errors == []
