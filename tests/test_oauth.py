@@ -18,6 +18,7 @@ import sys
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import httpx2
 import jwt
@@ -42,7 +43,7 @@ from patchbay.oauth import (
     oauth_settings,
     parse_challenge,
 )
-from tests.oauth.harness import ProtectedServer, Provider, consent, provider_available
+from tests.oauth.harness import MetadataDocumentHost, ProtectedServer, Provider, consent, provider_available
 from tests.test_serve import start_serve, stop_serve
 
 try:
@@ -847,3 +848,29 @@ async def test_dashboard_sign_in_button(
         await context.close()
         await stop_serve(served)
     assert errors == []
+
+
+async def test_client_id_metadata_document(browser: Browser, store: TokenStore, tmp_path: Path) -> None:
+    """With ``clientMetadataUrl`` and an AS that supports CIMD, that URL is the client_id: no registration."""
+    host = await MetadataDocumentHost(tmp_path).start()
+    provider = Provider(env={"NODE_EXTRA_CA_CERTS": str(host.cert_file)}, cimd=True).start()
+    server = await ProtectedServer(provider.issuer).start()
+    manager = OAuthManager(store)
+    try:
+        client = OAuthClient("cimd", server.url, settings(clientMetadataUrl=host.url), store)
+        manager.clients["cimd"] = client
+        url = await sign_in(manager, "cimd", browser)
+        assert f"client_id={quote(host.url, safe='')}" in url
+        assert host.fetched >= 1  # the provider read the document
+        record = store.get("cimd")
+        assert (
+            record is not None and record.tokens is not None and record.client is None
+        )  # nothing registered
+        claims = jwt.decode(record.tokens.access_token, options={"verify_signature": False})
+        assert claims["client_id"] == host.url
+        assert await call_echo(BearerAuth(client), server.url, text="cimd") == "cimd"
+    finally:
+        await manager.close()
+        await server.stop()
+        provider.stop()
+        await host.stop()

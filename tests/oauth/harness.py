@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import re
 import shutil
 import socket
@@ -38,8 +39,9 @@ def provider_available() -> bool:
 class Provider:
     """node-oidc-provider in a child process; ``issuer`` once it listens."""
 
-    def __init__(self, **options: Any) -> None:
+    def __init__(self, env: dict[str, str] | None = None, **options: Any) -> None:
         self.options = options
+        self.env = env or {}
         self.proc: subprocess.Popen[bytes] | None = None
         self.issuer = ""
 
@@ -48,6 +50,7 @@ class Provider:
         self.proc = subprocess.Popen(
             [NODE, str(PROVIDER_JS), json.dumps(self.options)],
             cwd=NPM_DIR,
+            env={**os.environ, **self.env},
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
         )
@@ -285,3 +288,97 @@ async def consent(browser: Any, url: str, *, intercept: bool = False) -> dict[st
         return captured if intercept else None
     finally:
         await context.close()
+
+
+class MetadataDocumentHost:
+    """Serves a client ID metadata document over HTTPS on 127.0.0.1 with a self-signed certificate."""
+
+    def __init__(self, directory: Path) -> None:
+        import datetime
+        import ipaddress
+
+        from cryptography import x509
+        from cryptography.hazmat.primitives import hashes, serialization
+        from cryptography.hazmat.primitives.asymmetric import ec
+        from cryptography.x509.oid import NameOID
+
+        key = ec.generate_private_key(ec.SECP256R1())
+        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+        now = datetime.datetime.now(datetime.UTC)
+        cert = (
+            x509.CertificateBuilder()
+            .subject_name(name)
+            .issuer_name(name)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(
+                x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False
+            )
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
+            .sign(key, hashes.SHA256())
+        )
+        self.cert_file = directory / "cimd-cert.pem"
+        self.key_file = directory / "cimd-key.pem"
+        self.cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+        self.key_file.write_bytes(
+            key.private_bytes(
+                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+            )
+        )
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", 0))
+        self._sock = sock
+        self.port = sock.getsockname()[1]
+        self.url = f"https://127.0.0.1:{self.port}/patchbay/client.json"
+        self.document = {
+            "client_id": self.url,
+            "client_name": "patchbay",
+            "redirect_uris": ["http://127.0.0.1/oauth/callback"],
+            "grant_types": ["authorization_code", "refresh_token"],
+            "response_types": ["code"],
+            "token_endpoint_auth_method": "none",
+            "application_type": "native",
+        }
+        self.fetched = 0
+        self._server: uvicorn.Server | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            while True:
+                message = await receive()
+                if message["type"] == "lifespan.startup":
+                    await send({"type": "lifespan.startup.complete"})
+                    self._started.set()
+                elif message["type"] == "lifespan.shutdown":
+                    await send({"type": "lifespan.shutdown.complete"})
+                    return
+        if scope["type"] != "http":
+            return
+        self.fetched += 1
+        await ProtectedServer._json(send, 200, self.document)
+
+    async def start(self) -> MetadataDocumentHost:
+        self._started = asyncio.Event()
+        config = uvicorn.Config(
+            self,
+            log_level="warning",
+            lifespan="on",
+            ssl_certfile=str(self.cert_file),
+            ssl_keyfile=str(self.key_file),
+        )
+        self._server = uvicorn.Server(config)
+        self._task = asyncio.create_task(self._server.serve(sockets=[self._sock]))
+        ready = asyncio.create_task(self._started.wait())
+        done, _ = await asyncio.wait({ready, self._task}, return_when=asyncio.FIRST_COMPLETED)
+        if ready not in done:
+            ready.cancel()
+            raise RuntimeError("the metadata document host did not start")
+        return self
+
+    async def stop(self) -> None:
+        if self._server is not None and self._task is not None:
+            self._server.should_exit = True
+            await self._task

@@ -73,7 +73,13 @@ const configuration = {
     client.grantTypeAllowed('refresh_token') && code.scopes.has('offline_access'),
 };
 if (options.cimd) {
-  configuration.features.clientIdMetadataDocument = { enabled: true, allowFetch: async () => true };
+  // Client ID metadata documents: the test hosts one over HTTPS on 127.0.0.1 (its CA in NODE_EXTRA_CA_CERTS),
+  // so the provider's SSRF guard against special-use addresses is left out of this fetch.
+  configuration.features.clientIdMetadataDocument = { enabled: true, ack: 'draft-02', allowFetch: async () => true };
+  configuration.fetch = (url, init) => {
+    delete init.dispatcher;
+    return globalThis.fetch(url, init);
+  };
 }
 
 const provider = new Provider(issuer, configuration);
