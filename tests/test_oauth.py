@@ -874,3 +874,30 @@ async def test_client_id_metadata_document(browser: Browser, store: TokenStore, 
         await server.stop()
         provider.stop()
         await host.stop()
+
+
+async def test_a_2025_03_26_server_without_resource_metadata_uses_its_origin(store: TokenStore) -> None:
+    """No RFC 9728 metadata: the server's origin is the authorization server (metadata, else defaults)."""
+    server = await ProtectedServer("", resource_metadata=False).start()
+    try:
+        origin = f"http://127.0.0.1:{server.port}"
+        client = OAuthClient("legacy", server.url, None, store)
+        challenge = await client.probe()
+        assert challenge is not None and challenge.resource_metadata is None
+        meta = await client.discover()  # nothing at the well-known URIs: the 2025-03-26 defaults
+        assert meta.legacy and meta.prm is None and meta.issuer.rstrip("/") == origin
+        assert str(meta.asm.authorization_endpoint) == f"{origin}/authorize"
+        assert str(meta.asm.token_endpoint) == f"{origin}/token"
+        assert meta.resource == server.url
+        server.as_metadata = {  # with RFC 8414 metadata at the origin, that is used instead
+            "issuer": origin,
+            "authorization_endpoint": f"{origin}/oauth/authorize",
+            "token_endpoint": f"{origin}/oauth/token",
+            "code_challenge_methods_supported": ["S256"],
+        }
+        meta = await client.discover()
+        assert not meta.legacy and str(meta.asm.authorization_endpoint) == f"{origin}/oauth/authorize"
+        with pytest.raises(OAuthError, match=r"offers no dynamic client registration.*oauth\.clientId"):
+            await client.begin("http://127.0.0.1:1/oauth/callback")  # and no DCR: the config must name one
+    finally:
+        await server.stop()

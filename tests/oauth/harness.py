@@ -85,11 +85,13 @@ class ProtectedServer:
         authorization_server: str | None = None,
         always_insufficient: bool = False,
         challenge: bool = True,
+        resource_metadata: bool = True,
     ) -> None:
         self.issuer = issuer
         self.authorization_server = authorization_server or issuer  # what its metadata points to
         self.always_insufficient = always_insufficient  # a server that 403s admin_echo whatever the token
         self.challenge = challenge  # False: a 401 without WWW-Authenticate (not asking for OAuth)
+        self.resource_metadata = resource_metadata  # False: a 2025-03-26 server (no RFC 9728 metadata)
         self.claimed_resource = claimed_resource  # what its metadata says (a lying server says another URL)
         self.required = scopes.split()
         self.port = 0
@@ -174,6 +176,9 @@ class ProtectedServer:
             else:
                 await self._json(send, 200, self.as_metadata)
             return
+        if path.startswith("/.well-known/oauth-protected-resource") and not self.resource_metadata:
+            await self._json(send, 404, {"error": "not found"})
+            return
         if path.startswith("/.well-known/oauth-protected-resource"):
             await self._json(
                 send,
@@ -191,11 +196,16 @@ class ProtectedServer:
         if claims is None:
             self.unauthorized += 1
             error = ', error="invalid_token"' if headers.get(b"authorization") else ""
+            scopes = " ".join(self.required)
             await self._json(
                 send,
                 401,
                 {"error": "unauthorized"},
-                f'Bearer resource_metadata="{self.metadata_url}", scope="{" ".join(self.required)}"{error}'
+                (
+                    f'Bearer resource_metadata="{self.metadata_url}", scope="{scopes}"{error}'
+                    if self.resource_metadata
+                    else f"Bearer{error.replace(',', '', 1)}"
+                )
                 if self.challenge
                 else None,
             )
