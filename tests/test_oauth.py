@@ -31,7 +31,7 @@ from mcp.client.streamable_http import streamable_http_client
 
 from patchbay import Hub
 from patchbay.config import parse_server_spec
-from patchbay.errors import ConfigError, ServerUnavailableError
+from patchbay.errors import ConfigError, ServerUnavailableError, UpstreamError
 from patchbay.events import ServerStateEvent, Subscription
 from patchbay.oauth import (
     BearerAuth,
@@ -332,7 +332,8 @@ async def test_step_up_is_bounded_against_a_server_that_always_refuses(
                 await call_echo(auth, server.url, tool="admin_echo")
             counts.append(server.forbidden)
         assert counts == [2, 4, 5, 6], counts
-        assert client.needs_auth is not None and "wider scopes" in str(client.needs_auth)
+        assert client.step_up is not None and "wider scopes" in str(client.step_up)
+        assert client.needs_auth is None  # the server keeps running; only those calls fail
     finally:
         await server.stop()
 
@@ -348,11 +349,11 @@ async def test_step_up_in_the_code_flow_asks_a_person_for_the_wider_scope(
         auth = BearerAuth(client)
         with pytest.raises(Exception):  # noqa: B017 - a 403 the client cannot fix by itself
             await call_echo(auth, mcp_server.url, tool="admin_echo")
-        assert client.needs_auth is not None and client.needs_auth.scope == "mcp:read mcp:admin"
+        assert client.step_up is not None and client.step_up.scope == "mcp:read mcp:admin"
         url = await sign_in(manager, "notion", browser)
         assert "mcp%3Aadmin" in url
         assert await call_echo(auth, mcp_server.url, tool="admin_echo", text="ok") == "admin: ok"
-        assert client.needs_auth is None
+        assert client.needs_auth is None and client.step_up is None
     finally:
         await manager.close()
 
@@ -901,3 +902,31 @@ async def test_a_2025_03_26_server_without_resource_metadata_uses_its_origin(sto
             await client.begin("http://127.0.0.1:1/oauth/callback")  # and no DCR: the config must name one
     finally:
         await server.stop()
+
+
+async def test_hub_step_up_fails_only_that_call_and_a_sign_in_widens_the_scope(
+    mcp_server: ProtectedServer, browser: Browser, store: TokenStore
+) -> None:
+    hub = Hub.from_dict({"mcpServers": {"notion": {"url": mcp_server.url}}}, oauth=OAuthManager(store))
+    events = hub.events()
+    try:
+        await hub.start()
+        await consent(browser, await hub.sign_in("notion"))
+        await wait_state(hub, events, "notion", "ready")
+        with pytest.raises(
+            UpstreamError, match=r"needs wider scopes \(mcp:read mcp:admin\).*auth login notion"
+        ):
+            await hub.call_tool("notion__admin_echo", {"text": "x"})
+        assert hub.status()["notion"].state == "ready"  # the session goes on
+        other = await hub.call_tool("notion__echo", {"text": "y"})
+        assert other.content[0].text == "y"  # type: ignore[union-attr]
+        assert hub.auth_status("notion")["step_up"] == "mcp:read mcp:admin"
+        url = await hub.sign_in("notion")
+        assert "mcp%3Aadmin" in url
+        await consent(browser, url)
+        result = await hub.call_tool("notion__admin_echo", {"text": "z"})
+        assert result.content[0].text == "admin: z"  # type: ignore[union-attr]
+        assert hub.auth_status("notion")["step_up"] is None
+    finally:
+        await hub.close()
+        events.close()

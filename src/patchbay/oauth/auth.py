@@ -51,6 +51,15 @@ async def _retry_token(client: OAuthClient, used: str | None, challenge: Challen
     return retry
 
 
+STEP_UP_ERROR = -32001  # a JSON-RPC server error code: "this call needs wider scopes"
+
+
+def _step_up_response(request: httpx2.Request, response: httpx2.Response, advice: str) -> httpx2.Response:
+    body = {"jsonrpc": "2.0", "id": None, "error": {"code": STEP_UP_ERROR, "message": advice}}
+    headers = [(k, v) for k, v in response.headers.multi_items() if k.lower() == "www-authenticate"]
+    return httpx2.Response(403, headers=headers, json=body, request=request)
+
+
 class BearerTransport(httpx2.AsyncBaseTransport):
     """Wraps an httpx2 transport: adds the token, answers a 401 / 403 ``insufficient_scope`` (one retry)."""
 
@@ -80,6 +89,11 @@ class BearerTransport(httpx2.AsyncBaseTransport):
             return response
         retry = await _retry_token(self.client, token, challenge)
         if retry is None:
+            step_up = self.client.step_up
+            if challenge.insufficient_scope and step_up is not None:
+                # Only this request fails, with a JSON-RPC error saying what to do; the session stays up.
+                await response.aclose()
+                return _step_up_response(request, response, step_up.advice)
             return response
         await response.aclose()
         request.headers["Authorization"] = f"Bearer {retry}"

@@ -135,6 +135,9 @@ class OAuthClient:
         self.verify = verify
         self.metadata: ServerMetadata | None = None
         self.needs_auth: NeedsAuthError | None = None  # set when a person must sign in
+        # A 403 insufficient_scope: one operation needs wider scopes. The session goes on (only that call
+        # fails); a sign-in asks for them. Kept apart from needs_auth, which stops the server.
+        self.step_up: NeedsAuthError | None = None
         self.challenge: Challenge | None = None  # the last 401/403 the server sent
         self._lock = asyncio.Lock()
         self._signed_in = asyncio.Event()
@@ -171,6 +174,7 @@ class OAuthClient:
             "expires_at": record.expires_at if record is not None and tokens is not None else None,
             "refreshable": bool(tokens is not None and tokens.refresh_token),
             "needs_auth": str(self.needs_auth) if self.needs_auth is not None else None,
+            "step_up": self.step_up.scope if self.step_up is not None else None,
         }
 
     async def wait_signed_in(self) -> None:
@@ -385,6 +389,7 @@ class OAuthClient:
     def _signed_in_now(self, *, person: bool = False) -> None:
         self.needs_auth = None
         if person:  # a person chose the scopes; automatic step-ups keep their count (no loop across requests)
+            self.step_up = None
             self._step_ups.clear()
         self._signed_in.set()
 
@@ -562,8 +567,9 @@ class OAuthClient:
     async def unauthorized(self, used: str | None, challenge: Challenge) -> str | None:
         """The server answered 401 (or 403 ``insufficient_scope``) to ``used``: a token to retry with, or None
 
-        On None the client is in ``needs_auth`` and says why. Never loops: the caller retries at most once,
-        and client-credential step-ups for one scope set are bounded by ``MAX_STEP_UPS``.
+        On None the client is in ``needs_auth`` (or, for a 403, has a ``step_up``) and says why. Never
+        loops: the caller retries at most once, and client-credential step-ups for one scope set are bounded
+        by ``MAX_STEP_UPS``.
         """
         self.challenge = challenge
         if challenge.insufficient_scope:
@@ -573,8 +579,9 @@ class OAuthClient:
                 if tries < MAX_STEP_UPS:
                     self._step_ups[wanted] = tries + 1
                     return (await self.fetch_client_credentials(extra_scope=challenge.scope)).access_token
-            self.mark_needs_auth(
-                f"the server needs wider scopes ({wanted or 'unspecified'}): {challenge.describe()}",
+            self.step_up = NeedsAuthError(
+                self.name,
+                f"the server needs wider scopes ({wanted or 'unspecified'}) for this: {challenge.describe()}",
                 scope=wanted,
             )
             return None
