@@ -718,6 +718,8 @@ async def test_serve_api_sign_in_through_the_hubs_callback_and_sign_out(
             seen += await read_until(events, "linear", "needs_auth")
             r = await http.post("/api/servers/nope/auth")
             assert r.status_code == 404
+            r = await http.post("/api/servers/linear/auth", json={"redirectUri": "http://evil.example/cb"})
+            assert r.status_code == 422 and r.json()["field"] == "redirectUri"
             r = await http.get("/oauth/callback", params={"state": "forged", "code": "x"}, headers={})
             assert r.status_code == 400 and "matches no pending sign-in" in r.text
     finally:

@@ -22,6 +22,7 @@ import json
 import logging
 from collections.abc import AsyncIterator, Callable, Coroutine, Mapping, Sequence
 from typing import Annotated, Any
+from urllib.parse import urlsplit
 
 import anyio
 import mcp.types as types
@@ -125,6 +126,17 @@ class AuthStart(BaseModel):
 
     server: str
     url: str = Field(description="The authorization URL to open in a browser ('' for client credentials).")
+
+
+def check_redirect_uri(uri: str) -> None:
+    """Loopback http or https only, as the MCP authorization spec wants of redirect URIs."""
+    parts = urlsplit(uri)
+    loopback = parts.scheme == "http" and (parts.hostname or "") in ("127.0.0.1", "::1", "localhost")
+    if not (loopback or (parts.scheme == "https" and parts.hostname)) or parts.fragment:
+        raise ConfigError(
+            f"redirectUri: {uri!r} must be an https:// URL or http:// on a loopback address (no fragment)",
+            field="redirectUri",
+        )
 
 
 def callback_url(request: Request) -> str:
@@ -637,7 +649,10 @@ def build_api(hub: Hub) -> APIRouter:
     async def start_sign_in(
         request: Request, name: ServerName, body: Annotated[AuthStartRequest | None, Body()] = None
     ) -> AuthStart:
-        redirect = body.redirect_uri if body is not None and body.redirect_uri else callback_url(request)
+        redirect = callback_url(request)
+        if body is not None and body.redirect_uri:
+            check_redirect_uri(body.redirect_uri)
+            redirect = body.redirect_uri
         return AuthStart(server=name, url=await hub.sign_in(name, redirect_uri=redirect))
 
     @router.post(
