@@ -173,3 +173,13 @@ async def test_a_reload_that_reorders_servers_renames_at_once(tmp_path: Path) ->
         await hub.apply_config(load_config(path))
         assert hub.catalog.tools["x__echo"].source == "two"  # no re-listing needed
         assert hub.status()["one"].conflicts
+
+
+async def test_arguments_that_are_not_json_never_reach_the_upstream(make_hub: HubFactory) -> None:
+    from patchbay.transports.base import MessageEncodeError
+
+    hub = await make_hub({"mb": bad()})
+    for value in (float("inf"), float("nan"), object()):
+        with pytest.raises(MessageEncodeError, match=r"server 'mb'.*not valid JSON-RPC"):
+            await hub.call_tool("mb__echo", {"text": value})
+    assert text(await hub.call_tool("mb__echo", {"text": "still fine"})) == "still fine"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -120,30 +120,47 @@ async def test_modern_era_call_is_stamped_like_the_sdks(served: Served) -> None:
         assert result["_meta"]["io.modelcontextprotocol/serverInfo"]["name"] == "patchbay"
 
 
+async def in_flight(http: httpx2.AsyncClient) -> int:
+    return (await http.get("/api/servers/mb")).json()["calls_in_flight"]  # type: ignore[no-any-return]
+
+
+async def cancelled_upstream(http: httpx2.AsyncClient) -> int:
+    return sum(line.startswith("CANCELLED") for line in await stderr_tail(http))
+
+
+async def until(check: Callable[[], Awaitable[bool]], what: str, timeout: float = 30.0) -> None:
+    """Wait for a condition of the real system (bounded), never for a guessed amount of time."""
+    async with asyncio.timeout(timeout):
+        while not await check():
+            await asyncio.sleep(0.02)
+
+
 async def test_cancellation_and_disconnect_reach_the_upstream(served: Served) -> None:
     async with served.http() as http:
         headers = await open_session(http)
         pending = asyncio.create_task(
             http.post("/mcp", json=call(9, "mb__sleep", {"seconds": 30}), headers=headers)
         )
-        await asyncio.sleep(0.3)
+        await until(lambda: _eq(in_flight(http), 1), "the call to reach the upstream")
         cancel = {"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"requestId": 9}}
         assert (await http.post("/mcp", json=cancel, headers=headers)).status_code == 202
         assert (await pending).status_code == 202  # a cancelled request gets no answer
-        for _ in range(50):
-            if sum(line.startswith("CANCELLED") for line in await stderr_tail(http)) >= 1:
-                break
-            await asyncio.sleep(0.1)
-        assert sum(line.startswith("CANCELLED") for line in await stderr_tail(http)) == 1
+        await until(lambda: _eq(cancelled_upstream(http), 1), "the upstream to see the cancellation")
 
-        async with httpx2.AsyncClient(base_url=served.base, timeout=0.5) as impatient:
-            with pytest.raises(httpx2.TimeoutException):  # the client hangs up mid-call
-                await impatient.post("/mcp", json=call(10, "mb__sleep", {"seconds": 30}), headers=headers)
-        for _ in range(50):
-            if sum(line.startswith("CANCELLED") for line in await stderr_tail(http)) >= 2:
-                break
-            await asyncio.sleep(0.1)
-        assert sum(line.startswith("CANCELLED") for line in await stderr_tail(http)) == 2
+        async with httpx2.AsyncClient(base_url=served.base, timeout=30) as impatient:
+            hanging = asyncio.create_task(
+                impatient.post("/mcp", json=call(10, "mb__sleep", {"seconds": 30}), headers=headers)
+            )
+            await until(lambda: _eq(in_flight(http), 1), "the second call to reach the upstream")
+            hanging.cancel()  # the client hangs up mid-call: its connection is closed
+            with pytest.raises(asyncio.CancelledError):
+                await hanging
+        await until(lambda: _eq(cancelled_upstream(http), 2), "the upstream to see the disconnect")
+        assert await in_flight(http) == 0
         # the session is still good afterwards
         r = await http.post("/mcp", json=call(11, "mb__echo", {"text": "ok"}), headers=headers)
         assert r.json()["result"]["content"][0]["text"] == "ok"
+
+
+async def _eq(value: Awaitable[int], expected: int) -> bool:
+    return await value == expected

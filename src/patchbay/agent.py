@@ -27,9 +27,10 @@ from pydantic import ValidationError
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus, InvalidURI
 
-from patchbay.errors import PatchbayError, UnknownToolError
+from patchbay import replies
+from patchbay.errors import PatchbayError
 from patchbay.hub import Hub
-from patchbay.server.mcp import McpEndpoint, tool_error_json
+from patchbay.server.mcp import McpEndpoint
 from patchbay.transports.websocket import CLOSE_REPLACED
 
 log = logging.getLogger(__name__)
@@ -55,18 +56,20 @@ async def serve_over_websocket(endpoint: McpEndpoint, ws: ClientConnection) -> N
     calls: dict[Any, asyncio.Task[None]] = {}
     initialized = False
 
-    async def answer(rid: Any, name: str, arguments: dict[str, Any]) -> None:
+    async def answer(rid: str | int, name: str, arguments: dict[str, Any]) -> None:
+        outcome: types.CallToolResult | Exception
         try:
-            result = await endpoint.hub.call_tool(name, arguments)
-            data = result.model_dump(by_alias=True, exclude_none=True, mode="json", exclude={"result_type"})
-            reply: dict[str, Any] = {"jsonrpc": "2.0", "id": rid, "result": data}
-        except UnknownToolError as exc:
-            reply = {"jsonrpc": "2.0", "id": rid, "error": {"code": -32602, "message": str(exc)}}
-        except PatchbayError as exc:
-            reply = {"jsonrpc": "2.0", "id": rid, "result": tool_error_json(exc)}
+            outcome = await endpoint.hub.call_tool(name, arguments)
+        except Exception as exc:  # answered as /mcp answers it (replies.py), never left unanswered
+            if not isinstance(exc, PatchbayError):
+                log.exception("tools/call %r failed", name)
+            outcome = exc
         finally:
             calls.pop(rid, None)
-        await ws.send(json.dumps(reply, ensure_ascii=False))
+        try:
+            await ws.send(replies.dumps(replies.call_reply(rid, outcome)))
+        except ConnectionClosed:
+            log.debug("the hub went away before the answer to %r", rid)
 
     async def from_hub() -> None:
         nonlocal initialized
@@ -81,17 +84,23 @@ async def serve_over_websocket(endpoint: McpEndpoint, ws: ClientConnection) -> N
                 if type(payload) is dict:
                     method = payload.get("method")
                     params = payload.get("params")
-                    if method == "tools/call" and initialized and "id" in payload and _plain_call(params):
+                    rid = payload.get("id")
+                    if (
+                        method == "tools/call"
+                        and initialized
+                        and replies.is_request_id(rid)
+                        and _plain_call(params)
+                    ):
                         assert isinstance(params, dict)
-                        rid = payload["id"]
                         task = asyncio.create_task(answer(rid, params["name"], params.get("arguments") or {}))
                         task.add_done_callback(_report_failure)
                         calls[rid] = task
                         continue
-                    if method == "notifications/cancelled" and type(params) is dict:
-                        cancelled = calls.pop(params.get("requestId"), None)
-                        if cancelled is not None:  # one of ours: a cancelled request gets no answer
-                            cancelled.cancel()
+                    cancelled = params.get("requestId") if type(params) is dict else None
+                    if method == "notifications/cancelled" and replies.is_request_id(cancelled):
+                        pending = calls.pop(cancelled, None)
+                        if pending is not None:  # one of ours: a cancelled request gets no answer
+                            pending.cancel()
                             continue
                     if method == "notifications/initialized":
                         initialized = True

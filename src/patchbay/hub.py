@@ -24,6 +24,7 @@ from patchbay.config import HubConfig, ServerSpec, load_config, parse_config
 from patchbay.dialin import AgentStatus, DialInAgent, token_digest
 from patchbay.errors import (
     CallTimeoutError,
+    NotOAuthServerError,
     PatchbayError,
     ServerUnavailableError,
     UnknownServerError,
@@ -536,9 +537,7 @@ class Hub:
     def _oauth_client(self, name: str) -> OAuthClient:
         client = self._supervisor(name).oauth_client()
         if client is None:
-            from patchbay.oauth import OAuthError
-
-            raise OAuthError(name, "is not a remote server that signs in with OAuth")
+            raise NotOAuthServerError(name)
         return client
 
     async def sign_in(self, name: str, *, redirect_uri: str | None = None) -> str:

@@ -11,15 +11,21 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Iterable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import mcp.types as types
 
+from patchbay import replies
 from patchbay.errors import PatchbayError
 from patchbay.results import result_text
 
-if TYPE_CHECKING:
-    from patchbay.hub import Hub
+
+class ToolCaller(Protocol):
+    """What these helpers need of a hub: just ``call_tool`` (so llm.py does not depend on hub.py)."""
+
+    async def call_tool(
+        self, name: str, arguments: Mapping[str, Any] | None = None, *, timeout: float | None = None
+    ) -> types.CallToolResult: ...
 
 
 def _plain(obj: Any) -> Any:
@@ -29,7 +35,7 @@ def _plain(obj: Any) -> Any:
 
 
 async def _run(
-    hub: Hub, name: str, arguments: Any, timeout: float | None
+    hub: ToolCaller, name: str, arguments: Any, timeout: float | None
 ) -> tuple[types.CallToolResult, bool]:
     """One call; (result, is_error). Never raises for anything the model can cause."""
     if isinstance(arguments, str):
@@ -45,17 +51,17 @@ async def _run(
         ), True
     try:
         result = await hub.call_tool(name, arguments, timeout=timeout)
-    except PatchbayError as exc:
-        return _error(str(exc)), True
+    except PatchbayError as exc:  # every hub error is for the model to read, an unknown tool included
+        return replies.tool_error_result(exc), True
     return result, bool(result.is_error)
 
 
 def _error(message: str) -> types.CallToolResult:
-    return types.CallToolResult(content=[types.TextContent(type="text", text=message)], is_error=True)
+    return replies.tool_error_result(message)
 
 
 async def run_openai_tool_calls(
-    hub: Hub, message: Any, *, timeout: float | None = None
+    hub: ToolCaller, message: Any, *, timeout: float | None = None
 ) -> list[dict[str, Any]]:
     """Run an OpenAI assistant message's ``tool_calls`` (or the list itself) concurrently.
 
@@ -79,7 +85,7 @@ async def run_openai_tool_calls(
 
 
 async def run_anthropic_tool_uses(
-    hub: Hub, content: Any, *, timeout: float | None = None
+    hub: ToolCaller, content: Any, *, timeout: float | None = None
 ) -> list[dict[str, Any]]:
     """Run the ``tool_use`` blocks of an Anthropic assistant message (its ``content``, or the message).
 

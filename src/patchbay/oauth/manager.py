@@ -13,7 +13,7 @@ from pathlib import Path
 from patchbay.config import ServerSpec
 from patchbay.oauth.callback import LoopbackCallback
 from patchbay.oauth.client import OAuthClient, PendingAuthorization
-from patchbay.oauth.errors import OAuthError
+from patchbay.oauth.errors import NotOAuthServerError, OAuthError
 from patchbay.oauth.settings import oauth_settings
 from patchbay.oauth.store import TokenStore
 
@@ -58,7 +58,7 @@ class OAuthManager:
     def get(self, name: str) -> OAuthClient:
         client = self.clients.get(name)
         if client is None:
-            raise OAuthError(name, "is not a remote server that signs in with OAuth")
+            raise NotOAuthServerError(name)
         return client
 
     async def sign_in(self, name: str, *, redirect_uri: str | None = None) -> str:

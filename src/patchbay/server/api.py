@@ -35,23 +35,17 @@ from sse_starlette import EventSourceResponse, ServerSentEvent
 from starlette.background import BackgroundTask
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from patchbay.catalog import Catalog, Format
+from patchbay import replies
+from patchbay.catalog import Format
 from patchbay.config import ServerSpec, error_message, field_path, redact_url
 from patchbay.dialin import AgentStatus
 from patchbay.errors import (
-    CallTimeoutError,
     ConfigError,
-    DuplicateServerError,
     PatchbayError,
-    ServerUnavailableError,
-    UnknownServerError,
-    UnknownToolError,
-    UpstreamError,
 )
 from patchbay.events import Event, Subscription
 from patchbay.hub import Hub
 from patchbay.oauth.callback import CALLBACK_PATH
-from patchbay.oauth.errors import OAuthError
 from patchbay.supervisor import ServerStatus
 
 log = logging.getLogger(__name__)
@@ -246,29 +240,9 @@ PARAM_ERRORS: dict[str, str] = {"422": "An invalid parameter; the message and `f
 
 
 def error_response(exc: PatchbayError) -> JSONResponse:
-    """The HTTP answer for a hub error (also usable by other surfaces)."""
-    body = ErrorBody(detail=str(exc), error="error")
-    status = 500
-    if isinstance(exc, UnknownServerError):
-        status, body.error, body.server = 404, "unknown_server", exc.name
-        body.suggestions = Catalog.suggest(exc.name, exc.known)
-    elif isinstance(exc, UnknownToolError):
-        status, body.error, body.suggestions = 404, f"unknown_{exc.kind}", exc.suggestions
-    elif isinstance(exc, DuplicateServerError):
-        status, body.error, body.server = 409, "duplicate_server", exc.name
-    elif isinstance(exc, ConfigError):
-        status, body.error, body.server, body.field = 422, "config", exc.server, exc.field
-    elif isinstance(exc, ServerUnavailableError):
-        status, body.error, body.server = 503, "unavailable", exc.server
-    elif isinstance(exc, CallTimeoutError):
-        status, body.error, body.server = 504, "timeout", exc.server
-    elif isinstance(exc, OAuthError):  # refused or failed sign-in: the other side's doing (or not remote)
-        not_remote = "is not a remote server" in str(exc)
-        status, body.error, body.server = (409 if not_remote else 502), "oauth", exc.server
-    elif isinstance(exc, UpstreamError):
-        status, body.error, body.server = 502, "upstream_error", exc.server
-        body.code, body.data = exc.code, exc.data
-    return JSONResponse(body.model_dump(exclude_none=True, mode="json"), status_code=status)
+    """The HTTP answer for a hub error: the status and body come from the one table in ``replies``."""
+    body, status = replies.rest_error(exc)
+    return JSONResponse(body, status_code=status)
 
 
 def error_json(
@@ -773,7 +747,11 @@ def build_api(hub: Hub) -> APIRouter:
         body: Annotated[CallToolRequest | None, Body()] = None,
     ) -> JSONResponse:
         body = body or CallToolRequest()
-        result = await hub.call_tool(name, body.arguments, timeout=body.timeout)
+        try:
+            result = await hub.call_tool(name, body.arguments, timeout=body.timeout)
+        except PatchbayError as exc:  # the status from the one error table every surface shares
+            content, status = replies.rest_error(exc)
+            return JSONResponse(content, status_code=status)
         return JSONResponse(result.model_dump(by_alias=True, exclude_none=True, mode="json"))
 
     @router.get(

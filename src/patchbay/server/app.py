@@ -32,7 +32,7 @@ from patchbay.server import dashboard
 from patchbay.server.api import build_api, document_errors, install_error_handlers
 from patchbay.server.fastpath import McpFastPath
 from patchbay.server.health import build_health
-from patchbay.server.mcp import McpEndpoint, tool_error_json
+from patchbay.server.mcp import McpEndpoint
 from patchbay.server.metrics import build_metrics
 from patchbay.server.security import LOOPBACK_NAMES, Guard, is_loopback
 
@@ -76,7 +76,9 @@ def create_app(hub: Hub, settings: ServeSettings | None = None) -> FastAPI:
     settings = settings or ServeSettings()
     check_binding(settings)
     # Host/Origin checks are done once, for every path, by Guard; the SDK's own check is redundant.
-    endpoint = McpEndpoint(hub, dns_rebinding_protection=False)
+    endpoint = McpEndpoint(
+        hub, dns_rebinding_protection=False, session_idle_timeout=settings.session_idle_timeout
+    )
     watcher = ConfigWatcher(hub, hub.config.path) if settings.watch_config and hub.config.path else None
 
     @contextlib.asynccontextmanager
@@ -173,7 +175,6 @@ def create_app(hub: Hub, settings: ServeSettings | None = None) -> FastAPI:
         hub=hub,
         manager=endpoint.manager,
         sessions=endpoint.fast_sessions,
-        tool_error=tool_error_json,
         server_info=lambda: endpoint.server.server_info_stamp,
     )
     # Agents authenticate with their own tokens at /agents; everything else with the hub's.

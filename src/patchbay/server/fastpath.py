@@ -8,30 +8,33 @@ SDK adds, this middleware calls the hub and writes the JSON itself, for ~4x less
 means: a single ``tools/call``, no progress token, on a known initialized session whose client cannot be
 asked anything back (no sampling or elicitation), or a stateless 2026-07-28 request. Everything else
 (handshakes, lists, progress, sampling, batches, GET streams, anything unexpected) goes to the SDK
-untouched, with the request body replayed.
+untouched, with the request body replayed. Invalid input is the SDK's to answer too: the fast path
+parses and checks exactly as the SDK would and hands over anything it would refuse, so both paths agree
+on every input and nothing invalid reaches an upstream.
 
-It relies on two private SDK details, deliberately: ``StreamableHTTPSessionManager._server_instances``
-to know the session exists, and the transport's idle bookkeeping (``_requests_in_flight``,
-``idle_scope``) so that fast-path traffic keeps a session alive exactly as SDK traffic does. If either
-is missing (an SDK change), every request simply takes the SDK path.
+It relies on private SDK details (the manager's sessions, the transport's idle bookkeeping), all read
+through ``sdk_adapter``; if they are missing (an SDK change), every request simply takes the SDK path.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
-import math
 from collections.abc import Callable
 from typing import Any
 
-import anyio
+import pydantic_core
+from mcp.shared.inbound import ERROR_CODE_HTTP_STATUS
 from mcp.types import SERVER_INFO_META_KEY
 from mcp.types.version import HANDSHAKE_PROTOCOL_VERSIONS
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from patchbay.errors import PatchbayError, UnknownToolError
+from patchbay import replies
+from patchbay.errors import PatchbayError
 from patchbay.hub import Hub
+from patchbay.server import sdk_adapter
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +42,15 @@ MODERN = "2026-07-28"
 MAX_BODY = 4 * 1024 * 1024  # the SDK's own request limit: larger bodies go to it and get its 413
 _META_VERSION = "io.modelcontextprotocol/protocolVersion"
 _META_CAPS = "io.modelcontextprotocol/clientCapabilities"
+# The members of a request the fast path understands; anything more and the SDK decides what it means.
+_REQUEST_KEYS = frozenset({"jsonrpc", "id", "method", "params"})
+_CALL_KEYS = frozenset({"name", "arguments", "_meta"})
+_INVALID_CONTENT_TYPE = replies.encode(
+    replies.invalid_request("Invalid Content-Type header: POST /mcp takes application/json")
+)
+_INVALID_ID = replies.encode(
+    replies.invalid_request("Invalid request: the id must be a string or an integer")
+)
 
 
 class FastSessions:
@@ -46,10 +58,51 @@ class FastSessions:
 
     def __init__(self) -> None:
         self.eligible: set[str] = set()
-        self.in_flight: dict[tuple[str, Any], asyncio.Task[Any]] = {}
+        self.in_flight: dict[tuple[str, str | int], asyncio.Task[Any]] = {}
+
+
+def _accepts(headers: dict[str, str]) -> bool:
+    return _accepts_value(headers.get("accept", ""))
+
+
+@functools.lru_cache(maxsize=64)  # clients repeat the same few header values: parse each once
+def _accepts_value(accept: str) -> bool:
+    """The SDK's own Accept rule (``check_accept_headers``): JSON and SSE, wildcards counted."""
+    types_ = [t.split(";")[0].strip().lower() for t in accept.split(",")]
+    if "*/*" in types_:
+        return True
+    return any(t in ("application/json", "application/*") for t in types_) and any(
+        t in ("text/event-stream", "text/*") for t in types_
+    )
+
+
+@functools.lru_cache(maxsize=64)
+def _is_json(content_type: str) -> bool:
+    """The SDK's Content-Type rules: the security check's prefix, then the transport's exact type."""
+    if not content_type.lower().startswith("application/json"):
+        return False
+    return any(part.strip() == "application/json" for part in content_type.split(";")[0].split(","))
+
+
+def _parse(body: bytes, modern: bool) -> Any:
+    """The body parsed exactly as the SDK's leg for its era parses it, or None where the SDK refuses it.
+
+    The handshake-era transport uses ``pydantic_core.from_json`` (strict UTF-8, nesting limited to 200,
+    and faster than ``json``); the 2026-07-28 leg uses ``json.loads`` (where deep nesting raises
+    RecursionError). Whatever the SDK refuses, it answers itself: the body is handed over."""
+    try:
+        return json.loads(body) if modern else pydantic_core.from_json(body)
+    except (ValueError, RecursionError):
+        return None
 
 
 class McpFastPath:
+    """ASGI middleware in front of the SDK's ``/mcp`` app: answers plain ``tools/call`` itself.
+
+    It answers only requests that are valid and that the SDK would execute; anything it is not sure of
+    (malformed JSON-RPC, odd ids, wrong media types, extra members) is replayed to the SDK, so both paths
+    give the same answer to every input and nothing invalid reaches an upstream."""
+
     def __init__(
         self,
         app: ASGIApp,
@@ -57,7 +110,6 @@ class McpFastPath:
         hub: Hub,
         manager: Any,
         sessions: FastSessions,
-        tool_error: Callable[[PatchbayError], dict[str, Any]],
         server_info: Callable[[], dict[str, Any]],
         path: str = "/mcp",
     ) -> None:
@@ -65,10 +117,9 @@ class McpFastPath:
         self.hub = hub
         self.manager = manager
         self.sessions = sessions
-        self.tool_error = tool_error
         self.server_info = server_info  # modern-era results carry it in _meta, as the SDK's do
         self.path = path
-        self.enabled = hasattr(manager, "_server_instances")
+        self.enabled = sdk_adapter.can_track_sessions(manager)
         if not self.enabled:
             log.warning("the MCP SDK changed; /mcp fast path disabled (everything goes through the SDK)")
 
@@ -87,56 +138,63 @@ class McpFastPath:
             await self.app(scope, replay, send)
             return
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
-        handled = await self._try(scope, headers, body, receive, send)
+        handled = await self._try(headers, body, receive, send)
         if not handled:
             await self.app(scope, replay, send)
 
-    async def _try(
-        self, scope: Scope, headers: dict[str, str], body: bytes, receive: Receive, send: Send
-    ) -> bool:
-        if "application/json" not in headers.get("accept", "") and "*/*" not in headers.get("accept", ""):
+    async def _try(self, headers: dict[str, str], body: bytes, receive: Receive, send: Send) -> bool:
+        content_type = headers.get("content-type", "")
+        if not content_type.lower().startswith("application/json"):
+            # The SDK refuses these with a bare text/plain 400; the same status, as JSON-RPC.
+            await _respond(send, 400, _INVALID_CONTENT_TYPE, None)
+            return True
+        if not _accepts(headers) or not _is_json(content_type):
             return False
-        try:
-            msg = json.loads(body)
-        except ValueError:
+        version = headers.get("mcp-protocol-version")
+        legacy = version is None or version in HANDSHAKE_PROTOCOL_VERSIONS  # the manager's own routing
+        msg = _parse(body, not legacy)
+        if type(msg) is not dict:
             return False
-        if type(msg) is not dict or msg.get("jsonrpc") != "2.0":
+        if legacy and "method" in msg and "id" in msg and not replies.is_request_id(msg["id"]):
+            # The SDK's handshake-era transport takes such a request for a notification (202, dropped,
+            # never answered); its 2026-07-28 leg refuses it with -32600. Both paths here do the latter.
+            await _respond(send, 400, _INVALID_ID, headers.get("mcp-session-id"))
+            return True
+        if msg.get("jsonrpc") != "2.0" or not msg.keys() <= _REQUEST_KEYS:
             return False
         method = msg.get("method")
-        version = headers.get("mcp-protocol-version")
         session_id = headers.get("mcp-session-id")
-        if method == "notifications/cancelled" and session_id:
+        if method == "notifications/cancelled" and session_id and "id" not in msg:
             return await self._cancel(session_id, msg, send)
-        if method != "tools/call" or "id" not in msg:
+        if method != "tools/call" or not replies.is_request_id(rid := msg.get("id")):
             return False
         params = msg.get("params")
-        if type(params) is not dict or not isinstance(params.get("name"), str):
+        if type(params) is not dict or type(params.get("name")) is not str or not params.keys() <= _CALL_KEYS:
             return False
-        meta = params.get("_meta") or {}
-        if type(meta) is not dict or "progressToken" in meta:
+        meta = params.get("_meta")
+        if meta is None:
+            meta = {}
+        elif type(meta) is not dict or "progressToken" in meta:
             return False
-        arguments = params.get("arguments") or {}
-        if type(arguments) is not dict:
+        arguments = params.get("arguments")
+        if arguments is None:
+            arguments = {}
+        elif type(arguments) is not dict:
             return False
         if version == MODERN:
             if session_id or not self._modern_ok(headers, params, meta):
                 return False
-            await self._call(scope, receive, send, msg["id"], params["name"], arguments, None, modern=True)
+            await self._call(receive, send, rid, params["name"], arguments, None, modern=True)
             return True
         if session_id is None or session_id not in self.sessions.eligible:
             return False
         if version is not None and version not in HANDSHAKE_PROTOCOL_VERSIONS:
             return False
-        transport = self.manager._server_instances.get(session_id)
-        owners = getattr(self.manager, "_session_owners", {})
-        if (
-            transport is None
-            or owners.get(session_id) is not None
-            or getattr(transport, "is_terminated", True)
-        ):
+        transport = sdk_adapter.live_transport(self.manager, session_id)
+        if transport is None:
             self.sessions.eligible.discard(session_id)
             return False
-        await self._call(scope, receive, send, msg["id"], params["name"], arguments, (session_id, transport))
+        await self._call(receive, send, rid, params["name"], arguments, (session_id, transport))
         return True
 
     @staticmethod
@@ -151,10 +209,9 @@ class McpFastPath:
 
     async def _call(
         self,
-        scope: Scope,
         receive: Receive,
         send: Send,
-        rid: Any,
+        rid: str | int,
         name: str,
         arguments: dict[str, Any],
         session: tuple[str, Any] | None,
@@ -164,46 +221,45 @@ class McpFastPath:
         task = asyncio.ensure_future(self.hub.call_tool(name, arguments))
         key = (session[0], rid) if session else None
         transport = session[1] if session else None
+        session_id = session[0] if session else None
         if key is not None:
             self.sessions.in_flight[key] = task
-        _hold(transport)
+        sdk_adapter.hold(transport)
         watcher = asyncio.ensure_future(_until_disconnect(receive))
         try:
             await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
             if not task.done():  # the client went away: cancelling sends notifications/cancelled upstream
                 task.cancel()
+                await _settle(task)
                 return
-            reply: dict[str, Any]
             try:
-                result = task.result()
-                data = result.model_dump(by_alias=True, exclude_none=True, mode="json")
-                if modern:
-                    self._stamp(data)
-                else:
-                    data.pop("resultType", None)
-                reply = {"jsonrpc": "2.0", "id": rid, "result": data}
+                outcome: Any = task.result()
             except asyncio.CancelledError:
                 # The client sent notifications/cancelled: the spec says a cancelled request gets no answer.
                 # An empty 202 is what clients treat as "nothing to deliver" (the SDK's own client crashes
                 # if a JSON answer arrives for a request it has given up on).
-                await _respond(send, 202, b"", session[0] if session else None)
+                await _respond(send, 202, b"", session_id)
                 return
-            except UnknownToolError as exc:
-                reply = {"jsonrpc": "2.0", "id": rid, "error": {"code": -32602, "message": str(exc)}}
             except PatchbayError as exc:
-                data = self.tool_error(exc)
-                if modern:
-                    data["resultType"] = "complete"
-                    self._stamp(data)
-                reply = {"jsonrpc": "2.0", "id": rid, "result": data}
-            await _respond(
-                send, 200, json.dumps(reply, ensure_ascii=False).encode(), session[0] if session else None
-            )
+                outcome = exc
+            except Exception as exc:  # a bug: answered as the SDK path answers it (-32603), never 500
+                log.exception("tools/call %r failed", name)
+                outcome = exc
+            reply = replies.call_reply(rid, outcome)
+            status = 200
+            if modern:
+                if "result" in reply:
+                    reply["result"]["resultType"] = "complete"
+                    self._stamp(reply["result"])
+                else:  # the SDK's modern leg maps error codes to HTTP statuses
+                    status = ERROR_CODE_HTTP_STATUS.get(reply["error"]["code"], 200)
+            await _respond(send, status, replies.encode(reply), session_id)
         finally:
             watcher.cancel()
+            await _settle(watcher)
             if key is not None:
                 self.sessions.in_flight.pop(key, None)
-            _release(transport)
+            sdk_adapter.release(transport)
 
     def _stamp(self, data: dict[str, Any]) -> None:
         meta = data.get("_meta")
@@ -212,8 +268,10 @@ class McpFastPath:
         data["_meta"] = meta
 
     async def _cancel(self, session_id: str, msg: dict[str, Any], send: Send) -> bool:
-        params = msg.get("params") or {}
-        task = self.sessions.in_flight.get((session_id, params.get("requestId")))
+        params = msg.get("params")
+        if type(params) is not dict or not replies.is_request_id(request_id := params.get("requestId")):
+            return False
+        task = self.sessions.in_flight.get((session_id, request_id))
         if task is None:
             return False  # not one of ours: the SDK handles it
         task.cancel()
@@ -221,20 +279,16 @@ class McpFastPath:
         return True
 
 
-def _hold(transport: Any) -> None:
-    """Count the call as in flight on the SDK transport, as its own handle_request does."""
-    if transport is None or getattr(transport, "idle_scope", None) is None:
-        return
-    transport._requests_in_flight += 1
-    transport.idle_scope.deadline = math.inf
+async def _settle(task: asyncio.Future[Any]) -> None:
+    """Wait for a task we cancelled; its outcome is moot, but it is retrieved (never "never retrieved")."""
+    task.add_done_callback(_retrieve)
+    if not task.done():
+        await asyncio.wait({task})
 
 
-def _release(transport: Any) -> None:
-    if transport is None or getattr(transport, "idle_scope", None) is None:
-        return
-    transport._requests_in_flight -= 1
-    if not transport._requests_in_flight and transport._idle_timeout is not None:
-        transport.idle_scope.deadline = anyio.current_time() + transport._idle_timeout
+def _retrieve(task: asyncio.Future[Any]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.debug("abandoned /mcp call ended with %r", task.exception())
 
 
 async def _read_body(receive: Receive) -> tuple[bytes, bool]:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import warnings
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 import mcp.types as types
@@ -29,6 +29,7 @@ from mcp.server.subscriptions import (
     ListenHandler,
     PromptsListChanged,
     ResourcesListChanged,
+    ResourceUpdated,
     ToolsListChanged,
 )
 from mcp.server.transport_security import TransportSecuritySettings
@@ -36,21 +37,20 @@ from mcp.shared.exceptions import MCPError
 from mcp.shared.message import ServerMessageMetadata
 from pydantic import TypeAdapter
 
-from patchbay import __version__
-from patchbay.errors import (
-    CallTimeoutError,
-    PatchbayError,
-    ServerUnavailableError,
-    UnknownToolError,
-    UpstreamError,
-)
+from patchbay import __version__, replies
+from patchbay.errors import PatchbayError, UpstreamError
 from patchbay.events import CatalogEvent, Subscription
-from patchbay.hub import Hub
+from patchbay.hub import Hub, UpstreamCapabilities
+from patchbay.server import sdk_adapter
 from patchbay.server.fastpath import FastSessions
 
 log = logging.getLogger(__name__)
 
-RESOURCE_NOT_FOUND = -32002
+RESOURCE_NOT_FOUND = replies.RESOURCE_NOT_FOUND
+# Abandoned sessions cost ~40 KiB each until reaped; the SDK's default keeps them for 30 minutes.
+DEFAULT_SESSION_IDLE_TIMEOUT = 300.0
+# A client whose notification stream stops draining must not stall the fan-out to everyone else.
+NOTIFY_TIMEOUT = 5.0
 INSTRUCTIONS = "Tools from every MCP server connected to this patchbay hub, named <server>__<tool>."
 LEVELS = ["debug", "info", "notice", "warning", "error", "critical", "alert", "emergency"]
 # What an upstream may ask of its client, and the result type the SDK validates the answer against.
@@ -63,7 +63,14 @@ CLIENT_REQUESTS: dict[str, tuple[Any, Any]] = {
 
 
 class HubServer(Server[Any]):
-    """A low-level server that always advertises ``listChanged`` (the session manager asks for none)."""
+    """A low-level server whose capabilities follow the hub's upstreams.
+
+    ``listChanged`` is always advertised (the session manager asks for none). ``completions`` and
+    ``resources.subscribe`` are advertised only when some upstream has them, so a client never relies on a
+    feature nobody behind the hub offers. ``get_capabilities`` serves both ``initialize`` and the 2026-07-28
+    ``server/discover``."""
+
+    upstream_capabilities: Callable[[], UpstreamCapabilities] = UpstreamCapabilities
 
     def create_initialization_options(
         self,
@@ -75,6 +82,25 @@ class HubServer(Server[Any]):
             tools_changed=True, resources_changed=True, prompts_changed=True
         )
         return super().create_initialization_options(options, experimental_capabilities, extensions)
+
+    def get_capabilities(
+        self,
+        notification_options: NotificationOptions | None = None,
+        experimental_capabilities: dict[str, dict[str, Any]] | None = None,
+        extensions: dict[str, dict[str, Any]] | None = None,
+        *,
+        protocol_version: str | None = None,
+    ) -> types.ServerCapabilities:
+        caps = super().get_capabilities(
+            notification_options, experimental_capabilities, extensions, protocol_version=protocol_version
+        )
+        upstream = self.upstream_capabilities()
+        update: dict[str, Any] = {}
+        if not upstream.completions:
+            update["completions"] = None
+        if caps.resources is not None:
+            update["resources"] = caps.resources.model_copy(update={"subscribe": upstream.resource_subscribe})
+        return caps.model_copy(update=update) if update else caps
 
 
 class _CallingClient:
@@ -102,7 +128,10 @@ class _CallingClient:
 
 
 class McpEndpoint:
-    """Owns the downstream server, its session manager and the notification fan-out."""
+    """Owns the downstream server, its session manager and the notification fan-out.
+
+    ``session_idle_timeout`` (seconds, None for never) is how long a handshake-era session may go with no
+    request in flight (fast-path calls and open GET streams count) before it is reaped."""
 
     def __init__(
         self,
@@ -111,16 +140,27 @@ class McpEndpoint:
         allowed_hosts: list[str] | None = None,
         allowed_origins: list[str] | None = None,
         dns_rebinding_protection: bool = True,
+        session_idle_timeout: float | None = DEFAULT_SESSION_IDLE_TIMEOUT,
     ) -> None:
         self.hub = hub
         self.bus = InMemorySubscriptionBus()
+        self._listen = ListenHandler(self.bus)
         self._legacy: dict[int, ServerSession] = {}
         self._log_levels: dict[int, int] = {}
+        # Resource subscriptions per handshake-era session, and who subscribed to each URI.
+        self._subscriptions: dict[int, set[str]] = {}
+        self._subscribers: dict[str, set[int]] = {}
         self._tools_cache: tuple[int, types.ListToolsResult] | None = None
         self._events: Subscription | None = None
         self.fast_sessions = FastSessions()
         self._fanout: asyncio.Task[None] | None = None
-        with warnings.catch_warnings():  # logging is deprecated in 2026-07-28, still used by older clients
+        self._notifier: asyncio.Task[None] | None = None
+        self._catalog_changed = asyncio.Event()
+        self._fanout_idle = asyncio.Event()
+        self._tasks: set[asyncio.Task[Any]] = set()  # short-lived sends and releases, owned here
+        self._stopped = False
+        self.notify_rounds = 0  # how many list_changed rounds went out (tests, metrics)
+        with warnings.catch_warnings():  # logging and subscribe are deprecated in 2026-07-28, still used
             warnings.simplefilter("ignore")
             self.server = HubServer(
                 "patchbay",
@@ -131,13 +171,17 @@ class McpEndpoint:
                 on_list_resources=self._list_resources,
                 on_list_resource_templates=self._list_templates,
                 on_read_resource=self._read_resource,
+                on_subscribe_resource=self._subscribe,
+                on_unsubscribe_resource=self._unsubscribe,
                 on_list_prompts=self._list_prompts,
                 on_get_prompt=self._get_prompt,
+                on_completion=self._complete,
                 on_set_logging_level=self._set_level,
-                on_subscriptions_listen=ListenHandler(self.bus),
+                on_subscriptions_listen=self._listen_with_resources,
                 # Without this the SDK lists every tool on each modern-era call to check Mcp-Param headers.
                 get_tool_input_schema=self._input_schema,
             )
+        self.server.upstream_capabilities = hub.upstream_capabilities  # type: ignore[method-assign]
         self.server.middleware.append(self._track_sessions)
         security = TransportSecuritySettings(
             enable_dns_rebinding_protection=dns_rebinding_protection,
@@ -145,62 +189,154 @@ class McpEndpoint:
             allowed_origins=allowed_origins or [],
         )
         self.manager = StreamableHTTPSessionManager(
-            app=self.server, stateless=False, security_settings=security
+            app=self.server,
+            stateless=False,
+            security_settings=security,
+            session_idle_timeout=session_idle_timeout,
         )
         hub.add_notification_observer(self._upstream_notification)
 
     # --- lifecycle ---------------------------------------------------------------------------------
 
     def start(self) -> None:
+        self._stopped = False
         self._events = self.hub.events()
-        self._fanout = asyncio.create_task(self._fan_out_catalog_changes(), name="patchbay-mcp-fanout")
+        self._fanout = asyncio.create_task(self._watch_catalog(), name="patchbay-mcp-catalog-watch")
+        self._notifier = asyncio.create_task(self._notify_catalog_changes(), name="patchbay-mcp-fanout")
 
     async def stop(self) -> None:
-        if self._fanout is not None:
-            self._fanout.cancel()
+        """End the listen streams, then cancel and await every task this endpoint started."""
+        self._stopped = True
+        self._listen.close()
         if self._events is not None:
             self._events.close()
+        tasks = [t for t in (self._fanout, self._notifier, *self._tasks) if t is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._tasks.clear()
 
-    async def _fan_out_catalog_changes(self) -> None:
+    def _spawn(self, coro: Coroutine[Any, Any, Any], what: str) -> None:
+        """Run a short job owned by this endpoint: kept until done, its failure logged, cancelled on stop."""
+        if self._stopped:  # nobody would await it
+            coro.close()
+            return
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+
+        def done(t: asyncio.Task[Any]) -> None:
+            self._tasks.discard(t)
+            if not t.cancelled() and t.exception() is not None:
+                log.debug("could not %s: %r", what, t.exception())
+
+        task.add_done_callback(done)
+
+    async def _watch_catalog(self) -> None:
         assert self._events is not None
         async for event in self._events:
             if not isinstance(event, CatalogEvent):
                 continue
-            await asyncio.sleep(0.05)  # coalesce a burst (a restart removes, then re-adds)
+            if event.server is None and not event.added and not event.removed:
+                continue  # a re-ranking (config reload) that changed no name: clients have nothing to re-list
+            self._catalog_changed.set()
+
+    async def _notify_catalog_changes(self) -> None:
+        """One round at a time, one pending: a burst of N catalog changes costs O(1) rounds."""
+        while True:
+            self._fanout_idle.set()
+            await self._catalog_changed.wait()
+            self._fanout_idle.clear()
+            self._catalog_changed.clear()
             await self.notify_catalog_changed()
+
+    async def fanout_settled(self) -> None:
+        """Return once no catalog notification round is pending or in flight."""
+        while self._catalog_changed.is_set() or not self._fanout_idle.is_set():
+            await self._fanout_idle.wait()
+            await asyncio.sleep(0)  # let a round that was just triggered start
 
     async def notify_catalog_changed(self) -> None:
         """Tell every client: modern ones through their listen streams, handshake-era ones directly."""
+        self.notify_rounds += 1
         for event in (ToolsListChanged(), ResourcesListChanged(), PromptsListChanged()):
             await self.bus.publish(event)
-        for session in list(self._legacy.values()):
-            try:
+        await asyncio.gather(*(self._notify_session(s) for s in list(self._legacy.values())))
+
+    @staticmethod
+    async def _notify_session(session: ServerSession) -> None:
+        """One session's list_changed notifications; a session that does not drain its stream is skipped."""
+        try:
+            async with asyncio.timeout(NOTIFY_TIMEOUT):
                 await session.send_tool_list_changed()
                 await session.send_resource_list_changed()
                 await session.send_prompt_list_changed()
-            except Exception:
-                log.debug("could not notify a client session", exc_info=True)
+        except Exception:
+            log.debug("could not notify a client session", exc_info=True)
 
     async def _track_sessions(self, ctx: Any, call_next: Callable[[Any], Awaitable[Any]]) -> Any:
-        """Remember each handshake-era session (the SDK keeps no list) and forget it when it ends."""
+        """Remember each handshake-era session (the SDK keeps no list) and forget it when it ends.
+
+        ``initialize`` and ``server/discover`` wait for the hub's first start, so the capabilities they
+        advertise (completions, subscriptions) reflect every upstream."""
+        if ctx.method in ("initialize", "server/discover"):
+            await self.hub.wait_started()
         result = await call_next(ctx)
-        if ctx.method == "notifications/initialized":
-            conn = ctx.session._connection  # private, but the only per-connection handle (see notes 6.2)
-            key = id(conn)
-            self._legacy[key] = ctx.session
-            conn.exit_stack.callback(self._forget, key)
-            request = getattr(ctx, "request", None)
-            session_id = request.headers.get("mcp-session-id") if request is not None else None
-            caps = ctx.session.client_capabilities
-            asks_back = caps is not None and (caps.sampling is not None or caps.elicitation is not None)
-            if session_id and not asks_back:  # the fast path can serve it: nothing to route back to it
-                self.fast_sessions.eligible.add(session_id)
-                conn.exit_stack.callback(self.fast_sessions.eligible.discard, session_id)
+        if ctx.method == "initialize":
+            self._allow_fast_path(ctx)
+        elif ctx.method == "notifications/initialized":
+            self._track(ctx.session)
         return result
+
+    def _track(self, session: Any) -> int | None:
+        """Track the session's connection until it ends (idempotent); its key, None if the SDK gives none.
+
+        Also called by requests that need it (subscribe, setLevel): the SDK may run them before it has
+        processed the client's ``notifications/initialized``."""
+        conn = sdk_adapter.connection_of(session)
+        if conn is None:
+            return None
+        key = id(conn)
+        if key not in self._legacy:
+            if not sdk_adapter.on_connection_close(conn, self._forget, key):
+                return None
+            self._legacy[key] = session
+        return key
+
+    def _allow_fast_path(self, ctx: Any) -> None:
+        """From a successful ``initialize`` on, the SDK serves the session's requests, and so may the fast
+        path, unless the client can be asked things back (sampling, elicitation: the SDK routes those)."""
+        conn = sdk_adapter.connection_of(ctx.session)
+        session_id = getattr(conn, "session_id", None)
+        caps = (ctx.params or {}).get("capabilities")
+        asks_back = not isinstance(caps, dict) or any(
+            caps.get(k) is not None for k in ("sampling", "elicitation")
+        )
+        if (
+            session_id
+            and not asks_back
+            and sdk_adapter.on_connection_close(conn, self.fast_sessions.eligible.discard, session_id)
+        ):
+            self.fast_sessions.eligible.add(session_id)
 
     def _forget(self, key: int) -> None:
         self._legacy.pop(key, None)
         self._log_levels.pop(key, None)
+        uris = self._subscriptions.pop(key, set())
+        for uri in uris:
+            self._drop_subscriber(uri, key)
+        if uris:  # the session ended: release what it held at the hub
+            self._spawn(self._release(sorted(uris)), "release resource subscriptions")
+
+    def _drop_subscriber(self, uri: str, key: int) -> None:
+        keys = self._subscribers.get(uri)
+        if keys is not None:
+            keys.discard(key)
+            if not keys:
+                del self._subscribers[uri]
+
+    async def _release(self, uris: list[str]) -> None:
+        for uri in uris:
+            await self.hub.unsubscribe_resource(uri)
 
     @property
     def sessions(self) -> int:
@@ -215,6 +351,7 @@ class McpEndpoint:
     async def _list_tools(
         self, ctx: Any, params: types.PaginatedRequestParams | None
     ) -> types.ListToolsResult:
+        await self.hub.wait_started()  # a client that connects during start-up must see every tool
         version = self.hub.catalog.version
         cached = self._tools_cache
         if cached is None or cached[0] != version:
@@ -231,28 +368,31 @@ class McpEndpoint:
                 await session.report_progress(p, total, message)
 
         try:
-            return await self.hub.call_tool(
+            result = await self.hub.call_tool(
                 params.name,
                 params.arguments,
                 progress=progress,
                 client=_CallingClient(ctx.session, ctx.request_id),
             )
-        except UnknownToolError as exc:
-            raise MCPError(types.INVALID_PARAMS, str(exc)) from None
-        except (ServerUnavailableError, CallTimeoutError, UpstreamError) as exc:
-            # The model should read these, so they come back as tool errors naming the server.
-            return types.CallToolResult(
-                content=[types.TextContent(type="text", text=str(exc))], is_error=True
-            )
+        except Exception as exc:
+            if not isinstance(exc, PatchbayError):
+                log.exception("tools/call %r failed", params.name)
+            answer = replies.call_outcome(exc)
+            if isinstance(answer, MCPError):
+                raise answer from None
+            return answer
+        return result
 
     async def _list_resources(
         self, ctx: Any, params: types.PaginatedRequestParams | None
     ) -> types.ListResourcesResult:
+        await self.hub.wait_started()
         return types.ListResourcesResult(resources=self.hub.resources())
 
     async def _list_templates(
         self, ctx: Any, params: types.PaginatedRequestParams | None
     ) -> types.ListResourceTemplatesResult:
+        await self.hub.wait_started()
         return types.ListResourceTemplatesResult(resource_templates=self.hub.resource_templates())
 
     async def _read_resource(
@@ -260,33 +400,97 @@ class McpEndpoint:
     ) -> types.ReadResourceResult:
         try:
             return await self.hub.read_resource(str(params.uri))
-        except UnknownToolError as exc:
-            raise MCPError(RESOURCE_NOT_FOUND, str(exc)) from None
         except PatchbayError as exc:
-            raise _mcp_error(exc) from None
+            raise replies.mcp_error(exc) from None
 
     async def _list_prompts(
         self, ctx: Any, params: types.PaginatedRequestParams | None
     ) -> types.ListPromptsResult:
+        await self.hub.wait_started()
         return types.ListPromptsResult(prompts=self.hub.prompts())
 
     async def _get_prompt(self, ctx: Any, params: types.GetPromptRequestParams) -> types.GetPromptResult:
         try:
             return await self.hub.get_prompt(params.name, params.arguments)
-        except UnknownToolError as exc:
-            raise MCPError(types.INVALID_PARAMS, str(exc)) from None
         except PatchbayError as exc:
-            raise _mcp_error(exc) from None
+            raise replies.mcp_error(exc) from None
+
+    async def _complete(self, ctx: Any, params: types.CompleteRequestParams) -> types.CompleteResult:
+        """``completion/complete``, answered by the server owning the prompt or resource template."""
+        dump: dict[str, Any] = {"by_alias": True, "exclude_none": True, "mode": "json"}
+        context = params.context.model_dump(**dump) if params.context is not None else None
+        try:
+            return await self.hub.complete(
+                params.ref.model_dump(**dump), params.argument.model_dump(**dump), context
+            )
+        except PatchbayError as exc:
+            raise replies.mcp_error(exc) from None
+
+    async def _subscribe(self, ctx: Any, params: types.SubscribeRequestParams) -> types.EmptyResult:
+        """``resources/subscribe`` from a handshake-era session: held at the hub until it unsubscribes
+        or the session ends."""
+        uri = str(params.uri)
+        key = self._track(ctx.session)
+        if key is None:
+            raise MCPError(types.INTERNAL_ERROR, "resources/subscribe: this session cannot be tracked")
+        held = self._subscriptions.setdefault(key, set())
+        if uri in held:
+            return types.EmptyResult()
+        try:
+            await self.hub.subscribe_resource(uri)
+        except PatchbayError as exc:
+            raise replies.mcp_error(exc) from None
+        if key not in self._legacy:  # the session ended while the upstream answered
+            self._spawn(self._release([uri]), "release a resource subscription")
+            return types.EmptyResult()
+        self._subscriptions.setdefault(key, set()).add(uri)
+        self._subscribers.setdefault(uri, set()).add(key)
+        return types.EmptyResult()
+
+    async def _unsubscribe(self, ctx: Any, params: types.UnsubscribeRequestParams) -> types.EmptyResult:
+        uri = str(params.uri)
+        key = id(sdk_adapter.connection_of(ctx.session))
+        held = self._subscriptions.get(key)
+        if held is None or uri not in held:
+            return types.EmptyResult()
+        held.discard(uri)
+        self._drop_subscriber(uri, key)
+        try:
+            await self.hub.unsubscribe_resource(uri)
+        except PatchbayError as exc:
+            raise replies.mcp_error(exc) from None
+        return types.EmptyResult()
+
+    async def _listen_with_resources(self, ctx: Any, params: Any) -> Any:
+        """``subscriptions/listen`` (2026-07-28): the SDK's handler, plus holding the upstream
+        subscriptions for the stream's ``resourceSubscriptions`` while it is open."""
+        notifications = getattr(params, "notifications", None)
+        wanted = list(dict.fromkeys(getattr(notifications, "resource_subscriptions", None) or ()))
+        held: list[str] = []
+        try:
+            for uri in wanted:
+                try:
+                    await self.hub.subscribe_resource(uri)
+                    held.append(uri)
+                except PatchbayError as exc:
+                    log.info("listen stream: cannot subscribe to %s: %s", uri, exc)
+            return await self._listen(ctx, params)
+        finally:
+            if held:
+                self._spawn(self._release(held), "release resource subscriptions")
 
     async def _set_level(self, ctx: Any, params: types.SetLevelRequestParams) -> types.EmptyResult:
-        conn = getattr(ctx.session, "_connection", None)
-        if conn is not None:
-            self._log_levels[id(conn)] = LEVELS.index(params.level)
+        key = self._track(ctx.session)
+        if key is not None:
+            self._log_levels[key] = LEVELS.index(params.level)
         return types.EmptyResult()
 
     # --- upstream → downstream notifications -------------------------------------------------------
 
     def _upstream_notification(self, server: str, method: str, params: dict[str, Any]) -> None:
+        if method == "notifications/resources/updated":
+            self._resource_updated(params)
+            return
         if method != "notifications/message" or not self._log_levels:
             return
         level = str(params.get("level", "info"))
@@ -302,29 +506,25 @@ class McpEndpoint:
                         data=params.get("data"),
                         logger=f"{server}/{logger}" if logger else server,
                     )
-                task = asyncio.ensure_future(coro)
-                task.add_done_callback(_quiet)
+                self._spawn(coro, "forward a log message")
+
+    def _resource_updated(self, params: dict[str, Any]) -> None:
+        """To exactly the sessions that subscribed to the URI, and to listen streams that asked for it."""
+        uri = params.get("uri") if isinstance(params, dict) else None
+        if not isinstance(uri, str):
+            return
+        self._spawn(self.bus.publish(ResourceUpdated(uri=uri)), "publish a resource update")
+        for key in list(self._subscribers.get(uri, ())):
+            session = self._legacy.get(key)
+            if session is not None:
+                self._spawn(session.send_resource_updated(uri), "forward a resource update")
 
 
 def tool_error_result(exc: PatchbayError) -> types.CallToolResult:
-    """Routing failures as tool errors naming the server: the model should read them."""
-    return types.CallToolResult(content=[types.TextContent(type="text", text=str(exc))], is_error=True)
+    """Kept for callers; the one builder is ``replies.tool_error_result``."""
+    return replies.tool_error_result(exc)
 
 
 def tool_error_json(exc: PatchbayError) -> dict[str, Any]:
-    return tool_error_result(exc).model_dump(
-        by_alias=True, exclude_none=True, mode="json", exclude={"result_type"}
-    )
-
-
-def _quiet(task: asyncio.Future[Any]) -> None:
-    if not task.cancelled() and task.exception() is not None:
-        log.debug("could not forward a log message: %s", task.exception())
-
-
-def _mcp_error(exc: PatchbayError) -> MCPError:
-    if isinstance(exc, UpstreamError):
-        return MCPError(exc.code, str(exc), exc.data)
-    if isinstance(exc, CallTimeoutError):
-        return MCPError(types.REQUEST_TIMEOUT, str(exc))
-    return MCPError(types.INTERNAL_ERROR, str(exc))
+    """Kept for callers (``app.py`` passes it to the fast path, which no longer uses it)."""
+    return replies.call_result_json(replies.tool_error_result(exc))

@@ -167,7 +167,7 @@ class StdioTransport:
             # The child stopped reading stdin: fail the caller now instead of buffering without bound.
             raise OutboxFullError(self.spec.name, self._max_unread, "its stdin", unit="bytes are")
         try:
-            line = json.dumps(msg, separators=(",", ":"), ensure_ascii=False).encode()
+            line = json.dumps(msg, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
         except (TypeError, ValueError) as exc:
             raise MessageEncodeError(self.spec.name, str(exc)) from None
         stdin.write(line + b"\n")

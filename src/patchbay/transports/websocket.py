@@ -99,7 +99,7 @@ class WebSocketWire:
         if self._closed:
             raise ServerExitedError(self.name, self._reason or "is disconnected")
         try:
-            text = json.dumps(msg, separators=(",", ":"), ensure_ascii=False)
+            text = json.dumps(msg, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
         except (TypeError, ValueError) as exc:
             raise MessageEncodeError(self.name, str(exc)) from None
         try:
