@@ -6,6 +6,7 @@ for a bare ``Hub``, to a loopback listener this manager starts on demand and clo
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Mapping
 from pathlib import Path
@@ -40,6 +41,7 @@ class OAuthManager:
         self.clients: dict[str, OAuthClient] = {}
         self._pending: dict[str, PendingAuthorization] = {}
         self._loopback: LoopbackCallback | None = None
+        self._closing: asyncio.Task[None] | None = None  # owned: awaited by close() and the next listener
 
     def client(self, name: str, url: str, spec: ServerSpec, base_dir: Path | None = None) -> OAuthClient:
         """The client for ``name`` (kept across restarts of the server while its settings stay the same)."""
@@ -80,13 +82,17 @@ class OAuthManager:
         pending = self._pending.pop(state, None)
         if pending is None or pending.expired:
             raise OAuthError(
-                "?", "the sign-in response matches no pending sign-in (unknown or expired state): refusing it"
+                "(unknown)",
+                "the sign-in response matches no pending sign-in (unknown or expired state): refusing it",
             )
         try:
             await self.get(pending.server).complete(pending, params)
         finally:
-            if not self._pending:
-                await self._close_listener()
+            if not self._pending and self._loopback is not None and self._closing is None:
+                # Not awaited here: this may run inside the listener's own request, which must finish first.
+                self._closing = asyncio.create_task(
+                    self._close_listener(), name="patchbay-oauth-listener-close"
+                )
         return pending.server
 
     async def logout(self, name: str) -> bool:
@@ -101,6 +107,9 @@ class OAuthManager:
             self.store.delete(name)
 
     async def _listener(self) -> LoopbackCallback:
+        if self._closing is not None:
+            closing, self._closing = self._closing, None
+            await closing
         if self._loopback is None:
 
             async def handle(params: dict[str, str]) -> str:
@@ -117,4 +126,7 @@ class OAuthManager:
 
     async def close(self) -> None:
         self._pending.clear()
+        if self._closing is not None:
+            closing, self._closing = self._closing, None
+            await closing
         await self._close_listener()
