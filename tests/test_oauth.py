@@ -834,6 +834,7 @@ async def test_dashboard_sign_in_button(
         await page.goto(f"{served.base}/")
         server_card = page.get_by_role("article", name="notion", exact=True)
         await expect(server_card.locator(".badge")).to_have_text("needs sign-in", timeout=15_000)
+        await expect(server_card.locator(".card-error")).to_contain_text("Sign-in needed")
         await expect(server_card.locator(".card-error")).to_contain_text("patchbay auth login notion")
         async with context.expect_page() as popup_info:
             await server_card.get_by_role("button", name="Sign in to notion").click()

@@ -291,9 +291,11 @@ function createServerCard(name) {
     setText(envLine, keys.length ? `${secrets[0]}: ${keys.join(", ")}` : "");
 
     errorBox.hidden = !s.last_error;
-    if (s.last_error && errorBox.dataset.error !== s.last_error) {
+    const errorLabel = s.state === "needs_auth" ? "Sign-in needed" : "Last error";
+    if (s.last_error && (errorBox.dataset.error !== s.last_error || errorBox.dataset.label !== errorLabel)) {
       errorBox.dataset.error = s.last_error;
-      replace(errorBox, h("span", { class: "card-error-label" }, "Last error"), " ", s.last_error);
+      errorBox.dataset.label = errorLabel;
+      replace(errorBox, h("span", { class: "card-error-label" }, errorLabel), " ", s.last_error);
     }
 
     const notes = [...(s.problems || []), ...(s.conflicts || []).map((c) => `conflict: ${c}`)];
