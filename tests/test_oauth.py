@@ -771,6 +771,8 @@ async def test_cli_login_status_logout_on_the_config_file(
     )
     env = {"XDG_DATA_HOME": str(tmp_path / "data"), "PATCHBAY_URL": "http://127.0.0.1:9"}
     common = ("--no-hub", "--config", str(config))
+    _, _, err = await patchbay("tools", *common, env=env)  # before signing in: says what to do
+    assert "linear: needs sign-in" in err and "patchbay auth login linear" in err
     code, out, err = await login_in_browser(browser, "linear", *common, env=env)
     assert code == 0, err
     assert out.strip().count("\n") == 0  # the URL alone on stdout
