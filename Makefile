@@ -65,3 +65,12 @@ BENCH_AGENTS_ARGS ?=
 .PHONY: bench-agents
 bench-agents: $(BIN)/.installed $(PEERS_VENV)/.installed
 	$(BIN)/python -m bench.agents $(BENCH_AGENTS_ARGS)
+
+## bench-all: every benchmark (core, catalog, agents, http) in interleaved rounds, one run: bench/results/all.json
+## and bench/results/all.md (BENCH_ALL_ARGS="--rounds 5 --http-duration 3 --only core,catalog" to shorten it)
+BENCH_ALL_ARGS ?=
+
+.PHONY: bench-all
+bench-all: $(BIN)/.installed $(PEERS_VENV)/.installed
+	command -v wrk >/dev/null || apt-get install -y wrk || (apt-get update && apt-get install -y wrk)
+	$(BIN)/python -m bench.all $(BENCH_ALL_ARGS)

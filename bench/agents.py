@@ -13,16 +13,17 @@ The same ``echo`` tool of the same hand-written stdio server (bench/floor_server
   (``websockets`` without compression, ``json``, the floor server over stdio; no MCP SDK, no hub inside):
   the floor of the agent design with this hub, i.e. what a lean ``patchbay agent`` could reach.
 
-Sequential calls, interleaved in rounds of at most 500 (local, agent, …, local, …) so that the noise of
-this shared machine falls on every row alike, and so that no agent answers more than 500 calls a second for
-long (the hub's flood limit would disconnect it: tests/test_agents.py). The figure of merit is the ratio of
-medians, agent / local (goal ≤ 1.5). With ``--profile``, or when the goal is missed, the hub (this process)
-and then the agent and the forwarder are sampled with py-spy (``--gil``, calls paced at 400/s) and their
-on-CPU time per call is broken down by component, package and function; the collapsed stacks are kept in
-bench/results/agents-profile-*.txt. py-spy comes from bench/.venv-peers (``make bench-http`` or
-``make bench-agents`` installs it) or PATH.
+Sequential calls, interleaved in rounds of at most 500 calls a row (bench/rounds.py: floor, local, agent,
+…, then the next round in a rotated order) so that the noise of this shared machine falls on every row
+alike, and so that no agent answers more than 500 calls a second for long (the hub's flood limit would
+disconnect it: tests/test_agents.py). Each row's figure is the median of its per-round medians; ratios are
+computed per round. The figure of merit is agent / hand-written forwarder (goal ≤ 1.15). With
+``--profile``, the hub (this process) and then the agent and the forwarder are sampled with py-spy
+(``--gil``, calls paced at 400/s) and their on-CPU time per call is broken down by component, package and
+function; the collapsed stacks are kept in bench/results/agents-profile-*.txt. py-spy comes from
+bench/.venv-peers (``make bench-http`` or ``make bench-agents`` installs it) or PATH.
 
-Run with ``make bench-agents`` or ``python -m bench.agents [--calls N] [--profile]``.
+Run with ``make bench-agents`` or ``python -m bench.agents [--calls N] [--rounds N] [--profile]``.
 """
 
 from __future__ import annotations
@@ -40,20 +41,23 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import uvicorn
 
-from bench.core import FLOOR_SERVER, row, summary, timed
-from bench.floor_client import floor_latencies
+from bench.core import FLOOR_SERVER, timed
+from bench.floor_client import FloorSession
 from bench.profiling import FRAME, short
+from bench.rounds import Column, Section, finish, latency_metrics, run_async
 from patchbay import Hub
 from patchbay.server.app import ServeSettings, create_app
 
 ROOT = Path(__file__).resolve().parent.parent
 TOKEN = "bench-agent-token-0123456789"
 AGENT = "bench"
-GOAL = 1.5
+GOAL = 1.15  # a call through patchbay agent / through the hand-written forwarder (issue 12)
+MAX_PER_ROUND = 500
 PROFILE_RATE = 1000
 PROFILE_CALL_RATE = 400  # calls a second while profiling
 ARGS = {"text": "hi"}
@@ -319,49 +323,68 @@ async def profile(agent_hub: AgentHub, workdir: Path, what: str) -> None:
         summarize(f"{label} process (pid {targets[label]})", out, done)
 
 
-async def main(calls: int, rounds: int, force_profile: bool) -> None:
+async def main(ns: argparse.Namespace) -> None:
     # at most 500 calls per row and round: a faster agent would otherwise trip the hub's flood limit
-    rounds = max(rounds, -(-calls // 500))
-    print(
-        f"patchbay agent benchmark: {calls} sequential echo calls per row, in {rounds} interleaved rounds\n"
-    )
+    calls, rounds = min(ns.calls, MAX_PER_ROUND), ns.rounds
+    print(f"patchbay agent benchmark: {rounds} interleaved rounds of {calls} sequential echo calls per row\n")
     with tempfile.TemporaryDirectory(prefix="patchbay-bench-agents-") as tmp:
         workdir = Path(tmp)
-        floor = await floor_latencies(FLOOR_SERVER, calls)
-        lat: dict[str, list[float]] = {"local": [], "agent": [], "plain": [], "forwarder": []}
         async with (
+            FloorSession(FLOOR_SERVER) as floor,
             Hub.from_dict({"mcpServers": {"floor": FLOOR_SPEC}}) as local,
             AgentHub(workdir) as remote,
             AgentHub(workdir, deflate=False) as plain,
             AgentHub(workdir, "forwarder") as lean,
         ):
             tool = f"{AGENT}__floor__echo"
-            rows = {
+            calls_of = {
+                "floor": floor.call,
                 "local": lambda: local.call_tool("floor__echo", ARGS),
                 "agent": lambda: remote.hub.call_tool(tool, ARGS),
-                "plain": lambda: plain.hub.call_tool(tool, ARGS),
+                "no deflate": lambda: plain.hub.call_tool(tool, ARGS),
                 "forwarder": lambda: lean.hub.call_tool(tool, ARGS),
             }
-            per_round = max(calls // rounds, 1)
-            for i in range(rounds):
-                for key, fn in rows.items():
-                    lat[key] += await timed(per_round, fn, 200 if i == 0 else 20)
-            f, loc = summary(floor), summary(lat["local"])
-            ag, pl, fw = summary(lat["agent"]), summary(lat["plain"]), summary(lat["forwarder"])
-            print("echo against the hand-written stdio server (bench/floor_server.py):")
-            print(row("floor (hand-written client)", floor, None, ""))
-            print(row("local: Hub.call_tool (stdio)", lat["local"], f, "floor"))
-            print(row("agent: via patchbay agent", lat["agent"], loc, "local"))
-            print(row("agent: no permessage-deflate", lat["plain"], loc, "local"))
-            print(row("agent: hand-written forwarder", lat["forwarder"], loc, "local"))
-            ratio = ag[0] / loc[0]
-            verdict = "met" if ratio <= GOAL else "MISSED"
-            p99 = ag[1] / loc[1]
-            print(f"\n  agent / local: median {ratio:.2f}, p99 {p99:.2f}   (goal ≤ {GOAL}: {verdict})")
-            print(f"  agent - local: {(ag[0] - loc[0]) * 1000:.0f} µs per call at the median")
-            print(f"  permessage-deflate costs {(ag[0] - pl[0]) * 1000:.0f} µs per call at the median")
-            print(f"  agent floor / local: {fw[0] / loc[0]:.2f}   (the best the design can do with this hub)")
-            if force_profile or ratio > GOAL:
+
+            def measure(fn: Callable[[], Awaitable[object]]) -> Callable[[int], Awaitable[dict[str, float]]]:
+                async def row(rnd: int) -> dict[str, float]:
+                    return latency_metrics(await timed(calls, fn, 200 if rnd == 0 else 20))
+
+                return row
+
+            results = await run_async(
+                {k: measure(fn) for k, fn in calls_of.items()}, rounds, verbose=ns.verbose
+            )
+            section = Section(
+                name="agents",
+                title="A call through a dial-in agent against the same call made locally",
+                command=f"python -m bench.agents --calls {calls} --rounds {rounds}",
+                rounds=rounds,
+                rows=list(calls_of),
+                columns=[Column("median_ms", "median", unit=" ms"), Column("p99_ms", "p99", unit=" ms")],
+                vs={"local": "floor", "agent": "local", "no deflate": "local", "forwarder": "local"},
+                vs_header="ratio (per round)",
+                labels={
+                    "floor": "floor: hand-written client ↔ hand-written stdio server",
+                    "local": "local: `Hub.call_tool` → stdio server",
+                    "agent": "through `patchbay agent` (hub → WebSocket → agent → stdio)",
+                    "no deflate": "the same, permessage-deflate off",
+                    "forwarder": "through a hand-written WebSocket forwarder (the floor of the design)",
+                },
+                params={"calls": calls},
+                results=results,
+            )
+            vs_fw = results.ratio("agent", "forwarder", "median_ms")
+            section.goal(
+                "patchbay agent / hand-written forwarder", vs_fw.median, f"≤ {GOAL}", vs_fw.median <= GOAL
+            )
+            extra = results.stat("agent", "median_ms").median - results.stat("local", "median_ms").median
+            section.notes.append(f"agent - local: {extra * 1000:.0f} µs per call (medians)")
+            deflate = (
+                results.stat("agent", "median_ms").median - results.stat("no deflate", "median_ms").median
+            )
+            section.notes.append(f"permessage-deflate costs {deflate * 1000:.0f} µs per call (medians)")
+            finish([section], ns.json)
+            if ns.profile:
                 await profile(remote, workdir, "patchbay agent")
                 await profile(lean, workdir, "forwarder")
                 keep = ROOT / "bench" / "results"
@@ -378,11 +401,13 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--calls", type=int, default=3000, help="sequential calls per row (default 3000)")
     parser.add_argument(
-        "--rounds", type=int, default=10, help="interleaved rounds (default 10, ≤500 calls each)"
+        "--calls", type=int, default=300, help="sequential calls per row and round (default 300, at most 500)"
     )
+    parser.add_argument("--rounds", type=int, default=10, help="interleaved rounds (default 10)")
     parser.add_argument("--profile", action="store_true", help="profile with py-spy even if the goal is met")
+    parser.add_argument("--json", help="write the results here (bench/all.py does)")
+    parser.add_argument("--verbose", action="store_true", help="print every round")
     ns = parser.parse_args()
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(main(ns.calls, ns.rounds, ns.profile))
+        asyncio.run(main(ns))

@@ -23,6 +23,47 @@ def _call(rid: int) -> bytes:
     return _encode({"jsonrpc": "2.0", "id": rid, "method": "tools/call", "params": params})
 
 
+class FloorSession:
+    """One handshaken floor connection kept open, so benchmarks can time it in interleaved rounds."""
+
+    def __init__(self, command: list[str]) -> None:
+        self.command = command
+        self.rid = 0
+
+    async def __aenter__(self) -> "FloorSession":
+        proc = self.proc = await asyncio.create_subprocess_exec(
+            *self.command,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.DEVNULL,
+            limit=STREAM_LIMIT,
+        )
+        assert proc.stdin is not None and proc.stdout is not None
+        self.stdin, self.stdout = proc.stdin, proc.stdout
+        init_params = {
+            "protocolVersion": "2025-11-25",
+            "capabilities": {},
+            "clientInfo": {"name": "floor-client", "version": "1.0"},
+        }
+        self.stdin.write(_encode({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": init_params}))
+        await self.stdin.drain()
+        json.loads(await self.stdout.readline())
+        self.stdin.write(_encode({"jsonrpc": "2.0", "method": "notifications/initialized"}))
+        return self
+
+    async def call(self) -> None:
+        """One echo ``tools/call``, answered before the next is sent."""
+        self.rid += 1
+        self.stdin.write(_call(self.rid))
+        await self.stdin.drain()
+        reply = json.loads(await self.stdout.readline())
+        assert reply["id"] == self.rid, reply
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.stdin.close()
+        await self.proc.wait()
+
+
 async def floor_latencies(command: list[str], n: int, concurrency: int = 1) -> list[float]:
     """Spawn `command`, handshake, then time `n` echo calls; returns per-call latencies in seconds.
 

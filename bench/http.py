@@ -3,8 +3,10 @@
 The load generator is ``wrk`` (C, epoll) with bench/wrk_mcp.lua: every request has its own JSON-RPC id,
 every response is checked (non-200 status, JSON-RPC ``error``, ``"isError": true``, or no echoed result
 count as errors; JSON and SSE bodies alike). All rows run in the same run, on the same machine, against the
-same hand-written stdio server (bench/floor_server.py), and are reported as ratios against mcp-proxy (the
-machine is shared and noisy; absolute numbers move between runs, ratios much less).
+same hand-written stdio server (bench/floor_server.py). The rows are interleaved in rounds (bench/rounds.py:
+every row at 1 connection, then at 16, …, the row order rotated each round); each cell shows the median of
+its round values, and ratios against the bare ASGI app and mcp-proxy are computed per round (the machine is
+shared and noisy; absolute numbers move between runs, ratios much less).
 
 Rows:
 - bare ASGI: bench/bare_asgi.py on uvicorn with patchbay's uvicorn settings, answering the same JSON with no
@@ -45,6 +47,7 @@ import httpx2
 import psutil
 
 from bench.profiling import FRAME, short
+from bench.rounds import Column, RatioColumn, Rounds, Section, finish, order
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "bench"
@@ -57,8 +60,13 @@ LEGACY = "2025-11-25"
 MODERN = "2026-07-28"
 ACCEPT = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
 MCP_PROXY = "mcp-proxy"
-GOAL_LATENCY = 0.5  # patchbay p50 at 1 connection ≤ half of mcp-proxy's
-GOAL_THROUGHPUT = 2.5  # patchbay req/s at 64 connections ≥ 2.5 times mcp-proxy's
+BARE = "bare ASGI"
+LEGACY_ROW = "patchbay (legacy)"
+MODERN_ROW = "patchbay (modern)"
+# issue 12: p50 at 1 connection ≤ 1.6x the bare app; req/s at 64 ≥ 0.6x the bare app and ≥ 3.5x mcp-proxy
+GOAL_P50_VS_BARE = 1.6
+GOAL_RPS_VS_BARE = 0.6
+GOAL_RPS_VS_PROXY = 3.5
 
 
 # --- servers -------------------------------------------------------------------------------------------
@@ -342,87 +350,70 @@ def servers(rows: list[str], logdir: Path) -> Iterator[list[Target]]:
             s.stop()
 
 
-def pick(runs: list[dict[str, Any]]) -> dict[str, Any]:
-    """Of several runs of one cell, the one with the median throughput (errors summed over all)."""
-    ordered = sorted(runs, key=lambda r: r["rps"])
-    chosen = dict(ordered[(len(ordered) - 1) // 2])
-    chosen["err"] = sum(r["err"] for r in runs)
-    chosen["requests_all"] = sum(r["requests"] for r in runs)
-    return chosen
-
-
-def fmt_cell(r: dict[str, Any]) -> str:
-    return f"{r['rps']:7.0f} {r['p50_us'] / 1000:7.2f} {r['p99_us'] / 1000:7.2f} {r['err']:5d}"
-
-
-def report(targets: list[Target], conns: list[int], duration: float, rounds: int) -> dict[str, Any]:
-    width = max(len(t.label) for t in targets) + 2
-    cells = {t.label: {c: pick(t.results[c]) for c in conns} for t in targets}
-    head1 = " " * width + "".join(f"| {f'{c} connection' + ('s' if c > 1 else ''):^29} " for c in conns)
-    head2 = " " * width + "| req/s  p50 ms  p99 ms   err " * len(conns)
-    print(
-        f"\ntools/call echo through /mcp: wrk, {duration:g} s per cell, {rounds} round(s) "
-        "(median-throughput round shown, errors summed)\n"
+def section(targets: list[Target], results: Rounds, conns: list[int], ns: argparse.Namespace) -> Section:
+    """Per row, medians of the round values; ratios to the bare app and mcp-proxy computed per round."""
+    lo, hi = conns[0], conns[-1]
+    labels = [t.label for t in targets]
+    columns = [
+        Column(f"p50_ms@{lo}", f"p50 @{lo}", unit=" ms", fmt="{:.2f}"),
+        Column(f"p99_ms@{lo}", f"p99 @{lo}", unit=" ms", fmt="{:.2f}"),
+        *(Column(f"rps@{c}", f"req/s @{c}", fmt="{:.0f}") for c in conns[1:] or conns),
+        Column(f"cpu_us@{hi}", f"server CPU µs/call @{hi}", fmt="{:.0f}"),
+    ]
+    ratios = []
+    if BARE in labels:
+        ratios += [
+            RatioColumn(f"p50_ms@{lo}", BARE, f"p50 @{lo} vs bare"),
+            RatioColumn(f"rps@{hi}", BARE, f"req/s @{hi} vs bare"),
+        ]
+    if MCP_PROXY in labels:
+        ratios.append(RatioColumn(f"rps@{hi}", MCP_PROXY, f"req/s @{hi} vs mcp-proxy"))
+    sec = Section(
+        name="http",
+        title="tools/call through /mcp under wrk",
+        command=(
+            f"python -m bench.http --duration {ns.duration:g} --rounds {ns.rounds} "
+            f"--connections {ns.connections}"
+        ),
+        rounds=ns.rounds,
+        rows=labels,
+        columns=columns,
+        ratios=ratios,
+        params={"duration": ns.duration, "connections": conns, "threads": ns.threads},
+        results=results,
     )
-    print(head1)
-    print(head2)
     for t in targets:
-        print(f"{t.label:<{width}}" + "".join(f"| {fmt_cell(cells[t.label][c])} " for c in conns))
-
-    print(
-        f"\nserver CPU per call (µs, server + its stdio upstream) and wrk's own CPU, "
-        f"at {conns[-1]} connections:"
-    )
-    for t in targets:
-        r = cells[t.label][conns[-1]]
-        print(
-            f"  {t.label:<{width}} {r['server_cpu_us_per_call']:7.0f} µs/call   "
-            f"wrk {r['wrk_cpu_pct']:4.0f}% of a core"
-            f"   SSE bodies {r['sse']}/{r['responses']}"
+        errors = sum(sum(v.values()) for k, v in results.values[t.label].items() if k.startswith("err@"))
+        requests = sum(
+            sum(v.values()) for k, v in results.values[t.label].items() if k.startswith("requests@")
         )
-
-    proxy = cells.get(MCP_PROXY)
-    if proxy:
-        print("\nratios vs mcp-proxy (same run):")
-        for t in targets:
-            if t.label == MCP_PROXY:
-                continue
-            c = cells[t.label]
-            lat = c[conns[0]]["p50_us"] / proxy[conns[0]]["p50_us"]
-            parts = [f"p50 @{conns[0]}: {lat:5.2f}x"]
-            parts += [f"req/s @{n}: {c[n]['rps'] / proxy[n]['rps']:5.2f}x" for n in conns]
-            print(f"  {t.label:<{width}} " + "   ".join(parts))
-        for t in targets:
-            if not t.label.startswith("patchbay"):
-                continue
-            c = cells[t.label]
-            lat = c[conns[0]]["p50_us"] / proxy[conns[0]]["p50_us"]
-            thr = c[conns[-1]]["rps"] / proxy[conns[-1]]["rps"]
-            errors = sum(c[n]["err"] for n in conns)
-            verdict = [
-                f"p50 @{conns[0]} {lat:.2f}x (goal ≤ {GOAL_LATENCY}) "
-                f"{'ok' if lat <= GOAL_LATENCY else 'MISSED'}",
-                f"req/s @{conns[-1]} {thr:.2f}x (goal ≥ {GOAL_THROUGHPUT}) "
-                f"{'ok' if thr >= GOAL_THROUGHPUT else 'MISSED'}",
-                f"errors {errors} (goal 0) {'ok' if errors == 0 else 'MISSED'}",
-            ]
-            print(f"  goals, {t.label}: " + ";  ".join(verdict))
-    bare = cells.get("bare ASGI")
-    if bare:
-        print(f"\nratios vs bare ASGI (the HTTP floor): p50 @{conns[0]} / req/s @{conns[-1]}")
-        for t in targets:
-            if t.label == "bare ASGI":
-                continue
-            c = cells[t.label]
-            print(
-                f"  {t.label:<{width}} {c[conns[0]]['p50_us'] / bare[conns[0]]['p50_us']:5.2f}x latency   "
-                f"{c[conns[-1]]['rps'] / bare[conns[-1]]['rps']:5.2f}x throughput"
-            )
-    return {
-        "duration": duration,
-        "rounds": rounds,
-        "cells": {k: {str(c): v for c, v in d.items()} for k, d in cells.items()},
-    }
+        sec.notes.append(f"{t.label}: {errors:.0f} errors in {requests:.0f} requests (every round and cell)")
+        if t.label.startswith("patchbay"):
+            sec.goal(f"{t.label}: errors", errors, "= 0", errors == 0)
+            if BARE in labels:
+                p50 = results.ratio(t.label, BARE, f"p50_ms@{lo}").median
+                sec.goal(
+                    f"{t.label}: p50 @{lo} / bare ASGI", p50, f"≤ {GOAL_P50_VS_BARE}", p50 <= GOAL_P50_VS_BARE
+                )
+                rps = results.ratio(t.label, BARE, f"rps@{hi}").median
+                sec.goal(
+                    f"{t.label}: req/s @{hi} / bare ASGI",
+                    rps,
+                    f"≥ {GOAL_RPS_VS_BARE}",
+                    rps >= GOAL_RPS_VS_BARE,
+                )
+            if MCP_PROXY in labels:
+                rps = results.ratio(t.label, MCP_PROXY, f"rps@{hi}").median
+                sec.goal(
+                    f"{t.label}: req/s @{hi} / mcp-proxy",
+                    rps,
+                    f"≥ {GOAL_RPS_VS_PROXY}",
+                    rps >= GOAL_RPS_VS_PROXY,
+                )
+    if LEGACY_ROW in labels and MODERN_ROW in labels:
+        m = results.ratio(MODERN_ROW, LEGACY_ROW, f"p50_ms@{lo}").median
+        sec.goal(f"modern / handshake era, p50 @{lo}", m, "≤ 1.0", m <= 1.0)
+    return sec
 
 
 # --- profile ---------------------------------------------------------------------------------------------
@@ -605,7 +596,10 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=5.0, help="seconds per cell (default 5)")
     parser.add_argument("--connections", default="1,16,64", help="comma-separated (default 1,16,64)")
     parser.add_argument(
-        "--rounds", type=int, default=3, help="runs per cell, interleaved; the median is shown (default 3)"
+        "--rounds",
+        type=int,
+        default=3,
+        help="interleaved rounds; medians of the rounds are shown (default 3)",
     )
     parser.add_argument(
         "--threads", type=int, default=1, help="wrk threads (default 1: the machine has 2 cores)"
@@ -615,6 +609,7 @@ def main() -> None:
         default="bare,mcp-proxy,patchbay,patchbay-modern",
         help="comma-separated subset of bare,mcp-proxy,patchbay,patchbay-modern",
     )
+    parser.add_argument("--json", help="write the results here (default bench/results/http-<time>.json)")
     parser.add_argument("--profile", action="store_true", help="then profile patchbay under load with py-spy")
     parser.add_argument("--profile-seconds", type=float, default=10.0)
     parser.add_argument("--profile-connections", type=int, default=64)
@@ -628,23 +623,35 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench-http-") as tmp, servers(rows, Path(tmp)) as targets:
         print(
             f"patchbay HTTP benchmark: {', '.join(t.label for t in targets)}; "
-            f"connections {ns.connections}; {ns.duration:g} s per cell; wrk -t{ns.threads}"
+            f"connections {ns.connections}; {ns.duration:g} s per cell; {ns.rounds} rounds; "
+            f"wrk -t{ns.threads}"
         )
+        results = Rounds()
         for rnd in range(ns.rounds):
-            for c in conns:
-                order = targets[rnd % len(targets) :] + targets[: rnd % len(targets)]  # rotate the order
-                for t in order:
+            for c in conns:  # every row at one connection count, then the next; the row order rotates
+                for t in order(targets, rnd):
                     r = wrk(t, c, ns.duration, ns.threads)
-                    t.results.setdefault(c, []).append(r)
+                    results.add(
+                        t.label,
+                        rnd,
+                        {
+                            f"p50_ms@{c}": r["p50_us"] / 1000,
+                            f"p99_ms@{c}": r["p99_us"] / 1000,
+                            f"rps@{c}": r["rps"],
+                            f"err@{c}": r["err"],
+                            f"requests@{c}": r["requests"],
+                            f"cpu_us@{c}": r["server_cpu_us_per_call"],
+                            f"wrk_cpu_pct@{c}": r["wrk_cpu_pct"],
+                        },
+                    )
                     print(
                         f"  round {rnd + 1} {t.label:<20} c={c:<3} {r['rps']:7.0f} req/s  "
                         f"p50 {r['p50_us'] / 1000:6.2f} ms  p99 {r['p99_us'] / 1000:6.2f} ms  err {r['err']}",
                         flush=True,
                     )
-        summary = report(targets, conns, ns.duration, ns.rounds)
-        out = RESULTS / f"http-{stamp}.json"
-        out.write_text(json.dumps(summary, indent=1))
-        print(f"\nresults: {out.relative_to(ROOT)}")
+        out = ns.json or str(RESULTS / f"http-{stamp}.json")
+        finish([section(targets, results, conns, ns)], out)
+        print(f"results: {out}")
         if ns.profile:
             profile(targets, ns.profile_connections, ns.profile_seconds, RESULTS)
 
