@@ -101,3 +101,34 @@ class UpstreamError(PatchbayError):
         self.message = message
         self.data = data
         super().__init__(f"server {server!r} returned error {code}: {message}")
+
+
+class OAuthError(PatchbayError):
+    """Signing in to ``server`` (OAuth) failed or was refused; the message says why and names the server."""
+
+    def __init__(self, server: str, message: str) -> None:
+        self.server = server
+        super().__init__(f"server {server!r}: {message}")
+
+
+class NotOAuthServerError(OAuthError):
+    """Sign-in was asked of a server that does not use it (stdio, or a static ``Authorization`` header)."""
+
+    def __init__(self, server: str) -> None:
+        super().__init__(server, "is not a remote server that signs in with OAuth")
+
+
+class NeedsAuthError(OAuthError):
+    """The server wants OAuth tokens patchbay does not have (or that no longer work): a person must sign in.
+
+    ``reason`` is what the server said; ``advice`` (also the message) ends with what to do.
+    """
+
+    def __init__(self, server: str, reason: str, *, scope: str | None = None) -> None:
+        self.reason = reason
+        self.scope = scope
+        self.advice = (
+            f"{reason}; sign in with `patchbay auth login {server}` (or the dashboard's Sign in button, "
+            f"or POST /api/servers/{server}/auth)"
+        )
+        super().__init__(server, self.advice)

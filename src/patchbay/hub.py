@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, Protocol, Self, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, Self, TypeVar
 
 import mcp.types as types
 from pydantic import ValidationError
@@ -24,6 +24,7 @@ from patchbay.config import HubConfig, ServerSpec, load_config, parse_config
 from patchbay.dialin import AgentStatus, DialInAgent, token_digest
 from patchbay.errors import (
     CallTimeoutError,
+    NotOAuthServerError,
     PatchbayError,
     ServerUnavailableError,
     UnknownServerError,
@@ -39,6 +40,9 @@ from patchbay.search import DEFAULT_LIMIT, SearchIndex, ToolMatch
 from patchbay.sources import Source, SourceRegistry
 from patchbay.supervisor import ServerStatus, ServerSupervisor
 from patchbay.transports.websocket import WebSocketWire
+
+if TYPE_CHECKING:
+    from patchbay.oauth import OAuthClient, OAuthManager
 
 log = logging.getLogger(__name__)
 
@@ -117,9 +121,16 @@ class Hub:
     once each has either become ready or failed its first attempt; leaving stops them all.
     """
 
-    def __init__(self, config: HubConfig | None = None, *, default_timeout: float = DEFAULT_TIMEOUT) -> None:
+    def __init__(
+        self,
+        config: HubConfig | None = None,
+        *,
+        default_timeout: float = DEFAULT_TIMEOUT,
+        oauth: OAuthManager | None = None,
+    ) -> None:
         self.config = config or HubConfig()
         self.default_timeout = default_timeout
+        self._oauth = oauth
         self.catalog = Catalog()
         self._bus = EventBus()
         self._hooks = _Hooks(self)
@@ -155,7 +166,9 @@ class Hub:
         return cls(parse_config(json.dumps(data), source="<dict>"), **kwargs)
 
     def _new_supervisor(self, name: str, spec: ServerSpec) -> ServerSupervisor:
-        return ServerSupervisor(name, spec, hooks=self._hooks, base_dir=self.config.base_dir)
+        return ServerSupervisor(
+            name, spec, hooks=self._hooks, base_dir=self.config.base_dir, oauth=lambda: self.oauth
+        )
 
     def _new_agent(self, name: str, spec: Any) -> DialInAgent:
         return DialInAgent(
@@ -207,6 +220,8 @@ class Hub:
             *self._background,
             return_exceptions=True,
         )
+        if self._oauth is not None:
+            await self._oauth.close()
 
     # --- status and catalog ------------------------------------------------------------------------
 
@@ -555,8 +570,53 @@ class Hub:
         return await self._runtime.update_server(name, spec)
 
     async def remove_server(self, name: str) -> None:
-        """Stop a server (its tools leave first) and forget it."""
+        """Stop a server (its tools leave first) and forget it, and its OAuth tokens (revoked if possible)."""
+        source = self._sources.get(name)
+        remote = isinstance(source, ServerSupervisor) and source.spec.transport in ("http", "sse")
         await self._runtime.remove_server(name)
+        if remote:
+            await self.oauth.forget(name)
+
+    # --- signing in (OAuth) ------------------------------------------------------------------------
+
+    @property
+    def oauth(self) -> OAuthManager:
+        """Sign-in to remote servers (tokens in the user's data dir); made on first use, as the HTTP
+        client stack it needs is only imported then."""
+        if self._oauth is None:
+            from patchbay.oauth import OAuthManager
+
+            self._oauth = OAuthManager()
+        return self._oauth
+
+    def _oauth_client(self, name: str) -> OAuthClient:
+        client = self._supervisor(name).oauth_client()
+        if client is None:
+            raise NotOAuthServerError(name)
+        return client
+
+    async def sign_in(self, name: str, *, redirect_uri: str | None = None) -> str:
+        """The authorization URL to open for ``name``; when the redirect brings tokens, the server starts.
+
+        The redirect goes to ``self.oauth.callback_url`` (``patchbay serve`` sets it to its own route), else
+        to a loopback listener the hub runs until then. A ``client_credentials`` server gets its token at
+        once and '' is returned.
+        """
+        self._oauth_client(name)
+        return await self.oauth.sign_in(name, redirect_uri=redirect_uri)
+
+    async def sign_out(self, name: str) -> bool:
+        """Revoke and forget ``name``'s tokens; a running server then waits in ``needs_auth``."""
+        self._oauth_client(name)
+        held = await self.oauth.logout(name)
+        sup = self._supervisor(name)
+        if sup.connection is not None:
+            await self.restart_server(name)
+        return held
+
+    def auth_status(self, name: str) -> dict[str, Any]:
+        """What is known about ``name``'s sign-in (never a token)."""
+        return self._oauth_client(name).status()
 
     async def set_enabled(self, name: str, enabled: bool) -> ServerStatus:
         return await self._runtime.set_enabled(name, enabled)

@@ -24,6 +24,8 @@ from patchbay.errors import (
     CallTimeoutError,
     ConfigError,
     DuplicateServerError,
+    NotOAuthServerError,
+    OAuthError,
     PatchbayError,
     ServerUnavailableError,
     UnknownServerError,
@@ -56,6 +58,8 @@ ERROR_TABLE: tuple[tuple[type[PatchbayError], ErrorKind], ...] = (
     (ServerUnavailableError, ErrorKind("unavailable", types.INTERNAL_ERROR, True, 503)),
     (CallTimeoutError, ErrorKind("timeout", types.REQUEST_TIMEOUT, True, 504)),
     (UpstreamError, ErrorKind("upstream_error", types.INTERNAL_ERROR, True, 502)),
+    (NotOAuthServerError, ErrorKind("not_oauth", types.INVALID_PARAMS, False, 409)),
+    (OAuthError, ErrorKind("oauth", types.INTERNAL_ERROR, True, 502)),  # refused or failed sign-in
     (PatchbayError, ErrorKind("error", types.INTERNAL_ERROR, True, 502)),
 )
 
@@ -167,7 +171,7 @@ def rest_error(exc: PatchbayError) -> tuple[dict[str, Any], int]:
         body["server"] = exc.name
     elif isinstance(exc, ConfigError):
         body["server"], body["field"] = exc.server, exc.field
-    elif isinstance(exc, ServerUnavailableError | CallTimeoutError):
+    elif isinstance(exc, ServerUnavailableError | CallTimeoutError | OAuthError):
         body["server"] = exc.server
     elif isinstance(exc, UpstreamError):
         body["server"], body["code"], body["data"] = exc.server, exc.code, exc.data

@@ -3,7 +3,9 @@
 States: ``starting`` → ``ready``; on a crash or a failed start → ``backoff`` (waiting to retry, with the
 reason in ``last_error``) → ``starting`` …; after ``maxRestarts`` consecutive failures, or an error no
 retry can fix (a missing variable, a command not found) → ``failed``. ``disabled`` and ``stopped`` are
-where an operator put it. A minute of being ready resets the failure count.
+where an operator put it. A minute of being ready resets the failure count. ``needs_auth``: a remote
+server asked for OAuth tokens patchbay does not have (or that stopped working); no retries, the reason
+and what to do in ``last_error``, and a start as soon as a sign-in stores tokens.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import time
 from collections.abc import Callable
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, Field
 
@@ -26,6 +28,9 @@ from patchbay.sources import Source, SourceHooks, SourceKind
 from patchbay.transports.base import Wire
 from patchbay.transports.stdio import StdioTransport
 from patchbay.upstream import Connection
+
+if TYPE_CHECKING:
+    from patchbay.oauth import OAuthClient, OAuthManager
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +46,7 @@ class ServerState(StrEnum):
     FAILED = "failed"
     DISABLED = "disabled"
     STOPPED = "stopped"
+    NEEDS_AUTH = "needs_auth"
 
 
 class ServerStatus(BaseModel):
@@ -68,7 +74,9 @@ class ServerStatus(BaseModel):
     stderr_tail: list[str] = Field(default_factory=list)
 
 
-def make_wire(spec: ServerSpec, name: str, base_dir: Path | None) -> Callable[..., Wire]:
+def make_wire(
+    spec: ServerSpec, name: str, base_dir: Path | None, oauth: OAuthClient | None = None
+) -> Callable[..., Wire]:
     resolved = resolve(name, spec, base_dir)
     if resolved.transport == "stdio":
         return lambda on_message, on_close: StdioTransport(resolved, on_message, on_close)
@@ -78,7 +86,13 @@ def make_wire(spec: ServerSpec, name: str, base_dir: Path | None) -> Callable[..
 
         check_url(name, resolved.url)  # a bad URL is a config error (failed), not something to retry
         wire_class = HttpTransport if resolved.transport == "http" else SseTransport
-        return lambda on_message, on_close: wire_class(resolved, on_message, on_close)
+
+        def remote(on_message: Callable[[Any], None], on_close: Callable[[str, int | None], None]) -> Wire:
+            wire = wire_class(resolved, on_message, on_close)
+            wire.oauth = oauth
+            return wire
+
+        return remote
     raise ConfigError(
         f"server {name!r}: type: {resolved.transport!r} upstreams are not supported yet",
         server=name,
@@ -92,11 +106,19 @@ class ServerSupervisor(Source):
     kind = SourceKind.SERVER
 
     def __init__(
-        self, name: str, spec: ServerSpec, *, hooks: SourceHooks, base_dir: Path | None = None
+        self,
+        name: str,
+        spec: ServerSpec,
+        *,
+        hooks: SourceHooks,
+        base_dir: Path | None = None,
+        oauth: Callable[[], OAuthManager] | None = None,
     ) -> None:
         super().__init__(name, hooks)
         self.spec = spec
         self.base_dir = base_dir
+        self.oauth_manager = oauth
+        self.oauth: OAuthClient | None = None  # the server's OAuth client, once it is known to be remote
         self.state = ServerState.STOPPED if spec.is_enabled else ServerState.DISABLED
         self.restarts = 0
         self.ready_since: float | None = None
@@ -207,6 +229,9 @@ class ServerSupervisor(Source):
                     error = f"{reason}{self._stderr_hint()}"
                     if time.monotonic() - ready_at >= STABLE_AFTER:
                         failures = 0
+                if await self._wait_for_sign_in():
+                    failures = 0
+                    continue
                 log.warning("server %r: %s", self.name, error)
                 self.last_error = error
                 failures += 1
@@ -227,6 +252,28 @@ class ServerSupervisor(Source):
                 self._withdraw(conn, "was stopped")
                 await asyncio.shield(self._discard(conn))
 
+    def oauth_client(self) -> OAuthClient | None:
+        """The server's OAuth client (made on first use): None for stdio, or with a static Authorization."""
+        if self.oauth is None and self.oauth_manager is not None and self.spec.transport in ("http", "sse"):
+            from patchbay.oauth import wants_oauth
+
+            resolved = resolve(self.name, self.spec, self.base_dir)
+            if resolved.url and wants_oauth(self.spec, resolved.headers):
+                manager = self.oauth_manager()
+                self.oauth = manager.client(self.name, resolved.url, self.spec, self.base_dir)
+        return self.oauth
+
+    async def _wait_for_sign_in(self) -> bool:
+        """Wait in ``needs_auth`` for tokens (True) if the last failure was for want of them; else False."""
+        client = self.oauth
+        if client is None or client.needs_auth is None:
+            return False
+        log.warning("server %r: %s", self.name, client.needs_auth.advice)
+        self._set_state(ServerState.NEEDS_AUTH, client.needs_auth.advice)
+        await client.wait_signed_in()
+        log.info("server %r: signed in; starting", self.name)
+        return True
+
     def _connect(self) -> Connection:
         conn: Connection | None = None
 
@@ -238,7 +285,7 @@ class ServerSupervisor(Source):
 
         conn = Connection(
             self.name,
-            make_wire(self.spec, self.name, self.base_dir),
+            make_wire(self.spec, self.name, self.base_dir, self.oauth_client()),
             on_listing=listed,
             on_notification=lambda m, p: self.hooks.notification(self, m, p),
             on_lost=self._withdraw,
@@ -274,10 +321,10 @@ class ServerSupervisor(Source):
 
     def _set_state(self, state: ServerState, error: str | None = None) -> None:
         previous = self.state
-        if state in (ServerState.FAILED, ServerState.BACKOFF):
+        if state in (ServerState.FAILED, ServerState.BACKOFF, ServerState.NEEDS_AUTH):
             self.last_error = error or self.last_error
         self.state = state
-        if state in (ServerState.READY, ServerState.FAILED, ServerState.BACKOFF):
+        if state in (ServerState.READY, ServerState.FAILED, ServerState.BACKOFF, ServerState.NEEDS_AUTH):
             self._settled.set()
         self._notify_changed()
         if previous != state or error:

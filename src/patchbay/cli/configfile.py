@@ -106,6 +106,11 @@ def redacted(spec: ServerSpec) -> dict[str, Any]:
     for key in ("env", "headers"):
         if isinstance(data.get(key), dict):
             data[key] = dict.fromkeys(data[key], REDACTED)
+    oauth = data.get("oauth")
+    if isinstance(oauth, dict):
+        data["oauth"] = {
+            k: REDACTED if k in ("clientSecret", "privateKey") and v else v for k, v in oauth.items()
+        }
     return data
 
 

@@ -38,10 +38,10 @@ async def start_with_progress(hub: Hub, out: Output) -> None:
     shown: set[str] = set()
 
     def show(name: str, state: str, error: str | None) -> None:
-        if name in shown or state not in ("ready", "backoff", "failed"):
+        if name in shown or state not in ("ready", "backoff", "failed", "needs_auth"):
             return
         shown.add(name)
-        label = "ready" if state == "ready" else "failed"
+        label = {"ready": "ready", "needs_auth": "needs sign-in"}.get(state, "failed")
         why = error_suffix(name, error) if state != "ready" else ""
         out.note(f"  {name}: {out.paint_err(label, STATE_STYLE.get(label, ''))}{why}")
 

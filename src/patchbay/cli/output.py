@@ -17,6 +17,8 @@ STATE_STYLE = {
     "starting": "yellow",
     "backoff": "yellow",
     "failed": "red bold",
+    "needs_auth": "yellow",
+    "needs sign-in": "yellow",
     "disabled": "dim",
     "stopped": "dim",
     "enabled": "green",

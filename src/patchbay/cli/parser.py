@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from patchbay import __version__
+from patchbay.cli.commands.auth import cmd_auth_login, cmd_auth_logout, cmd_auth_status
 from patchbay.cli.commands.config import cmd_config_check
 from patchbay.cli.commands.import_ import cmd_import
 from patchbay.cli.commands.serve import cmd_agent, cmd_run, cmd_serve
@@ -185,10 +186,52 @@ def build_parser() -> argparse.ArgumentParser:
     agent.set_defaults(func=cmd_agent)
 
     _add_servers(sub, common, hubopts)
+    _add_auth(sub, common, hubopts)
     _add_tools_and_call(sub, common, hubopts)
     _add_config(sub, common)
     _add_import(sub, common)
     return parser
+
+
+def _add_auth(sub: Any, common: argparse.ArgumentParser, hubopts: argparse.ArgumentParser) -> None:
+    auth = sub.add_parser(
+        "auth",
+        help="sign in to remote servers that need OAuth (login, status, logout)",
+        description="Sign in to hosted MCP servers that use OAuth (Linear, Notion, GitHub, ...). Tokens are "
+        f"stored encrypted in the user's data directory, never in the config file.\n\n{HUB_NOTE}\n\n"
+        "examples:\n  patchbay auth login linear\n  patchbay auth login notion --no-browser\n"
+        "  patchbay auth status --json\n  patchbay auth logout linear",
+    )
+    actions = auth.add_subparsers(dest="action", required=True, metavar="ACTION")
+    login = actions.add_parser(
+        "login",
+        help="sign in: print the authorization URL, open a browser, wait for the redirect",
+        description="Print the authorization URL alone on stdout, open a browser (unless --no-browser or "
+        "none is available), receive the redirect on 127.0.0.1 (a random port) and exit 0 once tokens "
+        f"are stored. A client_credentials server gets its token at once.\n\n{HUB_NOTE}\n\n"
+        "examples:\n  patchbay auth login linear\n  open=$(patchbay auth login linear --no-browser)",
+        parents=[common, hubopts],
+    )
+    login.add_argument("name", help="the server's name")
+    login.add_argument("--no-browser", action="store_true", help="only print the URL")
+    login.set_defaults(func=cmd_auth_login)
+    status = actions.add_parser(
+        "status",
+        help="who is signed in where (never a token)",
+        description=f"Signed in or not, issuer, scope and expiry of each OAuth server.\n\n{HUB_NOTE}",
+        parents=[common, hubopts],
+    )
+    status.add_argument("name", nargs="?", help="only this server")
+    status.set_defaults(func=cmd_auth_status)
+    logout = actions.add_parser(
+        "logout",
+        help="revoke and delete a server's tokens",
+        description="Revoke the server's tokens where its authorization server supports it (RFC 7009) and "
+        f"delete them.\n\n{HUB_NOTE}",
+        parents=[common, hubopts],
+    )
+    logout.add_argument("name", help="the server's name")
+    logout.set_defaults(func=cmd_auth_logout)
 
 
 def _add_servers(sub: Any, common: argparse.ArgumentParser, hubopts: argparse.ArgumentParser) -> None:

@@ -22,6 +22,7 @@ import json
 import logging
 from collections.abc import AsyncIterator, Callable, Coroutine, Mapping, Sequence
 from typing import Annotated, Any
+from urllib.parse import urlsplit
 
 import anyio
 import mcp.types as types
@@ -44,12 +45,14 @@ from patchbay.errors import (
 )
 from patchbay.events import Event, Subscription
 from patchbay.hub import Hub
+from patchbay.oauth.callback import CALLBACK_PATH
 from patchbay.supervisor import ServerStatus
 
 log = logging.getLogger(__name__)
 
 REDACTED = "***"
 SECRET_FIELDS = ("env", "headers")
+OAUTH_SECRETS = ("clientSecret", "privateKey")  # in a server's ``oauth`` object
 EVENT_PING_SECONDS = 15
 SHUTDOWN_GRACE_SECONDS = 2.0  # for event streams to end on their own when the server stops
 
@@ -96,6 +99,44 @@ class ServerView(ServerStatus):
         description="The server's entry as written in the config file (camelCase keys, placeholders "
         f"unexpanded), with every `env` and `headers` value replaced by `{REDACTED}`."
     )
+
+
+class AuthStartRequest(BaseModel):
+    """Optional: where the authorization server should send the browser back."""
+
+    model_config = ConfigDict(populate_by_name=True)
+
+    redirect_uri: str | None = Field(
+        default=None,
+        alias="redirectUri",
+        description="A loopback redirect URI of the caller's own (as `patchbay auth login` uses, which "
+        "then posts the redirect's parameters to `/api/oauth/callback`); default: this hub's "
+        "`/oauth/callback`.",
+    )
+
+
+class AuthStart(BaseModel):
+    """Where to sign in."""
+
+    server: str
+    url: str = Field(description="The authorization URL to open in a browser ('' for client credentials).")
+
+
+def check_redirect_uri(uri: str) -> None:
+    """Loopback http or https only, as the MCP authorization spec wants of redirect URIs."""
+    parts = urlsplit(uri)
+    loopback = parts.scheme == "http" and (parts.hostname or "") in ("127.0.0.1", "::1", "localhost")
+    if not (loopback or (parts.scheme == "https" and parts.hostname)) or parts.fragment:
+        raise ConfigError(
+            f"redirectUri: {uri!r} must be an https:// URL or http:// on a loopback address (no fragment)",
+            field="redirectUri",
+        )
+
+
+def callback_url(request: Request) -> str:
+    """This hub's redirect URI as the client reached it (``localhost`` as 127.0.0.1, RFC 8252 8.3)."""
+    base = str(request.base_url).rstrip("/")
+    return base.replace("://localhost:", "://127.0.0.1:", 1) + CALLBACK_PATH
 
 
 class AddAgentRequest(BaseModel):
@@ -169,9 +210,10 @@ class ErrorBody(BaseModel):
 def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
     descriptions = {
         404: "Unknown server or tool (see `suggestions`).",
-        409: "A server of that name already exists.",
+        409: "A server of that name already exists (or, for sign-in: it is not a remote server).",
         422: "Invalid request or config entry; the message names the field to fix.",
-        502: "The upstream server answered with a JSON-RPC error (`code`, `detail`).",
+        502: "The upstream server answered with a JSON-RPC error (`code`, `detail`), or its authorization "
+        "server refused the sign-in (`error: oauth`).",
         503: "The server is not running (starting, restarting, failed or disabled).",
         504: "The upstream did not answer in time; a cancellation was sent to it.",
     }
@@ -386,7 +428,35 @@ def redact_spec(spec: ServerSpec) -> dict[str, Any]:
             data[key] = dict.fromkeys(values, REDACTED)
     if isinstance(data.get("proxy"), str):
         data["proxy"] = redact_url(data["proxy"])
+    oauth = data.get("oauth")
+    if isinstance(oauth, dict):
+        data["oauth"] = {k: REDACTED if k in OAUTH_SECRETS and v else v for k, v in oauth.items()}
     return data
+
+
+def _restore_oauth_secrets(name: str, spec: ServerSpec, old: ServerSpec | None) -> ServerSpec:
+    """The ``oauth`` secrets sent back as ``"***"`` replaced by the stored ones (or refused)."""
+    extra = spec.model_extra or {}
+    oauth = extra.get("oauth")
+    if not isinstance(oauth, dict) or REDACTED not in oauth.values():
+        return spec
+    stored = (old.model_extra or {}).get("oauth") if old is not None else None
+    stored = stored if isinstance(stored, dict) else {}
+    restored = dict(oauth)
+    for key, value in oauth.items():
+        if value != REDACTED:
+            continue
+        if key not in stored:
+            raise ConfigError(
+                f"server {name!r}: oauth.{key}: {REDACTED!r} is the placeholder this API shows instead of "
+                "secrets and there is no stored value to keep; give the real value (or a ${VARIABLE})",
+                server=name,
+                field=f"oauth.{key}",
+            )
+        restored[key] = stored[key]
+    data = spec.to_json()
+    data["oauth"] = restored
+    return ServerSpec.model_validate(data)
 
 
 def _restore_secrets(name: str, spec: ServerSpec, old: ServerSpec | None) -> ServerSpec:
@@ -416,7 +486,8 @@ def _restore_secrets(name: str, spec: ServerSpec, old: ServerSpec | None) -> Ser
     ):
         proxy["proxy"] = old.proxy  # the masked URL this API showed: keep the stored one
     result = spec.model_copy(update=updates) if updates else spec
-    return result.model_copy(update=proxy) if proxy else result
+    result = result.model_copy(update=proxy) if proxy else result
+    return _restore_oauth_secrets(name, result, old)
 
 
 # --- the router -----------------------------------------------------------------------------------------
@@ -536,6 +607,62 @@ def build_api(hub: Hub) -> APIRouter:
     )
     async def restart_server(name: ServerName) -> ServerView:
         return view(await hub.restart_server(name))
+
+    # --- signing in (OAuth) -------------------------------------------------------------------------
+
+    @router.post(
+        "/servers/{name}/auth",
+        tags=["servers"],
+        summary="Start signing in to a server",
+        description="Discover how the server signs in (RFC 9728, RFC 8414), register patchbay if needed, "
+        "and return the authorization URL to open in a browser. The redirect comes back to this hub's "
+        "`/oauth/callback`; once tokens are stored a server in `needs_auth` starts. For a "
+        "`client_credentials` server the token is fetched at once and `url` is empty.",
+        responses=_errors(404, 409, 502),
+    )
+    async def start_sign_in(
+        request: Request, name: ServerName, body: Annotated[AuthStartRequest | None, Body()] = None
+    ) -> AuthStart:
+        redirect = callback_url(request)
+        if body is not None and body.redirect_uri:
+            check_redirect_uri(body.redirect_uri)
+            redirect = body.redirect_uri
+        return AuthStart(server=name, url=await hub.sign_in(name, redirect_uri=redirect))
+
+    @router.post(
+        "/oauth/callback",
+        tags=["servers"],
+        summary="Finish a sign-in whose redirect reached someone else",
+        description="The query parameters of the authorization redirect (`code`, `state`, `iss`, or "
+        "`error`), as a JSON object. `patchbay auth login` sends them here from its own loopback "
+        "listener, so a sign-in works with a hub whose `/oauth/callback` the browser cannot reach.",
+        responses=_errors(502),
+    )
+    async def finish_sign_in(params: Annotated[dict[str, str], Body()]) -> dict[str, str]:
+        return {"server": await hub.oauth.complete(params)}
+
+    @router.get(
+        "/servers/{name}/auth",
+        tags=["servers"],
+        summary="A server's sign-in status",
+        description="Signed in or not, issuer, granted scope, expiry, whether it can refresh. Never a token.",
+        responses=_errors(404, 409),
+    )
+    async def sign_in_status(name: ServerName) -> dict[str, Any]:
+        return hub.auth_status(name)
+
+    @router.delete(
+        "/servers/{name}/auth",
+        tags=["servers"],
+        status_code=204,
+        summary="Sign out of a server",
+        description="Revoke the server's tokens where its authorization server supports RFC 7009 and "
+        "delete them; a running server then waits in `needs_auth`.",
+        responses=_errors(404, 409),
+    )
+    async def sign_out(name: ServerName) -> Response:
+        await hub.sign_out(name)
+        return Response(status_code=204)
 
     # --- agents --------------------------------------------------------------------------------------
 

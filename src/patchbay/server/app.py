@@ -17,14 +17,16 @@ from typing import Any
 
 import h11
 import uvicorn
-from fastapi import FastAPI, WebSocket
-from fastapi.responses import JSONResponse
+from fastapi import FastAPI, Request, WebSocket
+from fastapi.responses import HTMLResponse, JSONResponse
 from mcp.server.streamable_http_manager import StreamableHTTPASGIApp
 from starlette.routing import Route
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from patchbay import __version__
+from patchbay.errors import PatchbayError
 from patchbay.hub import Hub
+from patchbay.oauth.callback import CALLBACK_PATH, result_page
 from patchbay.reload import ConfigWatcher
 from patchbay.server import dashboard
 from patchbay.server.api import build_api, document_errors, install_error_handlers
@@ -128,6 +130,18 @@ def create_app(hub: Hub, settings: ServeSettings | None = None) -> FastAPI:
     app.include_router(build_metrics(hub))
     dashboard.mount_dashboard(app)  # the web page at /, its assets at /dashboard/
 
+    @app.get(CALLBACK_PATH, include_in_schema=False)
+    async def oauth_callback(request: Request) -> HTMLResponse:
+        """The authorization server's redirect after a sign-in started here (API or dashboard). Open
+        without the hub's token (a browser brings none): the unguessable ``state`` and the PKCE verifier
+        the code needs are what protect it."""
+        try:
+            server = await hub.oauth.complete(dict(request.query_params))
+        except PatchbayError as exc:
+            log.warning("sign-in refused: %s", exc)
+            return HTMLResponse(result_page(False, str(exc)), status_code=400)
+        return HTMLResponse(result_page(True, f"patchbay is signed in to {server!r}."))
+
     @app.get("/agents", include_in_schema=False, status_code=426)
     async def agents_probe() -> JSONResponse:
         """Plain HTTP here means a WebSocket was expected; an agent refused with 403 asks this to tell
@@ -170,7 +184,7 @@ def create_app(hub: Hub, settings: ServeSettings | None = None) -> FastAPI:
         Guard,
         tokens=settings.tokens,
         allowed_hosts=settings.host_allowlist(),
-        open_paths={"/healthz", "/agents", *dashboard.OPEN_PATHS},
+        open_paths={"/healthz", "/agents", CALLBACK_PATH, *dashboard.OPEN_PATHS},
         open_prefixes=dashboard.OPEN_PREFIXES,
     )
     return app

@@ -26,7 +26,7 @@ class SseTransport(RemoteWire):
         timeout: httpx2.Timeout | None = None,
         auth: httpx2.Auth | None = None,
     ) -> httpx2.AsyncClient:
-        return watched_client(self, self.proxy, headers, timeout, auth)
+        return watched_client(self, self.proxy, headers, timeout, auth, self.oauth)
 
     @contextlib.asynccontextmanager
     async def _open(self) -> AsyncIterator[tuple[Any, Any]]:

@@ -23,7 +23,7 @@ class HttpTransport(RemoteWire):
     kind = "HTTP"
 
     def _client(self) -> httpx2.AsyncClient:
-        return watched_client(self, self.proxy, self.headers, default_timeout())
+        return watched_client(self, self.proxy, self.headers, default_timeout(), oauth=self.oauth)
 
     @contextlib.asynccontextmanager
     async def _open(self) -> AsyncIterator[tuple[Any, Any]]:
@@ -72,6 +72,8 @@ class HttpTransport(RemoteWire):
         if session_gone:
             said = f" {rpc_message!r}" if rpc_message else ""
             self._lost(self._session_gone(f"{status_text(response)}{said}"))
+        elif status == 403 and self.oauth is not None and rpc_message is not None:
+            pass  # a step-up the OAuth layer explained: only that call fails (its JSON-RPC error)
         elif status in (401, 403):
             self._lost(
                 f"answered {status_text(response)} at {self.url}{snippet(body)} "

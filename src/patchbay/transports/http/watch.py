@@ -10,11 +10,14 @@ import functools
 import ssl
 from collections.abc import AsyncIterator, Awaitable
 from types import TracebackType
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import httpx2
 
 from patchbay.transports.http import limits
+
+if TYPE_CHECKING:
+    from patchbay.oauth import OAuthClient
 
 
 class Watcher(Protocol):
@@ -101,16 +104,24 @@ def watched_client(
     headers: dict[str, str] | None,
     timeout: httpx2.Timeout | None,
     auth: httpx2.Auth | None = None,
+    oauth: OAuthClient | None = None,
 ) -> httpx2.AsyncClient:
     """An httpx2 client like the SDK's ``create_mcp_http_client``, its transport watched by ``watcher``.
 
     ``proxy`` (already chosen, see ``proxy.choose_proxy``) goes into the transport: httpx2 ignores
-    environment proxies when it is given a transport, which is why the choice is patchbay's.
+    environment proxies when it is given a transport, which is why the choice is patchbay's. With ``oauth``
+    the requests carry that server's OAuth tokens (``patchbay.oauth.BearerTransport``).
     """
     pool = httpx2.Limits(
         max_connections=100, max_keepalive_connections=20, keepalive_expiry=limits.KEEPALIVE_EXPIRY
     )
-    inner = httpx2.AsyncHTTPTransport(verify=_default_ssl_context(), limits=pool, proxy=proxy)
+    inner: httpx2.AsyncBaseTransport = httpx2.AsyncHTTPTransport(
+        verify=_default_ssl_context(), limits=pool, proxy=proxy
+    )
+    if oauth is not None:  # below the watcher: a 401 that a token refresh fixes is no failure
+        from patchbay.oauth import BearerTransport
+
+        inner = BearerTransport(inner, oauth)
     return httpx2.AsyncClient(
         headers=headers,
         timeout=timeout or default_timeout(),

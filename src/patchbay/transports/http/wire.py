@@ -22,7 +22,7 @@ import contextlib
 import enum
 import logging
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import httpx2
@@ -43,6 +43,9 @@ from patchbay.transports.http.errors import (
 )
 from patchbay.transports.http.proxy import choose_proxy
 from patchbay.transports.http.watch import WatchedStream
+
+if TYPE_CHECKING:
+    from patchbay.oauth import OAuthClient
 
 log = logging.getLogger("patchbay.transports.http")
 
@@ -92,6 +95,7 @@ class RemoteWire:
         self.url = check_url(spec.name, spec.url)
         self.headers = dict(spec.headers)
         self.proxy = choose_proxy(spec.name, self.url, spec.proxy)
+        self.oauth: OAuthClient | None = None  # set by the supervisor for a server that signs in with OAuth
         self._on_message = on_message
         self._on_close = on_close
         self._probe_timeout = limits.PROBE_TIMEOUT if probe_timeout is None else probe_timeout

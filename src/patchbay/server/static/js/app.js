@@ -131,6 +131,7 @@ const STATE_LABEL = {
   starting: "starting",
   backoff: "retrying",
   failed: "failed",
+  needs_auth: "needs sign-in",
   disabled: "disabled",
   stopped: "stopped",
   connected: "connected",
@@ -176,7 +177,9 @@ function createServerCard(name) {
   const toggle = h("button", { type: "button", class: "button small", onclick: () => act(ui.status?.enabled ? "disable" : "enable") }, "Disable");
   const restart = h("button", { type: "button", class: "button small", onclick: () => act("restart") }, "Restart");
   const remove = h("button", { type: "button", class: "button small danger-text", onclick: () => confirmRemove(true) }, "Remove");
-  const actions = h("div", { class: "actions" }, toggle, restart, remove);
+  // Shown in needs_auth: the flow runs through the hub's own /oauth/callback; the card turns ready by SSE.
+  const signIn = h("button", { type: "button", class: "button small primary", hidden: true, onclick: () => startSignIn() }, "Sign in");
+  const actions = h("div", { class: "actions" }, signIn, toggle, restart, remove);
   const confirmYes = h("button", { type: "button", class: "button small danger", onclick: () => act("remove") }, "Yes, remove");
   const confirmNo = h("button", { type: "button", class: "button small", onclick: () => confirmRemove(false) }, "Keep it");
   const confirm = h(
@@ -200,6 +203,25 @@ function createServerCard(name) {
     actions,
     confirm,
   );
+
+  async function startSignIn() {
+    const tab = window.open("", "_blank"); // opened now, inside the click, so no popup blocker stops it
+    try {
+      const { url } = await api(`servers/${encodeURIComponent(name)}/auth`, { method: "POST" });
+      if (!url) {
+        if (tab) tab.close();
+        notify(`${name}: token fetched (client credentials).`);
+      } else if (tab) {
+        tab.location.href = url;
+        notify(`Sign in to ${name} in the new tab; this page updates when it is done.`);
+      } else {
+        window.location.href = url;
+      }
+    } catch (err) {
+      if (tab) tab.close();
+      notify(`Could not start signing in to ${name}: ${failure(err)}`, "error");
+    }
+  }
 
   function confirmRemove(on) {
     ui.confirming = on;
@@ -269,9 +291,11 @@ function createServerCard(name) {
     setText(envLine, keys.length ? `${secrets[0]}: ${keys.join(", ")}` : "");
 
     errorBox.hidden = !s.last_error;
-    if (s.last_error && errorBox.dataset.error !== s.last_error) {
+    const errorLabel = s.state === "needs_auth" ? "Sign-in needed" : "Last error";
+    if (s.last_error && (errorBox.dataset.error !== s.last_error || errorBox.dataset.label !== errorLabel)) {
       errorBox.dataset.error = s.last_error;
-      replace(errorBox, h("span", { class: "card-error-label" }, "Last error"), " ", s.last_error);
+      errorBox.dataset.label = errorLabel;
+      replace(errorBox, h("span", { class: "card-error-label" }, errorLabel), " ", s.last_error);
     }
 
     const notes = [...(s.problems || []), ...(s.conflicts || []).map((c) => `conflict: ${c}`)];
@@ -285,6 +309,8 @@ function createServerCard(name) {
 
     toggle.textContent = s.enabled ? "Disable" : "Enable";
     toggle.setAttribute("aria-label", `${s.enabled ? "Disable" : "Enable"} ${name}`);
+    signIn.hidden = s.state !== "needs_auth";
+    signIn.setAttribute("aria-label", `Sign in to ${name}`);
     restart.setAttribute("aria-label", `Restart ${name}`);
     restart.disabled = ui.busy || !s.enabled;
     remove.setAttribute("aria-label", `Remove ${name}`);
@@ -704,7 +730,7 @@ function setConnection(status) {
   $("connection-text").textContent = CONNECTION_TEXT[status] || status;
 }
 
-const ANNOUNCED = new Set(["ready", "failed", "disabled", "backoff"]);
+const ANNOUNCED = new Set(["ready", "failed", "disabled", "backoff", "needs_auth"]);
 
 function onEvent({ type, data }) {
   switch (type) {
