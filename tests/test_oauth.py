@@ -935,3 +935,42 @@ async def test_hub_step_up_fails_only_that_call_and_a_sign_in_widens_the_scope(
     finally:
         await hub.close()
         events.close()
+
+
+async def test_a_waiting_hub_notices_a_sign_in_by_another_process_and_removal_forgets_tokens(
+    mcp_server: ProtectedServer, browser: Browser, tmp_path: Path
+) -> None:
+    config = tmp_path / "patchbay.json"
+    config.write_text(json.dumps({"mcpServers": {"linear": {"url": mcp_server.url}}}))
+    env = {"XDG_DATA_HOME": str(tmp_path / "data"), "PATCHBAY_URL": "http://127.0.0.1:9"}
+    store = TokenStore(tmp_path / "data" / "patchbay" / "oauth")
+    hub = Hub.from_file(config, oauth=OAuthManager(store))
+    events = hub.events()
+    try:
+        await hub.start()
+        assert hub.status()["linear"].state == "needs_auth"
+        # Signed in by a separate `patchbay auth login --no-hub` on the same file and data directory.
+        code, _, err = await login_in_browser(browser, "linear", "--no-hub", "--config", str(config), env=env)
+        assert code == 0, err
+        await wait_state(hub, events, "linear", "ready")  # no restart needed
+        assert store.records("linear")
+        # Removed by a config reload: its tokens go too.
+        config.write_text(json.dumps({"mcpServers": {}}))
+        from patchbay.config import load_config
+
+        await hub.apply_config(load_config(config))
+        assert store.records("linear") == []
+    finally:
+        await hub.close()
+        events.close()
+    # And `servers remove --no-hub` deletes what a file-mode sign-in stored.
+    config.write_text(json.dumps({"mcpServers": {"linear": {"url": mcp_server.url}}}))
+    code, _, err = await login_in_browser(browser, "linear", "--no-hub", "--config", str(config), env=env)
+    assert code == 0, err
+    assert store.records("linear")
+    code, out, err = await patchbay(
+        "servers", "remove", "linear", "--no-hub", "--config", str(config), env=env
+    )
+    assert code == 0, err
+    assert "tokens deleted" in out + err
+    assert store.records("linear") == []

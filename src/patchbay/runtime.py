@@ -153,6 +153,9 @@ class RuntimeChanges:
             hub._sources.reorder(list(new.servers), list(new.agents))
             hub._rerank()
             started = [sup for sup in starting if self._start(sup)]
+        for name in removed:  # outside the lock: revoking is a network call
+            if old.servers[name].transport in ("http", "sse"):
+                await hub.oauth.forget(name)
         await asyncio.gather(*(s.wait_settled() for s in started))
         return {"added": added, "removed": removed, "changed": changed}
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import logging
 import secrets
 import time
@@ -59,6 +60,9 @@ _INIT_PROBE = {
         "clientInfo": {"name": "patchbay", "version": "0"},
     },
 }
+
+
+STORE_POLL = 2.0  # seconds between reads of the token store while waiting for a sign-in
 
 
 @dataclass
@@ -141,6 +145,7 @@ class OAuthClient:
         self.challenge: Challenge | None = None  # the last 401/403 the server sent
         self._lock = asyncio.Lock()
         self._signed_in = asyncio.Event()
+        self._stale_token: str | None = None
         self._step_ups: dict[str, int] = {}
         if self.record() is not None and self.record_tokens() is not None:
             self._signed_in.set()
@@ -177,13 +182,29 @@ class OAuthClient:
             "step_up": self.step_up.scope if self.step_up is not None else None,
         }
 
-    async def wait_signed_in(self) -> None:
-        """Return once tokens are stored (at once if they already are)."""
-        await self._signed_in.wait()
+    async def wait_signed_in(self, poll: float = STORE_POLL) -> None:
+        """Return once tokens are stored (at once if they already are).
+
+        Tokens stored by this process wake it at once; the store is also read every ``poll`` seconds, so a
+        sign-in by another process (``patchbay auth login --no-hub`` beside a running hub or agent) is
+        noticed too, without a restart.
+        """
+        while not self._signed_in.is_set():
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(poll):
+                    await self._signed_in.wait()
+            if self._signed_in.is_set():
+                return
+            fresh = self.record_tokens()
+            if fresh is not None and fresh.access_token != self._stale_token:  # stored by someone else
+                self.needs_auth = None
+                self._signed_in.set()
 
     def mark_needs_auth(self, reason: str, scope: str | None = None) -> NeedsAuthError:
         self.needs_auth = NeedsAuthError(self.name, reason, scope=scope)
         self._signed_in.clear()
+        stale = self.record_tokens()  # what the store holds now does not count as a new sign-in
+        self._stale_token = stale.access_token if stale is not None else None
         return self.needs_auth
 
     def _http(self) -> httpx2.AsyncClient:

@@ -157,9 +157,14 @@ async def cmd_servers_remove(args: argparse.Namespace) -> int:
         config = load_config(path)
         if args.name not in config.servers:
             raise UnknownServerError(args.name, list(config.servers))
-        del config.servers[args.name]
+        spec = config.servers.pop(args.name)
         save_config(config)
         where = f"from {path}"
+        if spec.transport in ("http", "sse"):
+            from patchbay.oauth.store import TokenStore
+
+            if TokenStore().delete(args.name):  # no hub to revoke them through: deleted here
+                where += " (its stored sign-in tokens deleted)"
     if out.json_mode:
         out.emit_json({"name": args.name, "removed": True})
     else:
