@@ -76,6 +76,40 @@ ProcessStr = Annotated[str, AfterValidator(_no_nul)]
 EnvName = Annotated[str, AfterValidator(_env_name)]
 
 
+TOOL_NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+
+
+class ToolOverride(BaseModel):
+    """A server's ``tools.<original>`` entry: rename, re-describe, re-annotate or hide one upstream tool.
+
+    Unknown keys are refused (``extra="forbid"``): a typo such as ``"hiden"`` would otherwise silently
+    expose a tool the user meant to hide.
+    """
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    name: str | None = None
+    description: str | None = None
+    annotations: dict[str, Any] | None = None
+    hidden: bool = False
+
+    @field_validator("name")
+    @classmethod
+    def _check_name(cls, value: str | None) -> str | None:
+        if value is not None and not TOOL_NAME_RE.fullmatch(value):
+            raise ValueError(f"{value!r} is not a valid tool name: use 1-64 letters, digits, '_' or '-'")
+        return value
+
+    @field_validator("annotations")
+    @classmethod
+    def _check_annotations(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        if value is not None:
+            import mcp.types as types  # the SDK's model says which hints exist and their types
+
+            types.ToolAnnotations.model_validate(value)
+        return value
+
+
 class ServerSpec(BaseModel):
     """One server entry as written in the config file (placeholders not yet expanded).
 
@@ -102,6 +136,7 @@ class ServerSpec(BaseModel):
     start_timeout: Seconds = Field(default=30.0, gt=0, alias="startTimeout")
     disabled_tools: list[str] = Field(default_factory=list, alias="disabledTools")
     max_restarts: int = Field(default=5, ge=0, alias="maxRestarts")
+    tools: dict[str, ToolOverride] = Field(default_factory=dict)
 
     @field_validator("proxy")
     @classmethod

@@ -649,7 +649,8 @@ class Hub:
         if listing is None or self._sources.get(source.name) is not source:
             added, removed = self.catalog.remove_source(source.name)
         else:
-            listing, changed = self._pinning.screen(source.name, source.prefix, listing)
+            overrides = source.tool_overrides
+            listing, changed = self._pinning.screen(source.name, source.prefix, listing, overrides)
             for c in changed:
                 self._bus.publish(
                     ToolChangedEvent(
@@ -662,6 +663,7 @@ class Hub:
                 prefix=source.prefix,
                 rank=self._sources.rank(source),
                 hidden=source.hidden_tools,
+                overrides=overrides,
             )
             if self._subscriptions and self._subscribed_on.get(source.name) is not source.connection:
                 self._own(self._resubscribe(source))
