@@ -101,3 +101,29 @@ class UpstreamError(PatchbayError):
         self.message = message
         self.data = data
         super().__init__(f"server {server!r} returned error {code}: {message}")
+
+
+class UnknownProfileError(PatchbayError, KeyError):
+    """No profile of that name is configured."""
+
+    def __init__(self, name: str, known: list[str]) -> None:
+        self.name = name
+        self.known = known
+        hint = f"; known: {', '.join(known)}" if known else "; no profiles are configured"
+        super().__init__(f"unknown profile {name!r}{hint}")
+
+    def __str__(self) -> str:  # KeyError would repr() the message
+        return str(self.args[0])
+
+
+class ToolNotInProfileError(UnknownToolError):
+    """The tool is not in the caller's profile (it may exist in the catalog: the profile hides it)."""
+
+    def __init__(self, name: str, profile: str, suggestions: list[str], *, exists: bool) -> None:
+        super().__init__(name, suggestions)
+        self.profile = profile
+        self.exists = exists
+        hint = f"; did you mean {' or '.join(repr(s) for s in suggestions)}?" if suggestions else ""
+        what = f"tool {name!r} is not in profile {profile!r}" if exists else f"unknown tool {name!r}"
+        what += "" if exists else f" in profile {profile!r}"
+        self.args = (what + hint,)

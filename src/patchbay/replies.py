@@ -26,6 +26,8 @@ from patchbay.errors import (
     DuplicateServerError,
     PatchbayError,
     ServerUnavailableError,
+    ToolNotInProfileError,
+    UnknownProfileError,
     UnknownServerError,
     UnknownToolError,
     UpstreamError,
@@ -49,6 +51,8 @@ class ErrorKind:
 # Most specific first: the first class that matches wins.
 ERROR_TABLE: tuple[tuple[type[PatchbayError], ErrorKind], ...] = (
     (UnknownServerError, ErrorKind("unknown_server", types.INVALID_PARAMS, False, 404)),
+    (UnknownProfileError, ErrorKind("unknown_profile", types.INVALID_PARAMS, False, 404)),
+    (ToolNotInProfileError, ErrorKind("not_in_profile", types.INVALID_PARAMS, False, 404)),
     (UnknownToolError, ErrorKind("unknown_tool", types.INVALID_PARAMS, False, 404)),
     (DuplicateServerError, ErrorKind("duplicate_server", types.INVALID_PARAMS, False, 409)),
     (ConfigError, ErrorKind("config", types.INVALID_PARAMS, False, 422)),

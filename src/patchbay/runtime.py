@@ -133,6 +133,7 @@ class RuntimeChanges:
             self._validate_servers(new, [*added, *changed])
 
             hub.config = new
+            hub._set_profiles(new)
             for name in removed:
                 sup = hub._supervisor(name)
                 await sup.stop()
