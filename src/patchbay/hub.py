@@ -690,6 +690,11 @@ class Hub:
         """``observer(server, method, params)`` for every notification an upstream sends (e.g. logs)."""
         self._notification_observers.append(observer)
 
+    def remove_notification_observer(self, observer: NotificationObserver) -> None:
+        """Stop calling ``observer`` (an endpoint that stops, such as a removed profile's)."""
+        with contextlib.suppress(ValueError):
+            self._notification_observers.remove(observer)
+
     # --- internals ---------------------------------------------------------------------------------
 
     def _supervisors(self) -> dict[str, ServerSupervisor]:
