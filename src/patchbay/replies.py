@@ -164,9 +164,14 @@ def rest_error(exc: PatchbayError) -> tuple[dict[str, Any], int]:
     if isinstance(exc, UnknownServerError):
         body["server"] = exc.name
         body["suggestions"] = Catalog.suggest(exc.name, exc.known)
+    elif isinstance(exc, ToolNotInProfileError):
+        body["profile"] = exc.profile
+        body["suggestions"] = exc.suggestions
     elif isinstance(exc, UnknownToolError):
         body["error"] = f"unknown_{exc.kind}"
         body["suggestions"] = exc.suggestions
+    elif isinstance(exc, UnknownProfileError):
+        body["suggestions"] = Catalog.suggest(exc.name, exc.known)
     elif isinstance(exc, DuplicateServerError):
         body["server"] = exc.name
     elif isinstance(exc, ConfigError):

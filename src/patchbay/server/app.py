@@ -33,6 +33,7 @@ from patchbay.server.health import build_health
 from patchbay.server.mcp import McpEndpoint
 from patchbay.server.metrics import build_metrics
 from patchbay.server.profile_mcp import ProfileEndpoints
+from patchbay.server.profiles_api import build_profiles_api
 from patchbay.server.search_api import build_search_api
 from patchbay.server.security import LOOPBACK_NAMES, Guard, is_loopback
 
@@ -128,7 +129,8 @@ def create_app(hub: Hub, settings: ServeSettings | None = None) -> FastAPI:
         Route("/mcp", endpoint=StreamableHTTPASGIApp(endpoint.manager), methods=["GET", "POST", "DELETE"])
     )
     app.router.routes.append(Route("/mcp/{profile}", endpoint=profiles, methods=["GET", "POST", "DELETE"]))
-    app.include_router(build_search_api(hub), prefix="/api")  # before build_api: /tools/search
+    app.include_router(build_search_api(hub), prefix="/api")
+    app.include_router(build_profiles_api(hub), prefix="/api")  # before build_api: /tools/search
     app.include_router(build_api(hub), prefix="/api")
     app.include_router(build_health(hub))
     app.include_router(build_metrics(hub))
