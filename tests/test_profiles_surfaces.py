@@ -103,3 +103,40 @@ def test_config_check_warns_of_unknown_servers_and_refuses_bad_profiles(
     assert "profile 'coding': tools: Input should be a valid list" in messages
     assert "invalid profile name 'bad name'" in messages
     assert json.loads((tmp_path / "bad.json").read_text()) == bad_doc  # never rewritten
+
+
+async def test_profiles_managed_at_runtime_through_rest(served: Served) -> None:
+    before = served.config.read_text()
+    async with served.http() as http:
+        bad_put = await http.put("/api/profiles/files", json={"tools": "fs__*"})
+        assert bad_put.status_code == 422 and bad_put.json()["error"] == "config"
+        assert "profile 'files': tools: Input should be a valid list" in bad_put.json()["detail"]
+        assert (await http.put("/api/profiles/bad name", json={})).status_code == 422
+        assert served.config.read_text() == before  # nothing saved
+        put = await http.put("/api/profiles/files", json={"servers": ["fs"]})
+        assert put.status_code == 200 and put.json()["name"] == "files" and put.json()["tool_count"] > 0
+        saved = json.loads(served.config.read_text())
+        assert (
+            saved["profiles"]["files"] == {"servers": ["fs"]}
+            and saved["profiles"]["coding"] == PROFILES["coding"]
+        )
+        assert saved["mcpServers"]["gh"] == doc()["mcpServers"]["gh"]  # the rest kept as written
+
+        async def status(path: str) -> int:
+            ping = {"jsonrpc": "2.0", "id": 0, "method": "ping"}
+            r = await http.post(path, json=ping, headers={"Accept": "application/json, text/event-stream"})
+            return r.status_code
+
+        async with asyncio.timeout(10):  # the endpoint is added as the profiles event is handled
+            while await status("/mcp/files") == 404:
+                await asyncio.sleep(0.05)
+        tools = (await http.get("/api/tools", params={"profile": "files"})).json()
+        assert tools and all(t["name"].startswith("fs__") for t in tools)
+        assert (await http.delete("/api/profiles/files")).status_code == 204
+        assert "files" not in json.loads(served.config.read_text())["profiles"]
+        assert (await http.get("/api/tools", params={"profile": "files"})).status_code == 404
+        async with asyncio.timeout(10):
+            while await status("/mcp/files") != 404:
+                await asyncio.sleep(0.05)
+        gone = await http.delete("/api/profiles/files")
+        assert gone.status_code == 404 and gone.json()["error"] == "unknown_profile"

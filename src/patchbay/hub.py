@@ -288,6 +288,15 @@ class Hub:
         """One profile's view of the catalog; ``UnknownProfileError`` names the known ones."""
         return self._profiles.get(name)
 
+    async def set_profile(self, name: str, spec: Mapping[str, Any]) -> ProfileInfo:
+        """Add or replace a profile; saved to the config file first (atomically), like a server."""
+        await self._runtime.set_profile(name, spec)
+        return self.profiles()[name]
+
+    async def remove_profile(self, name: str) -> None:
+        """Forget a profile (saved); its ``/mcp/<name>`` endpoint closes its sessions."""
+        await self._runtime.remove_profile(name)
+
     def _set_profiles(self, config: HubConfig) -> None:
         """A reload: adopt the new file's profiles, telling ``/mcp/<profile>`` routes what changed."""
         event = self._profiles.update(config.profiles)

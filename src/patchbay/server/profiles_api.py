@@ -1,14 +1,14 @@
 """REST for profiles: ``GET /api/profiles`` (a router of its own, mounted beside ``api.py``'s).
 
 The tools of one profile are ``GET /api/tools?profile=``; its MCP endpoint is ``/mcp/<profile>``.
-Profiles are edited in the config file (a reload applies them); there is no write API yet.
+``PUT`` and ``DELETE /api/profiles/{name}`` change them at runtime, saved to the config file atomically.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Annotated, Any
 
-from fastapi import APIRouter, Path
+from fastapi import APIRouter, Body, Path, Response
 
 from patchbay.server.api import _errors, _HubErrorRoute
 
@@ -44,5 +44,30 @@ def build_profiles_api(hub: Hub) -> APIRouter:
         info = hub.profiles()[name].to_json()
         info["tool_names"] = [n for n in hub.catalog.tools if n in view.names(hub.catalog)]
         return info
+
+    @router.put(
+        "/profiles/{name}",
+        tags=["profiles"],
+        summary="Add or replace a profile",
+        description="Body: the profile as in the config (`servers`, `tools`). Saved to the config file "
+        "first; `/mcp/<name>` serves it at once.",
+        responses=_errors(422),
+    )
+    async def put_profile(
+        name: Annotated[str, Path(description="The profile's name (`[A-Za-z0-9_-]+`).")],
+        body: Annotated[dict[str, Any], Body()],
+    ) -> dict[str, Any]:
+        return (await hub.set_profile(name, body)).to_json()
+
+    @router.delete(
+        "/profiles/{name}",
+        tags=["profiles"],
+        summary="Remove a profile",
+        status_code=204,
+        responses=_errors(404),
+    )
+    async def delete_profile(name: Annotated[str, Path(description="The profile's name.")]) -> Response:
+        await hub.remove_profile(name)
+        return Response(status_code=204)
 
     return router
