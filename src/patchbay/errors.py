@@ -124,6 +124,8 @@ class ToolNotInProfileError(UnknownToolError):
         self.profile = profile
         self.exists = exists
         hint = f"; did you mean {' or '.join(repr(s) for s in suggestions)}?" if suggestions else ""
-        what = f"tool {name!r} is not in profile {profile!r}" if exists else f"unknown tool {name!r}"
-        what += "" if exists else f" in profile {profile!r}"
+        if exists:
+            what = f"tool {name!r} is not in profile {profile!r}"
+        else:
+            what = f"unknown tool {name!r} in profile {profile!r}"
         self.args = (what + hint,)
