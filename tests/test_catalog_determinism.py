@@ -3,8 +3,9 @@
 ``reference`` below is the original ``Catalog.rebuild`` (every item of every source walked in rank order,
 the first owner keeps a name), kept as the oracle. Random catalogs full of collisions (shared prefixes,
 names that only differ in an unsafe character, duplicates within one source, shared URIs and templates,
-hidden tools) are built in random orders, re-listed, removed and re-ranked; after every step the catalog's
-names, owners, order, conflict notes, per-source views and renderings must equal the oracle's.
+hidden tools, tool overrides that rename into collisions, re-describe or hide) are built in random orders,
+re-listed, removed and re-ranked; after every step the catalog's names, owners, order, conflict notes,
+per-source views and renderings must equal the oracle's.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import mcp.types as types
 import pytest
 
 from patchbay.catalog import FORMATS, Catalog, Listing, safe_name
+from patchbay.config import ToolOverride
 
 POOL = ["add", "sub", "a.b", "a_b", "echo", "x" * 70 + "1", "x" * 70 + "2", "read file", "read_file"]
 PREFIXES = ["p", "p", "q", "", "p.q", "p_q"]
@@ -31,6 +33,7 @@ class Spec:
     rank: tuple[int, int, str]
     hidden: frozenset[str]
     listing: Listing
+    overrides: dict[str, ToolOverride] | None = None
 
 
 def reference(specs: list[Spec]) -> dict[str, Any]:
@@ -43,7 +46,13 @@ def reference(specs: list[Spec]) -> dict[str, Any]:
     for src in sorted(specs, key=lambda s: s.rank):
         notes: list[str] = []
         for tool in src.listing.tools:
-            exposed = safe_name(src.prefix, tool.name)
+            override = (src.overrides or {}).get(tool.name)
+            if override is not None and override.hidden:
+                continue
+            description = tool.description
+            if override is not None and override.description is not None:
+                description = override.description
+            exposed = safe_name(src.prefix, override.name if override and override.name else tool.name)
             if tool.name in src.hidden or exposed in src.hidden:
                 continue
             if exposed in tools:
@@ -53,7 +62,7 @@ def reference(specs: list[Spec]) -> dict[str, Any]:
                     f"{owner!r} (tool {original!r})"
                 )
                 continue
-            tools[exposed] = (src.name, tool.name, tool.description)
+            tools[exposed] = (src.name, tool.name, description)
         for prompt in src.listing.prompts:
             exposed = safe_name(src.prefix, prompt.name)
             if exposed in prompts:
@@ -113,7 +122,18 @@ def random_spec(rng: random.Random, name: str, rank: int) -> Spec:
     ]
     hidden = frozenset(rng.sample([*POOL, safe_name("p", "add")], rng.randint(0, 2)))
     listing = Listing(tools=tools, prompts=prompts, resources=resources, templates=templates)
-    return Spec(name, rng.choice(PREFIXES), (rng.randint(0, 1), rank, name), hidden, listing)
+    overrides = {
+        t: rng.choice(
+            [
+                ToolOverride(name=rng.choice(["add", "a_b", "renamed", "read_file"])),  # into collisions
+                ToolOverride(description=f"overridden {t}"),
+                ToolOverride(hidden=True),
+                ToolOverride(name="solo", description="both"),
+            ]
+        )
+        for t in rng.sample(POOL, rng.randint(0, 3))
+    }
+    return Spec(name, rng.choice(PREFIXES), (rng.randint(0, 1), rank, name), hidden, listing, overrides)
 
 
 def relisted(s: Spec, rng: random.Random) -> Spec:
@@ -122,11 +142,13 @@ def relisted(s: Spec, rng: random.Random) -> Spec:
     tools = [t.model_copy(update={"description": f"{t.name} v{tag}"}) for t in s.listing.tools]
     listing = Listing(tools=tools, prompts=s.listing.prompts, resources=s.listing.resources)
     listing.templates = s.listing.templates
-    return Spec(s.name, s.prefix, s.rank, s.hidden, listing)
+    return Spec(s.name, s.prefix, s.rank, s.hidden, listing, s.overrides)
 
 
 def put(cat: Catalog, s: Spec) -> tuple[list[str], list[str]]:
-    return cat.set_source(s.name, s.listing, prefix=s.prefix, rank=s.rank, hidden=s.hidden)
+    return cat.set_source(
+        s.name, s.listing, prefix=s.prefix, rank=s.rank, hidden=s.hidden, overrides=s.overrides
+    )
 
 
 def check(cat: Catalog, live: dict[str, Spec]) -> None:

@@ -14,14 +14,17 @@ import difflib
 import hashlib
 import logging
 import re
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import mcp.types as types
 from pydantic import ValidationError
 
 from patchbay.errors import UnknownToolError
+
+if TYPE_CHECKING:
+    from patchbay.config import ToolOverride
 
 log = logging.getLogger(__name__)
 
@@ -151,6 +154,7 @@ class _Source:
     rank: tuple[int, int, str]
     hidden: frozenset[str]
     listing: Listing
+    overrides: Mapping[str, ToolOverride] = field(default_factory=dict)  # by upstream tool name
     tools: list[ToolEntry] = field(default_factory=list)  # candidates in listing order, hidden ones out
     prompts: list[PromptEntry] = field(default_factory=list)
     resources: list[ResourceEntry] = field(default_factory=list)
@@ -162,12 +166,18 @@ class _Source:
     clash: bool = False  # two of its own items want the same name (or URI): it takes the slow path
 
     def derive(self) -> None:
-        name, prefix, hidden = self.name, self.prefix, self.hidden
+        name, prefix, hidden, overrides = self.name, self.prefix, self.hidden, self.overrides
         for tool in self.listing.tools:
-            exposed = safe_name(prefix, tool.name)
-            if tool.name in hidden or exposed in hidden:
+            original = tool.name
+            override = overrides.get(original) if overrides else None
+            if override is not None:
+                if override.hidden:
+                    continue
+                tool = apply_override(tool, override)
+            exposed = safe_name(prefix, override.name if override is not None and override.name else original)
+            if original in hidden or exposed in hidden:
                 continue
-            self.tools.append(ToolEntry(exposed, name, tool.name, tool))
+            self.tools.append(ToolEntry(exposed, name, original, tool))
         for prompt in self.listing.prompts:
             self.prompts.append(PromptEntry(safe_name(prefix, prompt.name), name, prompt.name, prompt))
         for res in self.listing.resources:
@@ -187,6 +197,20 @@ class _Source:
             or len(self.resource_map) != len(self.resources)
             or len(self.template_map) != len(self.templates)
         )
+
+
+def apply_override(tool: types.Tool, override: ToolOverride) -> types.Tool:
+    """The tool as the user re-described it: description replaced, annotations merged over the server's.
+
+    The tool keeps its upstream name (dispatch uses it); the exposed name is the entry's.
+    """
+    update: dict[str, Any] = {}
+    if override.description is not None:
+        update["description"] = override.description
+    if override.annotations is not None:
+        base = tool.annotations.model_dump(by_alias=True, exclude_none=True) if tool.annotations else {}
+        update["annotations"] = types.ToolAnnotations.model_validate({**base, **override.annotations})
+    return tool.model_copy(update=update) if update else tool
 
 
 def _template_regex(template: str) -> re.Pattern[str]:
@@ -275,8 +299,11 @@ class Catalog:
         prefix: str,
         rank: tuple[int, int, str],
         hidden: Iterable[str] = (),
+        overrides: Mapping[str, ToolOverride] | None = None,
     ) -> tuple[list[str], list[str]]:
-        src = _Source(name, prefix, rank, frozenset(hidden), listing)
+        """Set (or replace) one source's listing; ``overrides`` (by upstream tool name) rename,
+        re-describe, re-annotate or hide its tools before naming, so collisions see the new names."""
+        src = _Source(name, prefix, rank, frozenset(hidden), listing, overrides or {})
         src.derive()  # the per-item work, for this source only
         previous = self._sources.get(name)
         self._sources[name] = src

@@ -76,6 +76,40 @@ ProcessStr = Annotated[str, AfterValidator(_no_nul)]
 EnvName = Annotated[str, AfterValidator(_env_name)]
 
 
+TOOL_NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+
+
+class ToolOverride(BaseModel):
+    """A server's ``tools.<original>`` entry: rename, re-describe, re-annotate or hide one upstream tool.
+
+    Unknown keys are refused (``extra="forbid"``): a typo such as ``"hiden"`` would otherwise silently
+    expose a tool the user meant to hide.
+    """
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    name: str | None = None
+    description: str | None = None
+    annotations: dict[str, Any] | None = None
+    hidden: bool = False
+
+    @field_validator("name")
+    @classmethod
+    def _check_name(cls, value: str | None) -> str | None:
+        if value is not None and not TOOL_NAME_RE.fullmatch(value):
+            raise ValueError(f"{value!r} is not a valid tool name: use 1-64 letters, digits, '_' or '-'")
+        return value
+
+    @field_validator("annotations")
+    @classmethod
+    def _check_annotations(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        if value is not None:
+            import mcp.types as types  # the SDK's model says which hints exist and their types
+
+            types.ToolAnnotations.model_validate(value)
+        return value
+
+
 class ServerSpec(BaseModel):
     """One server entry as written in the config file (placeholders not yet expanded).
 
@@ -102,6 +136,7 @@ class ServerSpec(BaseModel):
     start_timeout: Seconds = Field(default=30.0, gt=0, alias="startTimeout")
     disabled_tools: list[str] = Field(default_factory=list, alias="disabledTools")
     max_restarts: int = Field(default=5, ge=0, alias="maxRestarts")
+    tools: dict[str, ToolOverride] = Field(default_factory=dict)
 
     @field_validator("proxy")
     @classmethod
@@ -174,6 +209,68 @@ class AgentSpec(BaseModel):
 
     def to_json(self) -> dict[str, Any]:
         return self.model_dump(by_alias=True, exclude_unset=True, mode="json")
+
+
+PROFILE_NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+
+
+class ProfileSpec(BaseModel):
+    """A named view of the catalog (top-level ``profiles``), served at ``/mcp/<name>``.
+
+    A tool is in the profile if its source (server or agent) is in ``servers`` (any, if absent), it matches
+    one of the ``tools`` glob patterns over exposed names (any, if there is none) and no ``!`` pattern.
+    Unknown keys are refused: a misspelt ``"tool"`` would otherwise silently widen the view.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    servers: list[str] | None = None
+    tools: list[str] | None = None
+    discovery: Literal["full"] | None = None  # "search" (meta-tools only) is not implemented yet
+
+    @field_validator("tools")
+    @classmethod
+    def _check_patterns(cls, value: list[str] | None) -> list[str] | None:
+        for pattern in value or ():
+            if not pattern.removeprefix("!"):
+                raise ValueError(f"{pattern!r} is not a pattern: write a glob such as 'github__*'")
+        return value
+
+    @field_validator("discovery", mode="before")
+    @classmethod
+    def _check_discovery(cls, value: Any) -> Any:
+        if value == "search":
+            raise ValueError("'search' (meta-tools instead of the tools) is not supported yet; use 'full'")
+        return value
+
+    def to_json(self) -> dict[str, Any]:
+        return self.model_dump(by_alias=True, exclude_unset=True, mode="json")
+
+
+def parse_profile_spec(name: str, data: Any) -> ProfileSpec:
+    """Validate one ``profiles`` entry; errors name the profile and the field."""
+    if not isinstance(name, str) or not PROFILE_NAME_RE.fullmatch(name):
+        raise ConfigError(f"invalid profile name {name!r}: use 1-64 letters, digits, '_' or '-'")
+    if isinstance(data, ProfileSpec):
+        return data
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"profile {name!r}: expected an object, got {type(data).__name__}")
+    try:
+        return ProfileSpec.model_validate(dict(data), strict=True)
+    except ValidationError as exc:
+        raise ConfigError(_describe_validation("profile", name, exc), field=_first_field(exc)) from None
+
+
+def profile_warnings(config: HubConfig) -> list[str]:
+    """Profiles naming servers the config does not have: not errors (servers come and go), but likely
+    typos, so ``config check`` shows them."""
+    known = set(config.servers) | set(config.agents)
+    out = []
+    for name, spec in config.profiles.items():
+        for server in spec.servers or ():
+            if server not in known:
+                out.append(f"profile {name!r}: servers: {server!r} is not a configured server or agent")
+    return out
 
 
 def parse_agent_spec(name: str, data: Any) -> AgentSpec:
@@ -252,12 +349,15 @@ class HubConfig:
     path: Path | None = None
     source_bytes: bytes | None = None  # the file as last read or written, to tell our saves from edits
     agents: dict[str, AgentSpec] = field(default_factory=dict)
+    profiles: dict[str, ProfileSpec] = field(default_factory=dict)
 
     def to_document(self) -> dict[str, Any]:
         doc = dict(self.document)
         doc[self.servers_key] = {name: spec.to_json() for name, spec in self.servers.items()}
         if self.agents or "agents" in doc:
             doc["agents"] = {name: spec.to_json() for name, spec in self.agents.items()}
+        if self.profiles or "profiles" in doc:
+            doc["profiles"] = {name: spec.to_json() for name, spec in self.profiles.items()}
         return doc
 
     @property
@@ -317,9 +417,23 @@ def parse_config(text: str, source: str = "<config>", path: Path | None = None) 
             continue
         if name in servers:
             problems.append(f"agent {name!r}: a server has the same name; agent and server names must differ")
+    profiles: dict[str, ProfileSpec] = {}
+    raw_profiles = doc.get("profiles")
+    if raw_profiles is None:
+        raw_profiles = {}
+    if not isinstance(raw_profiles, dict):
+        problems.append("'profiles' must be an object mapping profile names to their settings")
+        raw_profiles = {}
+    for name, entry in raw_profiles.items():
+        try:
+            profiles[name] = parse_profile_spec(name, entry)
+        except ConfigError as exc:
+            problems.append(str(exc))
     if problems:
         raise ConfigError(f"{source}: invalid configuration:\n  " + "\n  ".join(problems))
-    return HubConfig(servers=servers, servers_key=key, document=doc, path=path, agents=agents)
+    return HubConfig(
+        servers=servers, servers_key=key, document=doc, path=path, agents=agents, profiles=profiles
+    )
 
 
 class _NonFinite(ValueError):

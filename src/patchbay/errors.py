@@ -132,3 +132,31 @@ class NeedsAuthError(OAuthError):
             f"or POST /api/servers/{server}/auth)"
         )
         super().__init__(server, self.advice)
+
+
+class UnknownProfileError(PatchbayError, KeyError):
+    """No profile of that name is configured."""
+
+    def __init__(self, name: str, known: list[str]) -> None:
+        self.name = name
+        self.known = known
+        hint = f"; known: {', '.join(known)}" if known else "; no profiles are configured"
+        super().__init__(f"unknown profile {name!r}{hint}")
+
+    def __str__(self) -> str:  # KeyError would repr() the message
+        return str(self.args[0])
+
+
+class ToolNotInProfileError(UnknownToolError):
+    """The tool is not in the caller's profile (it may exist in the catalog: the profile hides it)."""
+
+    def __init__(self, name: str, profile: str, suggestions: list[str], *, exists: bool) -> None:
+        super().__init__(name, suggestions)
+        self.profile = profile
+        self.exists = exists
+        hint = f"; did you mean {' or '.join(repr(s) for s in suggestions)}?" if suggestions else ""
+        if exists:
+            what = f"tool {name!r} is not in profile {profile!r}"
+        else:
+            what = f"unknown tool {name!r} in profile {profile!r}"
+        self.args = (what + hint,)

@@ -35,6 +35,7 @@ from patchbay.events import AgentEvent, CatalogEvent, Event, EventBus, ServerSta
 from patchbay.jsonrpc import METHOD_NOT_FOUND, ProgressCallback
 from patchbay.llm import run_anthropic_tool_uses, run_openai_tool_calls
 from patchbay.pinning import Pinning, ToolApprovedEvent, ToolChange, ToolChangedEvent, pinning_mode, pins_path
+from patchbay.profiles import ProfileInfo, Profiles, ProfileView
 from patchbay.runtime import RuntimeChanges
 from patchbay.search import DEFAULT_LIMIT, SearchIndex, ToolMatch
 from patchbay.sources import Source, SourceRegistry
@@ -146,6 +147,7 @@ class Hub:
         self._runtime = RuntimeChanges(self)
         self._pinning = Pinning(pinning_mode(self.config.document), pins_path(self.config.path))
         self._search: SearchIndex | None = None  # built on the first search
+        self._profiles = Profiles(self.config.profiles)
         for name, spec in self.config.servers.items():
             self._sources.add(self._new_supervisor(name, spec))
         for name, agent in self.config.agents.items():
@@ -250,28 +252,71 @@ class Hub:
         server: str | None = None,
         query: str | None = None,
         limit: int | None = None,
+        profile: str | None = None,
     ) -> list[dict[str, Any]]:
         """Every exposed tool as JSON-ready dicts: ``mcp`` Tool objects, ``openai`` or ``anthropic``.
 
         With ``query``, only the ``limit`` (default 20) tools that best match it, best first: the tools
-        for one turn of a conversation (see ``search_tools``).
+        for one turn of a conversation (see ``search_tools``). With ``profile``, only that profile's.
         """
         if server is not None:
             self._supervisor(server)
+        view = self.profile(profile) if profile is not None else None
         if query is None:
             if limit is not None:
                 raise ValueError("limit applies to a query; pass query= too")
-            return self.catalog.render(format, server)
-        allowed = {e.name for e in self.catalog.tools_of(server)} if server is not None else None
+            if view is None:
+                return self.catalog.render(format, server)
+            return view.render(self.catalog, format, server)
+        allowed = self._allowed(server, view)
         matches = self._search_index().search(query, limit if limit is not None else 20, allowed=allowed)
         rendered = dict(zip(self.catalog.tools, self.catalog.render(format), strict=True))
         return [rendered[m.name] for m in matches]
 
     # --- tool search and pinning (search.py, pinning.py) -------------------------------------------
 
-    def search_tools(self, query: str, limit: int = DEFAULT_LIMIT) -> list[ToolMatch]:
-        """The tools that best match a request in the user's words, best first (offline BM25F)."""
-        return self._search_index().search(query, limit)
+    def search_tools(
+        self, query: str, limit: int = DEFAULT_LIMIT, *, profile: str | None = None
+    ) -> list[ToolMatch]:
+        """The tools that best match a request in the user's words, best first (offline BM25F); with
+        ``profile``, only among that profile's tools."""
+        view = self.profile(profile) if profile is not None else None
+        return self._search_index().search(query, limit, allowed=self._allowed(None, view))
+
+    def _allowed(self, server: str | None, view: ProfileView | None) -> set[str] | frozenset[str] | None:
+        allowed: set[str] | frozenset[str] | None = None
+        if server is not None:
+            allowed = {e.name for e in self.catalog.tools_of(server)}
+        if view is not None:
+            names = view.names(self.catalog)
+            allowed = names if allowed is None else allowed & names
+        return allowed
+
+    # --- profiles (profiles.py) --------------------------------------------------------------------
+
+    def profiles(self) -> dict[str, ProfileInfo]:
+        """Every configured profile: its selection and how many tools it has now."""
+        known = {s.name for s in self._sources}
+        return {n: v.info(self.catalog, known) for n, v in self._profiles.views.items()}
+
+    def profile(self, name: str) -> ProfileView:
+        """One profile's view of the catalog; ``UnknownProfileError`` names the known ones."""
+        return self._profiles.get(name)
+
+    async def set_profile(self, name: str, spec: Mapping[str, Any]) -> ProfileInfo:
+        """Add or replace a profile; saved to the config file first (atomically), like a server."""
+        await self._runtime.set_profile(name, spec)
+        return self.profiles()[name]
+
+    async def remove_profile(self, name: str) -> None:
+        """Forget a profile (saved); its ``/mcp/<name>`` endpoint closes its sessions."""
+        await self._runtime.remove_profile(name)
+
+    def _set_profiles(self, config: HubConfig) -> None:
+        """A reload: adopt the new file's profiles, telling ``/mcp/<profile>`` routes what changed."""
+        event = self._profiles.update(config.profiles)
+        if event is not None:
+            self._bus.publish(event)
 
     def _search_index(self) -> SearchIndex:
         if self._search is None:
@@ -330,8 +375,11 @@ class Hub:
         timeout: float | None = None,
         progress: ProgressCallback | None = None,
         client: DownstreamClient | None = None,
+        profile: str | None = None,
     ) -> types.CallToolResult:
         """Call an exposed tool; returns the upstream's full ``CallToolResult``.
+
+        With ``profile``, a tool outside that profile is refused (``ToolNotInProfileError``).
 
         Raises ``UnknownToolError`` (with close matches), ``ServerUnavailableError`` (not running, or it
         died during the call), ``CallTimeoutError`` (a cancellation was sent upstream) or
@@ -341,13 +389,13 @@ class Hub:
         elicitation, roots): ``/mcp`` passes the downstream session that made the call.
         """
         if not self._call_observers:
-            return await self._call_tool(name, arguments, timeout, progress, client)
+            return await self._call_tool(name, arguments, timeout, progress, client, profile)
         started = time.perf_counter()
         server, outcome = None, "error"
         try:
             entry = self.catalog.tools.get(name)
             server = entry.source if entry else None
-            result = await self._call_tool(name, arguments, timeout, progress, client)
+            result = await self._call_tool(name, arguments, timeout, progress, client, profile)
             outcome = "tool_error" if result.is_error else "ok"
             return result
         except CallTimeoutError:
@@ -384,13 +432,26 @@ class Hub:
         timeout: float | None,
         progress: ProgressCallback | None,
         client: DownstreamClient | None,
+        profile: str | None = None,
     ) -> types.CallToolResult:
+        view = None
+        if profile is not None:
+            view = self._profiles.get(profile)
+            if name not in view.names(self.catalog):  # a set lookup; the view is rebuilt once per version
+                self._outside_profile(view, name)
         entry = self.catalog.tools.get(name)
         source = self._sources.get(entry.source) if entry is not None else None
         conn = source.connection if source is not None else None
         if conn is None:  # not the hot path: find out who owns the name, and wait for it if it is coming
-            source, conn, timeout = await self._await_owner(name, timeout)
-            entry = self.catalog.tool(name)
+            try:
+                source, conn, timeout = await self._await_owner(name, timeout)
+                entry = self.catalog.tool(name)
+            except UnknownToolError as exc:
+                if view is not None and type(exc) is UnknownToolError:  # suggest the profile's names only
+                    raise view.refuse(self.catalog, name) from None
+                raise
+            if view is not None and name not in view.names(self.catalog):
+                raise view.refuse(self.catalog, name)
         assert entry is not None and source is not None
         limit = source.max_in_flight
         if limit is not None and conn.peer.in_flight >= limit:
@@ -414,6 +475,13 @@ class Hub:
             finally:
                 clients.remove(client)
         return self._validate(types.CallToolResult, raw, source.name, f"tool {entry.original!r}")
+
+    def _outside_profile(self, view: ProfileView, name: str) -> None:
+        """Refuse a name outside the profile, unless it is not listed yet and would belong to it once its
+        owner (starting, restarting) lists it: then the call waits for it like any other."""
+        owner = None if name in self.catalog.tools else self._sources.owner_of_name(name)
+        if owner is None or not view.admits(owner.name, name):
+            raise view.refuse(self.catalog, name)
 
     async def _await_owner(self, name: str, timeout: float | None) -> tuple[Source, Any, float | None]:
         """The source that owns ``name`` and its connection, waiting while the hub or it starts.
@@ -691,6 +759,11 @@ class Hub:
         """``observer(server, method, params)`` for every notification an upstream sends (e.g. logs)."""
         self._notification_observers.append(observer)
 
+    def remove_notification_observer(self, observer: NotificationObserver) -> None:
+        """Stop calling ``observer`` (an endpoint that stops, such as a removed profile's)."""
+        with contextlib.suppress(ValueError):
+            self._notification_observers.remove(observer)
+
     # --- internals ---------------------------------------------------------------------------------
 
     def _supervisors(self) -> dict[str, ServerSupervisor]:
@@ -709,7 +782,8 @@ class Hub:
         if listing is None or self._sources.get(source.name) is not source:
             added, removed = self.catalog.remove_source(source.name)
         else:
-            listing, changed = self._pinning.screen(source.name, source.prefix, listing)
+            overrides = source.tool_overrides
+            listing, changed = self._pinning.screen(source.name, source.prefix, listing, overrides)
             for c in changed:
                 self._bus.publish(
                     ToolChangedEvent(
@@ -722,6 +796,7 @@ class Hub:
                 prefix=source.prefix,
                 rank=self._sources.rank(source),
                 hidden=source.hidden_tools,
+                overrides=overrides,
             )
             if self._subscriptions and self._subscribed_on.get(source.name) is not source.connection:
                 self._own(self._resubscribe(source))

@@ -23,6 +23,7 @@ import hashlib
 import json
 import logging
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
@@ -30,7 +31,7 @@ from typing import Any, Literal
 import mcp.types as types
 
 from patchbay.catalog import Listing, safe_name
-from patchbay.config import atomic_write
+from patchbay.config import ToolOverride, atomic_write
 from patchbay.errors import ConfigError, UnknownToolError
 from patchbay.events import Event
 
@@ -67,6 +68,12 @@ def pins_path(config_path: Path | None) -> Path | None:
     if config_path.resolve().is_relative_to(package):
         return None
     return config_path.with_name(config_path.name + PINS_SUFFIX)
+
+
+def _shown(original: str, overrides: Mapping[str, ToolOverride] | None) -> str:
+    """The tool's name as exposed (before the prefix): the override's, if the user renamed it."""
+    override = overrides.get(original) if overrides else None
+    return override.name if override is not None and override.name else original
 
 
 def definition(tool: types.Tool) -> dict[str, Any]:
@@ -205,10 +212,18 @@ class Pinning:
         self.store = PinStore(path) if mode != "off" else PinStore(None)
         self._changes: dict[tuple[str, str], ToolChange] = {}
 
-    def screen(self, server: str, prefix: str, listing: Listing) -> tuple[Listing, list[ToolChange]]:
+    def screen(
+        self,
+        server: str,
+        prefix: str,
+        listing: Listing,
+        overrides: Mapping[str, ToolOverride] | None = None,
+    ) -> tuple[Listing, list[ToolChange]]:
         """Pin new tools, detect changed ones; returns the listing to catalog and the newly seen changes.
 
-        In ``block`` mode the listing returned leaves out every changed tool.
+        In ``block`` mode the listing returned leaves out every changed tool. Pins are keyed by the
+        upstream's own name and definition (what the server may change behind the user's back); the
+        user's ``tools`` overrides only decide the exposed name a change is reported and approved under.
         """
         if self.mode == "off":
             return listing, []
@@ -231,7 +246,7 @@ class Pinning:
                     change = ToolChange(
                         server=server,
                         original=tool.name,
-                        name=safe_name(prefix, tool.name),
+                        name=safe_name(prefix, _shown(tool.name, overrides)),
                         pinned=pin.get("definition") or {},
                         pinned_digest=str(pin.get("digest")),
                         current=defn,

@@ -28,6 +28,8 @@ from patchbay.errors import (
     OAuthError,
     PatchbayError,
     ServerUnavailableError,
+    ToolNotInProfileError,
+    UnknownProfileError,
     UnknownServerError,
     UnknownToolError,
     UpstreamError,
@@ -51,6 +53,8 @@ class ErrorKind:
 # Most specific first: the first class that matches wins.
 ERROR_TABLE: tuple[tuple[type[PatchbayError], ErrorKind], ...] = (
     (UnknownServerError, ErrorKind("unknown_server", types.INVALID_PARAMS, False, 404)),
+    (UnknownProfileError, ErrorKind("unknown_profile", types.INVALID_PARAMS, False, 404)),
+    (ToolNotInProfileError, ErrorKind("not_in_profile", types.INVALID_PARAMS, False, 404)),
     (UnknownToolError, ErrorKind("unknown_tool", types.INVALID_PARAMS, False, 404)),
     (DuplicateServerError, ErrorKind("duplicate_server", types.INVALID_PARAMS, False, 409)),
     (ConfigError, ErrorKind("config", types.INVALID_PARAMS, False, 422)),
@@ -164,9 +168,14 @@ def rest_error(exc: PatchbayError) -> tuple[dict[str, Any], int]:
     if isinstance(exc, UnknownServerError):
         body["server"] = exc.name
         body["suggestions"] = Catalog.suggest(exc.name, exc.known)
+    elif isinstance(exc, ToolNotInProfileError):
+        body["profile"] = exc.profile
+        body["suggestions"] = exc.suggestions
     elif isinstance(exc, UnknownToolError):
         body["error"] = f"unknown_{exc.kind}"
         body["suggestions"] = exc.suggestions
+    elif isinstance(exc, UnknownProfileError):
+        body["suggestions"] = Catalog.suggest(exc.name, exc.known)
     elif isinstance(exc, DuplicateServerError):
         body["server"] = exc.name
     elif isinstance(exc, ConfigError):

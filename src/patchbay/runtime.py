@@ -16,9 +16,23 @@ import logging
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from patchbay.config import HubConfig, ServerSpec, parse_agent_spec, parse_server_spec, save_config
+from patchbay.config import (
+    HubConfig,
+    ProfileSpec,
+    ServerSpec,
+    parse_agent_spec,
+    parse_profile_spec,
+    parse_server_spec,
+    save_config,
+)
 from patchbay.dialin import AgentStatus, DialInAgent, token_digest
-from patchbay.errors import ConfigError, DuplicateServerError, ServerUnavailableError, UnknownServerError
+from patchbay.errors import (
+    ConfigError,
+    DuplicateServerError,
+    ServerUnavailableError,
+    UnknownProfileError,
+    UnknownServerError,
+)
 from patchbay.events import ConfigEvent
 from patchbay.supervisor import ServerState, ServerStatus, ServerSupervisor, make_wire
 
@@ -133,6 +147,7 @@ class RuntimeChanges:
             self._validate_servers(new, [*added, *changed])
 
             hub.config = new
+            hub._set_profiles(new)
             for name in removed:
                 sup = hub._supervisor(name)
                 await sup.stop()
@@ -245,6 +260,24 @@ class RuntimeChanges:
             hub.catalog.remove_source(name)
             hub._bus.publish(ConfigEvent(action="agent_revoked", server=name))
 
+    # --- profiles ----------------------------------------------------------------------------------
+
+    async def set_profile(self, name: str, spec: Mapping[str, Any] | ProfileSpec) -> None:
+        """Add or replace a profile: validated, saved, then adopted (its ``/mcp/<name>`` follows)."""
+        hub = self._hub
+        parsed = parse_profile_spec(name, spec)
+        async with self._lock:
+            self._commit(lambda cfg: cfg.profiles.__setitem__(name, parsed))
+            hub._set_profiles(hub.config)
+
+    async def remove_profile(self, name: str) -> None:
+        hub = self._hub
+        async with self._lock:
+            if name not in hub.config.profiles:
+                raise UnknownProfileError(name, list(hub.config.profiles))
+            self._commit(lambda cfg: cfg.profiles.pop(name, None))
+            hub._set_profiles(hub.config)
+
     # --- helpers -----------------------------------------------------------------------------------
 
     def _start(self, sup: ServerSupervisor) -> bool:
@@ -270,6 +303,7 @@ class RuntimeChanges:
         candidate = copy.copy(hub.config)
         candidate.servers = dict(hub.config.servers)
         candidate.agents = dict(hub.config.agents)
+        candidate.profiles = dict(hub.config.profiles)
         change(candidate)
         save_config(candidate)
         hub.config = candidate

@@ -9,7 +9,7 @@ in-flight limit, and a way to wait for it to come (back) up.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -17,6 +17,7 @@ from patchbay.errors import ServerUnavailableError
 
 if TYPE_CHECKING:
     from patchbay.catalog import Listing
+    from patchbay.config import ToolOverride
     from patchbay.upstream import Connection
 
 Rank = tuple[int, int, str]
@@ -57,6 +58,11 @@ class Source:
     @property
     def hidden_tools(self) -> tuple[str, ...]:
         return ()
+
+    @property
+    def tool_overrides(self) -> Mapping[str, ToolOverride]:
+        """Per upstream tool name: the user's rename, description, annotations or hiding."""
+        return {}
 
     @property
     def call_timeout(self) -> float | None:

@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel, Field
 
 from patchbay.catalog import Listing
-from patchbay.config import ServerSpec, resolve
+from patchbay.config import ServerSpec, ToolOverride, resolve
 from patchbay.errors import ConfigError, PatchbayError, ServerUnavailableError, StartError
 from patchbay.sources import Source, SourceHooks, SourceKind
 from patchbay.transports.base import Wire
@@ -137,6 +137,10 @@ class ServerSupervisor(Source):
     @property
     def hidden_tools(self) -> tuple[str, ...]:
         return tuple(self.spec.disabled_tools)
+
+    @property
+    def tool_overrides(self) -> Mapping[str, ToolOverride]:
+        return self.spec.tools
 
     @property
     def call_timeout(self) -> float | None:

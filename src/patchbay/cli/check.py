@@ -22,6 +22,7 @@ from patchbay.config import (
     parse_config,
     parse_server_spec,
     placeholder_env,
+    profile_warnings,
     validate_server_name,
 )
 from patchbay.errors import ConfigError
@@ -169,5 +170,7 @@ def check_config(path: Path) -> dict[str, Any]:
             auth_tokens(config)
         except ConfigError as exc:
             report["warnings"].append(_problem(str(exc), field=exc.field))
+        # servers come and go, so a profile naming an unknown one is a warning (likely a typo), not an error
+        report["warnings"] += [_problem(w, field="profiles") for w in profile_warnings(config)]
     report["valid"] = not errors
     return report

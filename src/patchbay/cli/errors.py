@@ -6,6 +6,7 @@ from patchbay.errors import (
     ConfigError,
     DuplicateServerError,
     PatchbayError,
+    UnknownProfileError,
     UnknownServerError,
     UnknownToolError,
 )
@@ -31,6 +32,8 @@ class CliError(Exception):
 
 def exit_code_for(exc: PatchbayError) -> int:
     """Wrong input (names, config) is a usage error; everything else is a failed operation."""
-    if isinstance(exc, ConfigError | UnknownServerError | UnknownToolError | DuplicateServerError):
+    if isinstance(
+        exc, ConfigError | UnknownServerError | UnknownToolError | DuplicateServerError | UnknownProfileError
+    ):
         return EXIT_USAGE
     return EXIT_FAILED

@@ -334,10 +334,12 @@ def _add_tools_and_call(sub: Any, common: argparse.ArgumentParser, hubopts: argp
         "the listing (progress on stderr). --format openai or anthropic prints tool definitions ready "
         f"for that LLM API, as JSON.\n\n{HUB_NOTE}\n\n"
         "examples:\n  patchbay tools\n  patchbay tools --server github\n"
+        "  patchbay tools --profile coding\n"
         "  patchbay tools --format openai --json > tools.json",
         parents=[common, hubopts],
     )
     tools.add_argument("--server", metavar="NAME", help="only this server's tools")
+    tools.add_argument("--profile", metavar="NAME", help="only this profile's tools (config 'profiles')")
     tools.add_argument("--format", choices=FORMATS, default="mcp", help="tool format (default: mcp)")
     tools.set_defaults(func=cmd_tools)
     add_tools_subcommands(tools, common, hubopts)  # tools search, tools approve

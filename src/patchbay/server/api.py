@@ -714,11 +714,12 @@ def build_api(hub: Hub) -> APIRouter:
     async def list_tools(
         format: Annotated[Format, Query(description="`mcp`, `openai` or `anthropic`.")] = "mcp",
         server: Annotated[str | None, Query(description="Only the tools of this server.")] = None,
+        profile: Annotated[str | None, Query(description="Only the tools of this profile.")] = None,
     ) -> list[dict[str, Any]]:
         # the first start settled (each server within its startTimeout): a complete list, not an
         # empty one a client may keep
         await hub.wait_started()
-        return hub.tools(format, server=server)
+        return hub.tools(format, server=server, profile=profile)
 
     @router.post(
         "/tools/{name:path}/call",

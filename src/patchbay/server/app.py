@@ -34,6 +34,8 @@ from patchbay.server.fastpath import McpFastPath
 from patchbay.server.health import build_health
 from patchbay.server.mcp import McpEndpoint
 from patchbay.server.metrics import build_metrics
+from patchbay.server.profile_mcp import ProfileEndpoints
+from patchbay.server.profiles_api import build_profiles_api
 from patchbay.server.search_api import build_search_api
 from patchbay.server.security import LOOPBACK_NAMES, Guard, is_loopback
 
@@ -80,12 +82,14 @@ def create_app(hub: Hub, settings: ServeSettings | None = None) -> FastAPI:
     endpoint = McpEndpoint(
         hub, dns_rebinding_protection=False, session_idle_timeout=settings.session_idle_timeout
     )
+    profiles = ProfileEndpoints(hub, session_idle_timeout=settings.session_idle_timeout)  # /mcp/<profile>
     watcher = ConfigWatcher(hub, hub.config.path) if settings.watch_config and hub.config.path else None
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with endpoint.manager.run():
             endpoint.start()
+            await profiles.start()
             starting = asyncio.create_task(_start(hub, app), name="patchbay-hub-start")
             starting.add_done_callback(_report_start_failure)
             try:
@@ -98,6 +102,7 @@ def create_app(hub: Hub, settings: ServeSettings | None = None) -> FastAPI:
                 if watcher is not None:
                     await watcher.stop()
                 await endpoint.stop()
+                await profiles.stop()
                 starting.cancel()
                 await asyncio.gather(starting, return_exceptions=True)  # owned: awaited, never left behind
                 await hub.close()
@@ -110,6 +115,7 @@ def create_app(hub: Hub, settings: ServeSettings | None = None) -> FastAPI:
     )
     app.state.hub = hub
     app.state.mcp = endpoint
+    app.state.profiles = profiles
     install_error_handlers(app)
 
     def openapi() -> dict[str, Any]:
@@ -124,7 +130,9 @@ def create_app(hub: Hub, settings: ServeSettings | None = None) -> FastAPI:
     app.router.routes.append(
         Route("/mcp", endpoint=StreamableHTTPASGIApp(endpoint.manager), methods=["GET", "POST", "DELETE"])
     )
-    app.include_router(build_search_api(hub), prefix="/api")  # before build_api: /tools/search
+    app.router.routes.append(Route("/mcp/{profile}", endpoint=profiles, methods=["GET", "POST", "DELETE"]))
+    app.include_router(build_search_api(hub), prefix="/api")
+    app.include_router(build_profiles_api(hub), prefix="/api")  # before build_api: /tools/search
     app.include_router(build_api(hub), prefix="/api")
     app.include_router(build_health(hub))
     app.include_router(build_metrics(hub))

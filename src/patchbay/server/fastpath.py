@@ -112,6 +112,7 @@ class McpFastPath:
         sessions: FastSessions,
         server_info: Callable[[], dict[str, Any]],
         path: str = "/mcp",
+        profile: str | None = None,
     ) -> None:
         self.app = app
         self.hub = hub
@@ -119,6 +120,7 @@ class McpFastPath:
         self.sessions = sessions
         self.server_info = server_info  # modern-era results carry it in _meta, as the SDK's do
         self.path = path
+        self.profile = profile  # ``/mcp/<profile>``: calls go through that profile's view
         self.enabled = sdk_adapter.can_track_sessions(manager)
         if not self.enabled:
             log.warning("the MCP SDK changed; /mcp fast path disabled (everything goes through the SDK)")
@@ -218,7 +220,7 @@ class McpFastPath:
         *,
         modern: bool = False,
     ) -> None:
-        task = asyncio.ensure_future(self.hub.call_tool(name, arguments))
+        task = asyncio.ensure_future(self.hub.call_tool(name, arguments, profile=self.profile))
         key = (session[0], rid) if session else None
         transport = session[1] if session else None
         session_id = session[0] if session else None

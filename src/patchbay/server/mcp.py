@@ -10,6 +10,9 @@ catalog on every request, so the tool set can change at any time. What the SDK d
 - forwarding progress, and routing an upstream's sampling/elicitation/roots requests to the client
   whose call is in progress;
 - forwarding upstream log messages at the level each client asked for.
+
+With ``profile``, the endpoint serves one profile's view (``/mcp/<profile>``, see ``profile_mcp.py``): its
+listings and calls go through the view, and it tells its clients only about changes of that view.
 """
 
 from __future__ import annotations
@@ -38,9 +41,11 @@ from mcp.shared.message import ServerMessageMetadata
 from pydantic import TypeAdapter
 
 from patchbay import __version__, replies
-from patchbay.errors import PatchbayError, UpstreamError
+from patchbay.config import ProfileSpec
+from patchbay.errors import PatchbayError, UnknownProfileError, UnknownToolError, UpstreamError
 from patchbay.events import CatalogEvent, Subscription
 from patchbay.hub import Hub, UpstreamCapabilities
+from patchbay.profiles import ProfilesChangedEvent, ProfileView
 from patchbay.server import sdk_adapter
 from patchbay.server.fastpath import FastSessions
 
@@ -141,8 +146,11 @@ class McpEndpoint:
         allowed_origins: list[str] | None = None,
         dns_rebinding_protection: bool = True,
         session_idle_timeout: float | None = DEFAULT_SESSION_IDLE_TIMEOUT,
+        profile: str | None = None,
     ) -> None:
         self.hub = hub
+        self.profile = profile  # None: the whole catalog
+        self._seen: Any = None  # a profile endpoint: the view its clients were last told about
         self.bus = InMemorySubscriptionBus()
         self._listen = ListenHandler(self.bus)
         self._legacy: dict[int, ServerSession] = {}
@@ -150,7 +158,7 @@ class McpEndpoint:
         # Resource subscriptions per handshake-era session, and who subscribed to each URI.
         self._subscriptions: dict[int, set[str]] = {}
         self._subscribers: dict[str, set[int]] = {}
-        self._tools_cache: tuple[int, types.ListToolsResult] | None = None
+        self._tools_cache: tuple[int, ProfileView | None, types.ListToolsResult] | None = None
         self._events: Subscription | None = None
         self.fast_sessions = FastSessions()
         self._fanout: asyncio.Task[None] | None = None
@@ -165,7 +173,7 @@ class McpEndpoint:
             self.server = HubServer(
                 "patchbay",
                 version=__version__,
-                instructions=INSTRUCTIONS,
+                instructions=INSTRUCTIONS if profile is None else f"{INSTRUCTIONS} Profile: {profile}.",
                 on_list_tools=self._list_tools,
                 on_call_tool=self._call_tool,
                 on_list_resources=self._list_resources,
@@ -201,12 +209,14 @@ class McpEndpoint:
     def start(self) -> None:
         self._stopped = False
         self._events = self.hub.events()
+        self._seen = self._snapshot()
         self._fanout = asyncio.create_task(self._watch_catalog(), name="patchbay-mcp-catalog-watch")
         self._notifier = asyncio.create_task(self._notify_catalog_changes(), name="patchbay-mcp-fanout")
 
     async def stop(self) -> None:
         """End the listen streams, then cancel and await every task this endpoint started."""
         self._stopped = True
+        self.hub.remove_notification_observer(self._upstream_notification)
         self._listen.close()
         if self._events is not None:
             self._events.close()
@@ -234,11 +244,47 @@ class McpEndpoint:
     async def _watch_catalog(self) -> None:
         assert self._events is not None
         async for event in self._events:
+            if self.profile is not None:
+                if isinstance(event, CatalogEvent | ProfilesChangedEvent) and self._view_changed():
+                    self._catalog_changed.set()
+                continue
             if not isinstance(event, CatalogEvent):
                 continue
             if event.server is None and not event.added and not event.removed:
                 continue  # a re-ranking (config reload) that changed no name: clients have nothing to re-list
             self._catalog_changed.set()
+
+    # --- the profile's view (``profile`` set) ------------------------------------------------------
+
+    def _view(self) -> ProfileView | None:
+        """The profile's current view (looked up each time: a reload replaces it); None for ``/mcp``."""
+        if self.profile is None:
+            return None
+        try:
+            return self.hub.profile(self.profile)
+        except UnknownProfileError:  # removed by a reload; the route is going away
+            return _EMPTY_VIEW
+
+    def _snapshot(self) -> Any:
+        view = self._view()
+        return view.snapshot(self.hub.catalog) if view is not None else None
+
+    def _view_changed(self) -> bool:
+        """Whether what this profile's clients can list differs from what they were last told about."""
+        now = self._snapshot()
+        if now == self._seen:
+            return False
+        self._seen = now
+        return True
+
+    def _admits_source(self, source: str) -> bool:
+        view = self._view()
+        return view is None or view.admits_source(source)
+
+    def _check_owner(self, owner: str, what: str, kind: str) -> None:
+        """Resources, templates and prompts of servers outside the profile are not there for its clients."""
+        if not self._admits_source(owner):
+            raise UnknownToolError(what, [], kind=f"{kind} in profile {self.profile!r}")
 
     async def _notify_catalog_changes(self) -> None:
         """One round at a time, one pending: a burst of N catalog changes costs O(1) rounds."""
@@ -346,6 +392,9 @@ class McpEndpoint:
 
     def _input_schema(self, name: str) -> dict[str, Any] | None:
         entry = self.hub.catalog.tools.get(name)
+        view = self._view()
+        if view is not None and name not in view.names(self.hub.catalog):
+            return None
         return entry.tool.input_schema if entry is not None else None
 
     async def _list_tools(
@@ -353,10 +402,12 @@ class McpEndpoint:
     ) -> types.ListToolsResult:
         await self.hub.wait_started()  # a client that connects during start-up must see every tool
         version = self.hub.catalog.version
+        view = self._view()  # a reload may replace it without a new catalog version
         cached = self._tools_cache
-        if cached is None or cached[0] != version:
-            cached = self._tools_cache = (version, types.ListToolsResult(tools=self.hub.catalog.mcp_tools()))
-        return cached[1]
+        if cached is None or cached[0] != version or cached[1] is not view:
+            tools = self.hub.catalog.mcp_tools() if view is None else view.mcp_tools(self.hub.catalog)
+            cached = self._tools_cache = (version, view, types.ListToolsResult(tools=tools))
+        return cached[2]
 
     async def _call_tool(self, ctx: Any, params: types.CallToolRequestParams) -> types.CallToolResult:
         progress = None
@@ -373,6 +424,7 @@ class McpEndpoint:
                 params.arguments,
                 progress=progress,
                 client=_CallingClient(ctx.session, ctx.request_id),
+                profile=self.profile,
             )
         except Exception as exc:
             if not isinstance(exc, PatchbayError):
@@ -387,18 +439,31 @@ class McpEndpoint:
         self, ctx: Any, params: types.PaginatedRequestParams | None
     ) -> types.ListResourcesResult:
         await self.hub.wait_started()
-        return types.ListResourcesResult(resources=self.hub.resources())
+        if self.profile is None:
+            return types.ListResourcesResult(resources=self.hub.resources())
+        entries = [e for e in self.hub.catalog.resources.values() if self._admits_source(e.source)]
+        return types.ListResourcesResult(
+            resources=[e.resource.model_copy(update={"name": e.name}) for e in entries]
+        )
 
     async def _list_templates(
         self, ctx: Any, params: types.PaginatedRequestParams | None
     ) -> types.ListResourceTemplatesResult:
         await self.hub.wait_started()
-        return types.ListResourceTemplatesResult(resource_templates=self.hub.resource_templates())
+        if self.profile is None:
+            return types.ListResourceTemplatesResult(resource_templates=self.hub.resource_templates())
+        entries = [t for t in self.hub.catalog.templates if self._admits_source(t.source)]
+        return types.ListResourceTemplatesResult(
+            resource_templates=[t.template.model_copy(update={"name": t.name}) for t in entries]
+        )
 
     async def _read_resource(
         self, ctx: Any, params: types.ReadResourceRequestParams
     ) -> types.ReadResourceResult:
         try:
+            if self.profile is not None:
+                uri = str(params.uri)
+                self._check_owner(self.hub.catalog.resource_owner(uri), uri, "resource")
             return await self.hub.read_resource(str(params.uri))
         except PatchbayError as exc:
             raise replies.mcp_error(exc) from None
@@ -407,10 +472,16 @@ class McpEndpoint:
         self, ctx: Any, params: types.PaginatedRequestParams | None
     ) -> types.ListPromptsResult:
         await self.hub.wait_started()
-        return types.ListPromptsResult(prompts=self.hub.prompts())
+        if self.profile is None:
+            return types.ListPromptsResult(prompts=self.hub.prompts())
+        entries = [e for e in self.hub.catalog.prompts.values() if self._admits_source(e.source)]
+        prompts = [e.prompt.model_copy(update={"name": e.name}) for e in entries]
+        return types.ListPromptsResult(prompts=prompts)
 
     async def _get_prompt(self, ctx: Any, params: types.GetPromptRequestParams) -> types.GetPromptResult:
         try:
+            if self.profile is not None:
+                self._check_owner(self.hub.catalog.prompt(params.name).source, params.name, "prompt")
             return await self.hub.get_prompt(params.name, params.arguments)
         except PatchbayError as exc:
             raise replies.mcp_error(exc) from None
@@ -420,11 +491,24 @@ class McpEndpoint:
         dump: dict[str, Any] = {"by_alias": True, "exclude_none": True, "mode": "json"}
         context = params.context.model_dump(**dump) if params.context is not None else None
         try:
+            if self.profile is not None:
+                self._check_ref(params.ref.model_dump(**dump))
             return await self.hub.complete(
                 params.ref.model_dump(**dump), params.argument.model_dump(**dump), context
             )
         except PatchbayError as exc:
             raise replies.mcp_error(exc) from None
+
+    def _check_ref(self, ref: dict[str, Any]) -> None:
+        """A completion's prompt or resource template must be the profile's too."""
+        catalog = self.hub.catalog
+        if ref.get("type") == "ref/prompt":
+            name = str(ref.get("name"))
+            self._check_owner(catalog.prompt(name).source, name, "prompt")
+        elif ref.get("type") == "ref/resource":
+            uri = str(ref.get("uri"))
+            tpl = next((t for t in catalog.templates if t.template.uri_template == uri), None)
+            self._check_owner(tpl.source if tpl is not None else catalog.resource_owner(uri), uri, "resource")
 
     async def _subscribe(self, ctx: Any, params: types.SubscribeRequestParams) -> types.EmptyResult:
         """``resources/subscribe`` from a handshake-era session: held at the hub until it unsubscribes
@@ -437,6 +521,8 @@ class McpEndpoint:
         if uri in held:
             return types.EmptyResult()
         try:
+            if self.profile is not None:
+                self._check_owner(self.hub.catalog.resource_owner(uri), uri, "resource")
             await self.hub.subscribe_resource(uri)
         except PatchbayError as exc:
             raise replies.mcp_error(exc) from None
@@ -470,6 +556,8 @@ class McpEndpoint:
         try:
             for uri in wanted:
                 try:
+                    if self.profile is not None:
+                        self._check_owner(self.hub.catalog.resource_owner(uri), uri, "resource")
                     await self.hub.subscribe_resource(uri)
                     held.append(uri)
                 except PatchbayError as exc:
@@ -488,6 +576,8 @@ class McpEndpoint:
     # --- upstream → downstream notifications -------------------------------------------------------
 
     def _upstream_notification(self, server: str, method: str, params: dict[str, Any]) -> None:
+        if self.profile is not None and not self._admits_source(server):
+            return  # a server outside the profile: its clients never see it
         if method == "notifications/resources/updated":
             self._resource_updated(params)
             return
@@ -518,6 +608,9 @@ class McpEndpoint:
             session = self._legacy.get(key)
             if session is not None:
                 self._spawn(session.send_resource_updated(uri), "forward a resource update")
+
+
+_EMPTY_VIEW = ProfileView("", ProfileSpec(servers=[]))  # a removed profile: nothing is in it
 
 
 def tool_error_result(exc: PatchbayError) -> types.CallToolResult:

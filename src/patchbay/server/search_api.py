@@ -1,6 +1,7 @@
 """REST for tool search and tool-definition pinning: a router of its own, mounted beside ``api.py``'s.
 
-- ``GET /api/tools/search?q=&limit=``: the best-matching tools for a request (see ``patchbay.search``);
+- ``GET /api/tools/search?q=&limit=&profile=``: the best-matching tools for a request (see
+  ``patchbay.search``);
 - ``GET /api/tools/changes``: tools whose definition differs from its pin, with the diff;
 - ``POST /api/tools/{name}/approve``: pin a changed tool's current definition (in ``block`` mode it rejoins
   listings and calls).
@@ -35,10 +36,11 @@ def build_search_api(hub: Hub) -> APIRouter:
     async def search_tools(
         q: Annotated[str, Query(min_length=1, description="What the tool should do, in plain words.")],
         limit: Annotated[int, Query(ge=1, le=MAX_LIMIT, description="How many matches.")] = DEFAULT_LIMIT,
+        profile: Annotated[str | None, Query(description="Only among this profile's tools.")] = None,
     ) -> JSONResponse:
         await hub.wait_started()
         try:
-            matches = hub.search_tools(q, limit)
+            matches = hub.search_tools(q, limit, profile=profile)
         except ValueError as exc:
             return JSONResponse({"detail": str(exc), "error": "invalid"}, status_code=422)
         return JSONResponse([m.to_json() for m in matches])

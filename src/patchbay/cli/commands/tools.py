@@ -42,6 +42,9 @@ def _tool_description(tool: Mapping[str, Any]) -> str:
 async def cmd_tools(args: argparse.Namespace) -> int:
     out = Output(args.json)
     params = {"format": args.format, **({"server": args.server} if args.server else {})}
+    profile = getattr(args, "profile", None)
+    if profile:
+        params["profile"] = profile
     hub = await connect(args, out)
     state: tuple[str, str | None] | None = None
     if hub is not None:
@@ -56,7 +59,7 @@ async def cmd_tools(args: argparse.Namespace) -> int:
                 state = (str(view.get("state")), view.get("last_error"))
     else:
         async with local_hub(config_path(args), out) as local:
-            tools = local.tools(args.format, server=args.server)
+            tools = local.tools(args.format, server=args.server, profile=profile)
             if args.server and not tools:
                 st = local.server_status(args.server)
                 state = (str(st.state), st.last_error)
