@@ -7,22 +7,62 @@ try:
 except PackageNotFoundError:  # running from a source tree without installing
     __version__ = "0.0.0"
 
-from patchbay.config import HubConfig, ServerSpec, load_config
-from patchbay.errors import (
-    CallTimeoutError,
-    ConfigError,
-    DuplicateServerError,
-    PatchbayError,
-    ServerExitedError,
-    ServerUnavailableError,
-    UnknownServerError,
-    UnknownToolError,
-    UpstreamError,
-)
-from patchbay.events import CatalogEvent, ConfigEvent, Event, ServerStateEvent
-from patchbay.hub import Hub
-from patchbay.results import result_text
-from patchbay.supervisor import ServerState, ServerStatus
+from typing import TYPE_CHECKING, Any
+
+# Lazy: ``import patchbay`` (and so every CLI command) must not pay for the MCP SDK (~1.3 s) until a name
+# that needs it is used. ``from patchbay import Hub`` works as before.
+_EXPORTS = {
+    "HubConfig": "patchbay.config",
+    "ServerSpec": "patchbay.config",
+    "load_config": "patchbay.config",
+    "CallTimeoutError": "patchbay.errors",
+    "ConfigError": "patchbay.errors",
+    "DuplicateServerError": "patchbay.errors",
+    "PatchbayError": "patchbay.errors",
+    "ServerExitedError": "patchbay.errors",
+    "ServerUnavailableError": "patchbay.errors",
+    "UnknownServerError": "patchbay.errors",
+    "UnknownToolError": "patchbay.errors",
+    "UpstreamError": "patchbay.errors",
+    "CatalogEvent": "patchbay.events",
+    "ConfigEvent": "patchbay.events",
+    "Event": "patchbay.events",
+    "ServerStateEvent": "patchbay.events",
+    "Hub": "patchbay.hub",
+    "result_text": "patchbay.results",
+    "ServerState": "patchbay.supervisor",
+    "ServerStatus": "patchbay.supervisor",
+}
+
+if TYPE_CHECKING:
+    from patchbay.config import HubConfig, ServerSpec, load_config
+    from patchbay.errors import (
+        CallTimeoutError,
+        ConfigError,
+        DuplicateServerError,
+        PatchbayError,
+        ServerExitedError,
+        ServerUnavailableError,
+        UnknownServerError,
+        UnknownToolError,
+        UpstreamError,
+    )
+    from patchbay.events import CatalogEvent, ConfigEvent, Event, ServerStateEvent
+    from patchbay.hub import Hub
+    from patchbay.results import result_text
+    from patchbay.supervisor import ServerState, ServerStatus
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'patchbay' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "CallTimeoutError",

@@ -32,9 +32,10 @@ import math
 import re
 from collections.abc import Container, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
-import mcp.types as types
+if TYPE_CHECKING:  # annotations only: `patchbay --help` must not import the SDK
+    import mcp.types as types
 
 from patchbay.catalog import Catalog, ToolEntry
 

@@ -13,7 +13,7 @@ import asyncio
 import logging
 import time
 import webbrowser
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from patchbay.cli.configfile import config_path
@@ -22,9 +22,9 @@ from patchbay.cli.hubclient import HubClient, connect
 from patchbay.cli.output import Output
 from patchbay.config import HubConfig, load_config
 from patchbay.errors import UnknownServerError
-from patchbay.oauth import OAuthClient, OAuthError, OAuthManager, wants_oauth
-from patchbay.oauth.callback import LoopbackCallback
-from patchbay.oauth.client import PENDING_TTL
+
+if TYPE_CHECKING:  # the OAuth stack imports the MCP SDK: only when a command runs, never for --help
+    from patchbay.oauth import OAuthClient, OAuthManager
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +39,8 @@ def _open_browser(url: str, out: Output) -> None:
 
 
 def _client_from_file(config: HubConfig, name: str, manager: OAuthManager) -> OAuthClient:
+    from patchbay.oauth import wants_oauth
+
     spec = config.servers.get(name)
     if spec is None:
         raise UnknownServerError(name, list(config.servers))
@@ -52,6 +54,7 @@ def _client_from_file(config: HubConfig, name: str, manager: OAuthManager) -> OA
 
 async def cmd_auth_login(args: argparse.Namespace) -> int:
     from patchbay.oauth import OAuthManager
+    from patchbay.oauth.callback import LoopbackCallback
 
     out = Output(args.json)
     hub = await connect(args, out)
@@ -93,6 +96,9 @@ async def cmd_auth_login(args: argparse.Namespace) -> int:
 
 
 async def _finish(args: argparse.Namespace, out: Output, url: str, done: asyncio.Future[str]) -> int:
+    from patchbay.oauth import OAuthError
+    from patchbay.oauth.client import PENDING_TTL
+
     if not url:
         out.note(f"signed in to {args.name!r} (client credentials: no browser needed)")
         return EXIT_OK
