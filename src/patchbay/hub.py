@@ -64,9 +64,6 @@ class UpstreamCapabilities:
 
     completions: bool = False
     resource_subscribe: bool = False
-    resources: bool = False
-    prompts: bool = False
-    logging: bool = False
 
 
 _R = TypeVar("_R", bound=types.Result)
@@ -353,16 +350,13 @@ class Hub:
         return [e.prompt.model_copy(update={"name": e.name}) for e in self.catalog.prompts.values()]
 
     def upstream_capabilities(self) -> UpstreamCapabilities:
-        """What some ready upstream can do (completions, resource subscriptions, ...)."""
+        """What some ready upstream can do (completions, resource subscriptions)."""
         caps = [s.capabilities() for s in self._sources if s.connection is not None]
         return UpstreamCapabilities(
             completions=any("completions" in c for c in caps),
             resource_subscribe=any(
                 isinstance(c.get("resources"), dict) and bool(c["resources"].get("subscribe")) for c in caps
             ),
-            resources=any("resources" in c for c in caps),
-            prompts=any("prompts" in c for c in caps),
-            logging=any("logging" in c for c in caps),
         )
 
     # --- routing (the hot path) --------------------------------------------------------------------

@@ -294,7 +294,7 @@ class RuntimeChanges:
         hub.catalog.remove_source(old.name)
         sup = hub._new_supervisor(old.name, spec)
         sup.restarts = old.restarts
-        hub._sources.replace(sup)
+        hub._sources.add(sup)  # in the old one's place: same rank
         return sup
 
     def _commit(self, change: Callable[[HubConfig], Any]) -> None:

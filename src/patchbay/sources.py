@@ -141,11 +141,7 @@ class SourceRegistry:
         return self._agents
 
     def add(self, source: Source) -> None:
-        table = self._agents if source.kind is SourceKind.AGENT else self._servers
-        table[source.name] = source
-
-    def replace(self, source: Source) -> None:
-        """Put ``source`` in the place of the one with its name (keeping its rank)."""
+        """Add ``source``, or put it in the place of the one with its name (keeping that rank)."""
         table = self._agents if source.kind is SourceKind.AGENT else self._servers
         table[source.name] = source
 

@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncGenerator, Generator
-from types import TracebackType
 
 import httpx2
 
 from patchbay.oauth.client import OAuthClient
 from patchbay.oauth.discovery import Challenge, parse_challenge
 from patchbay.oauth.errors import OAuthError
+from patchbay.transports.http.watch import WrappingTransport
 
 log = logging.getLogger(__name__)
 
@@ -60,24 +60,12 @@ def _step_up_response(request: httpx2.Request, response: httpx2.Response, advice
     return httpx2.Response(403, headers=headers, json=body, request=request)
 
 
-class BearerTransport(httpx2.AsyncBaseTransport):
+class BearerTransport(WrappingTransport):
     """Wraps an httpx2 transport: adds the token, answers a 401 / 403 ``insufficient_scope`` (one retry)."""
 
     def __init__(self, inner: httpx2.AsyncBaseTransport, client: OAuthClient) -> None:
-        self._inner = inner
+        super().__init__(inner)
         self.client = client
-
-    async def __aenter__(self) -> BearerTransport:
-        await self._inner.__aenter__()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None = None,
-        exc_value: BaseException | None = None,
-        traceback: TracebackType | None = None,
-    ) -> None:
-        await self._inner.__aexit__(exc_type, exc_value, traceback)
 
     async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
         token = await _token(self.client)
@@ -98,9 +86,6 @@ class BearerTransport(httpx2.AsyncBaseTransport):
         await response.aclose()
         request.headers["Authorization"] = f"Bearer {retry}"
         return await self._inner.handle_async_request(request)
-
-    async def aclose(self) -> None:
-        await self._inner.aclose()
 
 
 class BearerAuth(httpx2.Auth):

@@ -10,7 +10,7 @@ import functools
 import ssl
 from collections.abc import AsyncIterator, Awaitable
 from types import TracebackType
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Protocol, Self
 
 import httpx2
 
@@ -54,14 +54,13 @@ class WatchedStream(httpx2.AsyncByteStream):
         await self._inner.aclose()
 
 
-class WatchedTransport(httpx2.AsyncBaseTransport):
-    """Wraps the real httpx2 transport so the wire sees every connection failure and error status."""
+class WrappingTransport(httpx2.AsyncBaseTransport):
+    """An httpx2 transport that wraps another: entering, leaving and closing are passed through."""
 
-    def __init__(self, inner: httpx2.AsyncBaseTransport, watcher: Watcher) -> None:
+    def __init__(self, inner: httpx2.AsyncBaseTransport) -> None:
         self._inner = inner
-        self._watcher = watcher
 
-    async def __aenter__(self) -> WatchedTransport:
+    async def __aenter__(self) -> Self:
         await self._inner.__aenter__()
         return self
 
@@ -73,6 +72,17 @@ class WatchedTransport(httpx2.AsyncBaseTransport):
     ) -> None:
         await self._inner.__aexit__(exc_type, exc_value, traceback)
 
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+
+class WatchedTransport(WrappingTransport):
+    """Wraps the real httpx2 transport so the wire sees every connection failure and error status."""
+
+    def __init__(self, inner: httpx2.AsyncBaseTransport, watcher: Watcher) -> None:
+        super().__init__(inner)
+        self._watcher = watcher
+
     async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
         if request.method == "DELETE" and self._watcher.session_gone:
             # The SDK ends a session with DELETE on the way out; no point when the session is already gone.
@@ -83,9 +93,6 @@ class WatchedTransport(httpx2.AsyncBaseTransport):
             self._watcher.request_failed(request, exc)
             raise
         return await self._watcher.response_seen(request, response)
-
-    async def aclose(self) -> None:
-        await self._inner.aclose()
 
 
 @functools.cache
