@@ -32,6 +32,7 @@ from patchbay.errors import (
     UpstreamError,
 )
 from patchbay.events import AgentEvent, CatalogEvent, Event, EventBus, ServerStateEvent, Subscription
+from patchbay.identity import Identity
 from patchbay.jsonrpc import METHOD_NOT_FOUND, ProgressCallback
 from patchbay.llm import run_anthropic_tool_uses, run_openai_tool_calls
 from patchbay.pinning import Pinning, ToolApprovedEvent, ToolChange, ToolChangedEvent, pinning_mode, pins_path
@@ -370,10 +371,13 @@ class Hub:
         progress: ProgressCallback | None = None,
         client: DownstreamClient | None = None,
         profile: str | None = None,
+        caller: Identity | None = None,
     ) -> types.CallToolResult:
         """Call an exposed tool; returns the upstream's full ``CallToolResult``.
 
         With ``profile``, a tool outside that profile is refused (``ToolNotInProfileError``).
+        ``caller`` is who asks (the surfaces pass the identity their gate found; ``None`` is the
+        process owner): a caller bound to a profile is held to it.
 
         Raises ``UnknownToolError`` (with close matches), ``ServerUnavailableError`` (not running, or it
         died during the call), ``CallTimeoutError`` (a cancellation was sent upstream) or
@@ -382,6 +386,8 @@ class Hub:
         ``client``, if given, answers the requests the upstream makes during the call (sampling,
         elicitation, roots): ``/mcp`` passes the downstream session that made the call.
         """
+        if caller is not None and caller.profile is not None:
+            profile = caller.profile
         if not self._call_observers:
             return await self._call_tool(name, arguments, timeout, progress, client, profile)
         started = time.perf_counter()
@@ -506,14 +512,21 @@ class Hub:
             raise CallTimeoutError(source.name, name, budget)
         return source, conn, left
 
-    async def read_resource(self, uri: str, *, timeout: float | None = None) -> types.ReadResourceResult:
+    async def read_resource(
+        self, uri: str, *, timeout: float | None = None, caller: Identity | None = None
+    ) -> types.ReadResourceResult:
         await self.wait_started()
         source = self._owner(self.catalog.resource_owner(uri))
         raw = await self._request(source, "resources/read", {"uri": uri}, timeout, uri)
         return self._validate(types.ReadResourceResult, raw, source.name, f"resource {uri!r}")
 
     async def get_prompt(
-        self, name: str, arguments: Mapping[str, str] | None = None, *, timeout: float | None = None
+        self,
+        name: str,
+        arguments: Mapping[str, str] | None = None,
+        *,
+        timeout: float | None = None,
+        caller: Identity | None = None,
     ) -> types.GetPromptResult:
         await self.wait_started()
         entry = self.catalog.prompt(name)

@@ -34,6 +34,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from patchbay import replies
 from patchbay.errors import PatchbayError
 from patchbay.hub import Hub
+from patchbay.identity import Identity, identity_of
 from patchbay.server import sdk_adapter
 
 log = logging.getLogger(__name__)
@@ -140,11 +141,13 @@ class McpFastPath:
             await self.app(scope, replay, send)
             return
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
-        handled = await self._try(headers, body, receive, send)
+        handled = await self._try(headers, body, receive, send, identity_of(scope))
         if not handled:
             await self.app(scope, replay, send)
 
-    async def _try(self, headers: dict[str, str], body: bytes, receive: Receive, send: Send) -> bool:
+    async def _try(
+        self, headers: dict[str, str], body: bytes, receive: Receive, send: Send, caller: Identity
+    ) -> bool:
         content_type = headers.get("content-type", "")
         if not content_type.lower().startswith("application/json"):
             # The SDK refuses these with a bare text/plain 400; the same status, as JSON-RPC.
@@ -186,7 +189,7 @@ class McpFastPath:
         if version == MODERN:
             if session_id or not self._modern_ok(headers, params, meta):
                 return False
-            await self._call(receive, send, rid, params["name"], arguments, None, modern=True)
+            await self._call(receive, send, rid, params["name"], arguments, None, caller, modern=True)
             return True
         if session_id is None or session_id not in self.sessions.eligible:
             return False
@@ -196,7 +199,7 @@ class McpFastPath:
         if transport is None:
             self.sessions.eligible.discard(session_id)
             return False
-        await self._call(receive, send, rid, params["name"], arguments, (session_id, transport))
+        await self._call(receive, send, rid, params["name"], arguments, (session_id, transport), caller)
         return True
 
     @staticmethod
@@ -217,10 +220,11 @@ class McpFastPath:
         name: str,
         arguments: dict[str, Any],
         session: tuple[str, Any] | None,
+        caller: Identity,
         *,
         modern: bool = False,
     ) -> None:
-        task = asyncio.ensure_future(self.hub.call_tool(name, arguments, profile=self.profile))
+        task = asyncio.ensure_future(self.hub.call_tool(name, arguments, profile=self.profile, caller=caller))
         key = (session[0], rid) if session else None
         transport = session[1] if session else None
         session_id = session[0] if session else None
