@@ -1,4 +1,4 @@
-"""Events: server state changes and catalog changes, fanned out to any number of subscribers.
+"""Events: server state changes, catalog changes and (on request) tool calls, fanned out to subscribers.
 
 Each subscriber has its own bounded queue; a subscriber that stops reading loses its oldest events (and
 is told how many) instead of slowing the hub down or growing without bound.
@@ -60,6 +60,31 @@ class ConfigReloadEvent(Event):
     changed: list[str] = Field(default_factory=list)
 
 
+class CallStartedEvent(Event):
+    """A tool call began (only sent to subscribers that asked for calls: ``hub.events(calls=True)``).
+    Never carries the arguments."""
+
+    type: Literal["call_started"] = "call_started"
+    id: int
+    tool: str
+    server: str | None = None
+    identity: str
+    client: str | None = None
+
+
+class CallFinishedEvent(Event):
+    """A tool call ended: ``outcome`` is ``ok``, ``tool_error`` or the error's kind (``timeout``, ...)."""
+
+    type: Literal["call_finished"] = "call_finished"
+    id: int
+    tool: str
+    server: str | None = None
+    identity: str
+    client: str | None = None
+    duration_ms: float
+    outcome: str
+
+
 class EventsDropped(Event):
     type: Literal["events_dropped"] = "events_dropped"
     count: int
@@ -72,11 +97,13 @@ class Subscription:
     ``hub.events()`` and the first iteration.)
     """
 
-    def __init__(self, bus: EventBus, size: int) -> None:
+    def __init__(self, bus: EventBus, size: int, calls: bool = False) -> None:
         self._bus = bus
         self.queue: asyncio.Queue[Event] = asyncio.Queue(size)
         self.dropped = 0
         bus._subs.add(self)
+        if calls:
+            bus._call_subs.add(self)
 
     def __aiter__(self) -> Subscription:
         return self
@@ -89,16 +116,27 @@ class Subscription:
 
     def close(self) -> None:
         self._bus._subs.discard(self)
+        self._bus._call_subs.discard(self)
 
 
 class EventBus:
     def __init__(self, queue_size: int = 1000) -> None:
         # Weak: a subscription nobody holds any more is collected and stops receiving (and queueing).
         self._subs: weakref.WeakSet[Subscription] = weakref.WeakSet()
+        # The subscribers that want call events too: the call path builds them only when there is one.
+        self._call_subs: weakref.WeakSet[Subscription] = weakref.WeakSet()
         self._size = queue_size
 
     def publish(self, event: Event) -> None:
-        for sub in tuple(self._subs):
+        self._send(tuple(self._subs), event)
+
+    def publish_call(self, event: Event) -> None:
+        """A call event, to the subscribers that asked for them only."""
+        self._send(tuple(self._call_subs), event)
+
+    @staticmethod
+    def _send(subs: tuple[Subscription, ...], event: Event) -> None:
+        for sub in subs:
             if sub.queue.full():
                 sub.queue.get_nowait()
                 sub.dropped += 1
@@ -108,5 +146,9 @@ class EventBus:
     def subscribers(self) -> int:
         return len(self._subs)
 
-    def subscribe(self) -> Subscription:
-        return Subscription(self, self._size)
+    @property
+    def wants_calls(self) -> bool:
+        return bool(self._call_subs)
+
+    def subscribe(self, calls: bool = False) -> Subscription:
+        return Subscription(self, self._size, calls)

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import os
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Protocol, Self, TypeVar
@@ -19,6 +20,7 @@ from typing import TYPE_CHECKING, Any, Protocol, Self, TypeVar
 import mcp.types as types
 from pydantic import ValidationError
 
+from patchbay.audit import AuditLog, ClientInfo, parse_audit
 from patchbay.catalog import Catalog, Format, Listing
 from patchbay.config import HubConfig, ServerSpec, load_config, parse_config
 from patchbay.dialin import AgentStatus, DialInAgent, token_digest
@@ -31,12 +33,22 @@ from patchbay.errors import (
     UnknownToolError,
     UpstreamError,
 )
-from patchbay.events import AgentEvent, CatalogEvent, Event, EventBus, ServerStateEvent, Subscription
+from patchbay.events import (
+    AgentEvent,
+    CallFinishedEvent,
+    CallStartedEvent,
+    CatalogEvent,
+    Event,
+    EventBus,
+    ServerStateEvent,
+    Subscription,
+)
 from patchbay.identity import Identity
 from patchbay.jsonrpc import METHOD_NOT_FOUND, ProgressCallback
 from patchbay.llm import run_anthropic_tool_uses, run_openai_tool_calls
 from patchbay.pinning import Pinning, ToolApprovedEvent, ToolChange, ToolChangedEvent, pinning_mode, pins_path
 from patchbay.profiles import ProfileInfo, Profiles, ProfileView
+from patchbay.ratelimit import RateLimitedError, rate_limiter
 from patchbay.runtime import RuntimeChanges
 from patchbay.search import DEFAULT_LIMIT, SearchIndex, ToolMatch
 from patchbay.sources import Source, SourceRegistry
@@ -68,6 +80,7 @@ class UpstreamCapabilities:
 
 
 _R = TypeVar("_R", bound=types.Result)
+_T = TypeVar("_T")
 
 
 class _Hooks:
@@ -146,6 +159,10 @@ class Hub:
         self._pinning = Pinning(pinning_mode(self.config.document), pins_path(self.config.path))
         self._search: SearchIndex | None = None  # built on the first search
         self._profiles = Profiles(self.config.profiles)
+        # who did what (audit.py) and how often they may (ratelimit.py); both from the config's top level
+        self.audit = AuditLog(parse_audit(self.config.document, self.config.path))
+        self._limits = rate_limiter(self.config.document)
+        self._call_ids = itertools.count(1)
         for name, spec in self.config.servers.items():
             self._sources.add(self._new_supervisor(name, spec))
         for name, agent in self.config.agents.items():
@@ -222,6 +239,7 @@ class Hub:
         )
         if self._oauth is not None:
             await self._oauth.close()
+        await self.audit.aclose()
 
     # --- status and catalog ------------------------------------------------------------------------
 
@@ -372,6 +390,7 @@ class Hub:
         client: DownstreamClient | None = None,
         profile: str | None = None,
         caller: Identity | None = None,
+        client_info: ClientInfo | None = None,
     ) -> types.CallToolResult:
         """Call an exposed tool; returns the upstream's full ``CallToolResult``.
 
@@ -385,19 +404,33 @@ class Hub:
         A tool whose server is starting, restarting or in backoff is waited for, within the timeout.
         ``client``, if given, answers the requests the upstream makes during the call (sampling,
         elicitation, roots): ``/mcp`` passes the downstream session that made the call.
+        ``client_info`` (the client's name and version, for the audit log) comes from the surface.
+        A call over its rate limit raises ``RateLimitedError`` before anything reaches the upstream.
         """
         if caller is not None and caller.profile is not None:
             profile = caller.profile
-        if not self._call_observers:
+        audit, limits, events = self.audit.active, self._limits, self._bus.wants_calls
+        if not (self._call_observers or audit or limits or events):
             return await self._call_tool(name, arguments, timeout, progress, client, profile)
         started = time.perf_counter()
-        server, outcome = None, "error"
+        server, outcome, call_id = None, "error", 0
+        wall = time.time() if audit else 0.0
         try:
             entry = self.catalog.tools.get(name)
             server = entry.source if entry else None
+            if events:
+                call_id = next(self._call_ids)
+                self._bus.publish_call(
+                    CallStartedEvent(id=call_id, **self._call_fields(name, server, caller, client_info))
+                )
+            if limits is not None:
+                limits.check(caller, name)
             result = await self._call_tool(name, arguments, timeout, progress, client, profile)
             outcome = "tool_error" if result.is_error else "ok"
             return result
+        except RateLimitedError:
+            outcome = "rate_limited"
+            raise
         except CallTimeoutError:
             outcome = "timeout"
             raise
@@ -415,11 +448,35 @@ class Hub:
             raise
         finally:
             elapsed = time.perf_counter() - started
+            if audit:
+                self.audit.call(
+                    "tool_call", caller, client_info, name, server, wall, elapsed, outcome, arguments
+                )
+            if call_id:
+                self._bus.publish_call(
+                    CallFinishedEvent(
+                        id=call_id,
+                        **self._call_fields(name, server, caller, client_info),
+                        duration_ms=round(elapsed * 1000, 3),
+                        outcome=outcome,
+                    )
+                )
             for observe in self._call_observers:
                 try:
                     observe(server, name, outcome, elapsed)
                 except Exception:
                     log.exception("call observer failed")
+
+    @staticmethod
+    def _call_fields(
+        name: str, server: str | None, caller: Identity | None, client: ClientInfo | None
+    ) -> dict[str, Any]:
+        return {
+            "tool": name,
+            "server": server,
+            "identity": caller.name if caller is not None else "local",
+            "client": client.name if client is not None else None,
+        }
 
     def add_call_observer(self, observer: CallObserver) -> None:
         """``observer(server, tool, outcome, seconds)`` after every call (metrics); keep it cheap."""
@@ -513,12 +570,22 @@ class Hub:
         return source, conn, left
 
     async def read_resource(
-        self, uri: str, *, timeout: float | None = None, caller: Identity | None = None
+        self,
+        uri: str,
+        *,
+        timeout: float | None = None,
+        caller: Identity | None = None,
+        client_info: ClientInfo | None = None,
     ) -> types.ReadResourceResult:
-        await self.wait_started()
-        source = self._owner(self.catalog.resource_owner(uri))
-        raw = await self._request(source, "resources/read", {"uri": uri}, timeout, uri)
-        return self._validate(types.ReadResourceResult, raw, source.name, f"resource {uri!r}")
+        async def read() -> tuple[str, types.ReadResourceResult]:
+            await self.wait_started()
+            source = self._owner(self.catalog.resource_owner(uri))
+            raw = await self._request(source, "resources/read", {"uri": uri}, timeout, uri)
+            return source.name, self._validate(
+                types.ReadResourceResult, raw, source.name, f"resource {uri!r}"
+            )
+
+        return await self._audited("resource_read", uri, None, caller, client_info, read())
 
     async def get_prompt(
         self,
@@ -527,15 +594,51 @@ class Hub:
         *,
         timeout: float | None = None,
         caller: Identity | None = None,
+        client_info: ClientInfo | None = None,
     ) -> types.GetPromptResult:
-        await self.wait_started()
-        entry = self.catalog.prompt(name)
-        source = self._owner(entry.source)
-        params: dict[str, Any] = {"name": entry.original}
-        if arguments:
-            params["arguments"] = dict(arguments)
-        raw = await self._request(source, "prompts/get", params, timeout, entry.original)
-        return self._validate(types.GetPromptResult, raw, source.name, f"prompt {entry.original!r}")
+        async def get() -> tuple[str, types.GetPromptResult]:
+            await self.wait_started()
+            entry = self.catalog.prompt(name)
+            source = self._owner(entry.source)
+            params: dict[str, Any] = {"name": entry.original}
+            if arguments:
+                params["arguments"] = dict(arguments)
+            raw = await self._request(source, "prompts/get", params, timeout, entry.original)
+            return source.name, self._validate(
+                types.GetPromptResult, raw, source.name, f"prompt {entry.original!r}"
+            )
+
+        return await self._audited("prompt_get", name, arguments, caller, client_info, get())
+
+    async def _audited(
+        self,
+        event: str,
+        target: str,
+        arguments: Any,
+        caller: Identity | None,
+        client_info: ClientInfo | None,
+        work: Coroutine[Any, Any, tuple[str, _T]],
+    ) -> _T:
+        """A resource read or prompt get, recorded in the audit log (not the hot path: one try more)."""
+        if not self.audit.active:
+            return (await work)[1]
+        wall, started = time.time(), time.perf_counter()
+        server, outcome = None, "error"
+        try:
+            server, result = await work
+            outcome = "ok"
+            return result
+        except PatchbayError as exc:
+            from patchbay.replies import error_kind
+
+            outcome = error_kind(exc).name
+            raise
+        except asyncio.CancelledError:
+            outcome = "cancelled"
+            raise
+        finally:
+            elapsed = time.perf_counter() - started
+            self.audit.call(event, caller, client_info, target, server, wall, elapsed, outcome, arguments)
 
     async def complete(
         self,
@@ -701,8 +804,13 @@ class Hub:
         return await self._runtime.restart_server(name)
 
     async def apply_config(self, new: HubConfig) -> dict[str, list[str]]:
-        """Adopt a config read from disk (a reload), all or nothing: see ``RuntimeChanges.apply_config``."""
-        return await self._runtime.apply_config(new)
+        """Adopt a config read from disk (a reload), all or nothing: see ``RuntimeChanges.apply_config``.
+        The audit and rate-limit settings are validated first and adopted with the rest."""
+        audit, limits = parse_audit(new.document, new.path), rate_limiter(new.document)
+        changes = await self._runtime.apply_config(new)
+        await asyncio.to_thread(self.audit.configure, audit)  # joins the old writer: off the loop
+        self._limits = limits
+        return changes
 
     # --- LLM tool-calling loop ----------------------------------------------------------------------
 
@@ -750,13 +858,15 @@ class Hub:
 
     # --- events ------------------------------------------------------------------------------------
 
-    def events(self) -> Subscription:
+    def events(self, *, calls: bool = False) -> Subscription:
         """Server state, catalog and config changes, from this call on: ``async for event in hub.events()``.
 
         Each subscription has its own bounded queue (a slow reader loses its oldest events and gets an
         ``events_dropped`` event); call ``close()`` on it, or let it be collected, to unsubscribe.
+        With ``calls``, also ``call_started`` and ``call_finished`` for every tool call (built only while
+        such a subscriber exists, so calls pay nothing for them otherwise).
         """
-        return self._bus.subscribe()
+        return self._bus.subscribe(calls)
 
     def publish(self, event: Event) -> None:
         """Put an event on the hub's stream (used by surfaces such as the config watcher)."""

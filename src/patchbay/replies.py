@@ -34,9 +34,11 @@ from patchbay.errors import (
     UnknownToolError,
     UpstreamError,
 )
+from patchbay.ratelimit import RateLimitedError
 from patchbay.transports.base import MessageEncodeError
 
 RESOURCE_NOT_FOUND = -32002
+RATE_LIMITED = -32029  # implementation-defined server error (JSON-RPC reserves -32000..-32099); "429"
 INTERNAL_MESSAGE = "internal error in patchbay; the hub's log has the details"
 
 
@@ -53,6 +55,7 @@ class ErrorKind:
 # Most specific first: the first class that matches wins.
 ERROR_TABLE: tuple[tuple[type[PatchbayError], ErrorKind], ...] = (
     (UnknownServerError, ErrorKind("unknown_server", types.INVALID_PARAMS, False, 404)),
+    (RateLimitedError, ErrorKind("rate_limited", RATE_LIMITED, False, 429)),  # data: retryAfter
     (UnknownProfileError, ErrorKind("unknown_profile", types.INVALID_PARAMS, False, 404)),
     (ToolNotInProfileError, ErrorKind("not_in_profile", types.INVALID_PARAMS, False, 404)),
     (UnknownToolError, ErrorKind("unknown_tool", types.INVALID_PARAMS, False, 404)),
@@ -84,17 +87,34 @@ def jsonrpc_code(exc: PatchbayError) -> int:
     return error_kind(exc).jsonrpc_code
 
 
+def error_data(exc: PatchbayError) -> Any:
+    """The JSON-RPC error's ``data``: the upstream's own, or when to retry a rate-limited call."""
+    if isinstance(exc, UpstreamError):
+        return exc.data
+    if isinstance(exc, RateLimitedError):
+        return exc.data()
+    return None
+
+
 def jsonrpc_error(exc: PatchbayError) -> dict[str, Any]:
     """The ``error`` member of a JSON-RPC response."""
     error: dict[str, Any] = {"code": jsonrpc_code(exc), "message": str(exc)}
-    if isinstance(exc, UpstreamError) and exc.data is not None:
-        error["data"] = exc.data
+    data = error_data(exc)
+    if data is not None:
+        error["data"] = data
     return error
 
 
 def mcp_error(exc: PatchbayError) -> MCPError:
     """The same, raised from an SDK handler."""
-    return MCPError(jsonrpc_code(exc), str(exc), exc.data if isinstance(exc, UpstreamError) else None)
+    return MCPError(jsonrpc_code(exc), str(exc), error_data(exc))
+
+
+def rest_headers(exc: PatchbayError) -> dict[str, str] | None:
+    """HTTP headers the REST answer carries: ``Retry-After`` for a rate-limited call."""
+    if isinstance(exc, RateLimitedError):
+        return {"Retry-After": exc.retry_after_header}
+    return None
 
 
 def tool_error_result(exc: PatchbayError | str) -> types.CallToolResult:
@@ -184,4 +204,6 @@ def rest_error(exc: PatchbayError) -> tuple[dict[str, Any], int]:
         body["server"] = exc.server
     elif isinstance(exc, UpstreamError):
         body["server"], body["code"], body["data"] = exc.server, exc.code, exc.data
+    elif isinstance(exc, RateLimitedError):
+        body["data"] = exc.data()
     return {k: v for k, v in body.items() if v is not None}, kind.http_status

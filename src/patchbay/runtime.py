@@ -16,6 +16,7 @@ import logging
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
+from patchbay.audit import audited
 from patchbay.config import (
     HubConfig,
     ProfileSpec,
@@ -53,6 +54,7 @@ class RuntimeChanges:
 
     # --- servers -----------------------------------------------------------------------------------
 
+    @audited("server.add")
     async def add_server(self, name: str, spec: Mapping[str, Any] | ServerSpec) -> ServerStatus:
         hub = self._hub
         async with self._lock:
@@ -72,6 +74,7 @@ class RuntimeChanges:
             await sup.wait_settled()
         return hub.server_status(name)
 
+    @audited("server.update")
     async def update_server(self, name: str, spec: Mapping[str, Any] | ServerSpec) -> ServerStatus:
         hub = self._hub
         async with self._lock:
@@ -85,6 +88,7 @@ class RuntimeChanges:
             await sup.wait_settled()
         return hub.server_status(name)
 
+    @audited("server.remove")
     async def remove_server(self, name: str) -> None:
         hub = self._hub
         async with self._lock:
@@ -95,6 +99,7 @@ class RuntimeChanges:
             hub.catalog.remove_source(name)
             hub._bus.publish(ConfigEvent(action="removed", server=name))
 
+    @audited("server.set_enabled", detail=lambda args: {"enabled": args[1]} if len(args) > 1 else {})
     async def set_enabled(self, name: str, enabled: bool) -> ServerStatus:
         hub = self._hub
         async with self._lock:
@@ -112,6 +117,7 @@ class RuntimeChanges:
             await sup.wait_settled()
         return hub.server_status(name)
 
+    @audited("server.restart")
     async def restart_server(self, name: str) -> ServerStatus:
         hub = self._hub
         async with self._lock:
@@ -126,6 +132,7 @@ class RuntimeChanges:
 
     # --- reloads -----------------------------------------------------------------------------------
 
+    @audited("config.reload", None)
     async def apply_config(self, new: HubConfig) -> dict[str, list[str]]:
         """Adopt a config read from disk: start added servers, stop removed ones, restart changed ones.
 
@@ -226,6 +233,7 @@ class RuntimeChanges:
 
     # --- agents ------------------------------------------------------------------------------------
 
+    @audited("agent.add")
     async def add_agent(self, name: str, token: str, **settings: Any) -> AgentStatus:
         hub = self._hub
         async with self._lock:
@@ -248,6 +256,7 @@ class RuntimeChanges:
             hub._bus.publish(ConfigEvent(action="agent_added", server=name))
             return link.status()
 
+    @audited("agent.revoke")
     async def revoke_agent(self, name: str) -> None:
         hub = self._hub
         async with self._lock:
@@ -262,6 +271,7 @@ class RuntimeChanges:
 
     # --- profiles ----------------------------------------------------------------------------------
 
+    @audited("profile.set")
     async def set_profile(self, name: str, spec: Mapping[str, Any] | ProfileSpec) -> None:
         """Add or replace a profile: validated, saved, then adopted (its ``/mcp/<name>`` follows)."""
         hub = self._hub
@@ -270,6 +280,7 @@ class RuntimeChanges:
             self._commit(lambda cfg: cfg.profiles.__setitem__(name, parsed))
             hub._set_profiles(hub.config)
 
+    @audited("profile.remove")
     async def remove_profile(self, name: str) -> None:
         hub = self._hub
         async with self._lock:

@@ -172,5 +172,21 @@ def check_config(path: Path) -> dict[str, Any]:
             report["warnings"].append(_problem(str(exc), field=exc.field))
         # servers come and go, so a profile naming an unknown one is a warning (likely a typo), not an error
         report["warnings"] += [_problem(w, field="profiles") for w in profile_warnings(config)]
+    if isinstance(doc, dict):
+        errors += _access_errors(doc, path.resolve())
     report["valid"] = not errors
     return report
+
+
+def _access_errors(doc: dict[str, Any], path: Path) -> list[dict[str, Any]]:
+    """The top-level ``audit`` and ``rateLimits`` (serve refuses to start with either invalid)."""
+    from patchbay.audit import parse_audit
+    from patchbay.ratelimit import parse_rate_limits
+
+    problems = []
+    for validate in (lambda: parse_audit(doc, path), lambda: parse_rate_limits(doc)):
+        try:
+            validate()
+        except ConfigError as exc:
+            problems.append(_problem(str(exc), field=exc.field))
+    return problems

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from patchbay import __version__
+from patchbay.cli.commands.audit import add_audit_subcommands
 from patchbay.cli.commands.auth import cmd_auth_login, cmd_auth_logout, cmd_auth_status
 from patchbay.cli.commands.config import cmd_config_check
 from patchbay.cli.commands.import_ import cmd_import
@@ -187,6 +188,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_servers(sub, common, hubopts)
     _add_auth(sub, common, hubopts)
+    add_audit_subcommands(sub, common, hubopts)
     _add_tools_and_call(sub, common, hubopts)
     _add_config(sub, common)
     _add_import(sub, common)

@@ -36,6 +36,7 @@ from starlette.background import BackgroundTask
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from patchbay import replies
+from patchbay.audit import ClientInfo
 from patchbay.catalog import Format
 from patchbay.config import ServerSpec, error_message, field_path, redact_url
 from patchbay.dialin import AgentStatus
@@ -243,7 +244,7 @@ PARAM_ERRORS: dict[str, str] = {"422": "An invalid parameter; the message and `f
 def error_response(exc: PatchbayError) -> JSONResponse:
     """The HTTP answer for a hub error: the status and body come from the one table in ``replies``."""
     body, status = replies.rest_error(exc)
-    return JSONResponse(body, status_code=status)
+    return JSONResponse(body, status_code=status, headers=replies.rest_headers(exc))
 
 
 def error_json(
@@ -752,11 +753,14 @@ def build_api(hub: Hub) -> APIRouter:
         body = body or CallToolRequest()
         try:
             result = await hub.call_tool(
-                name, body.arguments, timeout=body.timeout, caller=identity_of(request.scope)
+                name,
+                body.arguments,
+                timeout=body.timeout,
+                caller=identity_of(request.scope),
+                client_info=rest_client(request),
             )
         except PatchbayError as exc:  # the status from the one error table every surface shares
-            content, status = replies.rest_error(exc)
-            return JSONResponse(content, status_code=status)
+            return error_response(exc)
         return JSONResponse(result.model_dump(by_alias=True, exclude_none=True, mode="json"))
 
     @router.get(
@@ -818,8 +822,16 @@ def build_api(hub: Hub) -> APIRouter:
             }
         },
     )
-    async def events() -> EventSourceResponse:
-        sub = hub.events()  # subscribed now, so nothing that happens after this request is missed
+    async def events(
+        calls: Annotated[
+            bool,
+            Query(
+                description="Also `call_started` and `call_finished` for every tool call (tool, server, "
+                "caller, client, duration, outcome; never arguments): the dashboard's Activity view."
+            ),
+        ] = False,
+    ) -> EventSourceResponse:
+        sub = hub.events(calls=calls)  # subscribed now, so nothing that happens after this is missed
         shutdown = anyio.Event()  # set by sse-starlette when the server begins to shut down
         return EventSourceResponse(
             _event_stream(sub, shutdown),
@@ -851,6 +863,13 @@ async def _event_stream(sub: Subscription, shutdown: anyio.Event) -> AsyncIterat
         if pending is not None:
             pending.cancel()
         sub.close()
+
+
+def rest_client(request: Request) -> ClientInfo:
+    """A REST caller, for the audit log: its User-Agent's first product (``name/version``)."""
+    product = request.headers.get("user-agent", "").split(" ", 1)[0]
+    name, _, version = product.partition("/")
+    return ClientInfo(name[:100] or None, version[:50] or None, "rest")
 
 
 def _mcp_json(model: BaseModel) -> dict[str, Any]:

@@ -30,6 +30,7 @@ from patchbay.oauth.callback import CALLBACK_PATH, result_page
 from patchbay.reload import ConfigWatcher
 from patchbay.server import dashboard
 from patchbay.server.api import build_api, document_errors, install_error_handlers
+from patchbay.server.audit_api import AuditMiddleware, build_audit_api
 from patchbay.server.fastpath import McpFastPath
 from patchbay.server.health import build_health
 from patchbay.server.mcp import McpEndpoint
@@ -134,6 +135,7 @@ def create_app(hub: Hub, settings: ServeSettings | None = None) -> FastAPI:
     app.include_router(build_search_api(hub), prefix="/api")
     app.include_router(build_profiles_api(hub), prefix="/api")  # before build_api: /tools/search
     app.include_router(build_api(hub), prefix="/api")
+    app.include_router(build_audit_api(hub), prefix="/api")
     app.include_router(build_health(hub))
     app.include_router(build_metrics(hub))
     dashboard.mount_dashboard(app)  # the web page at /, its assets at /dashboard/
@@ -147,7 +149,9 @@ def create_app(hub: Hub, settings: ServeSettings | None = None) -> FastAPI:
             server = await hub.oauth.complete(dict(request.query_params))
         except PatchbayError as exc:
             log.warning("sign-in refused: %s", exc)
+            hub.audit.record("sign_in", upstream=getattr(exc, "server", None), outcome="refused")
             return HTMLResponse(result_page(False, str(exc)), status_code=400)
+        hub.audit.record("sign_in", upstream=server, outcome="ok")
         return HTMLResponse(result_page(True, f"patchbay is signed in to {server!r}."))
 
     @app.get("/agents", include_in_schema=False, status_code=426)
@@ -179,6 +183,8 @@ def create_app(hub: Hub, settings: ServeSettings | None = None) -> FastAPI:
         await ws.accept()
         await hub.attach_agent(agent, ws)
 
+    # Management changes are recorded under the gate's identity (audit_api.py); inside the Guard.
+    app.add_middleware(AuditMiddleware, audit=hub.audit)
     # Plain tools/call requests skip the SDK's per-request machinery (see fastpath.py); inside the Guard.
     app.add_middleware(
         McpFastPath,
@@ -194,6 +200,7 @@ def create_app(hub: Hub, settings: ServeSettings | None = None) -> FastAPI:
         allowed_hosts=settings.host_allowlist(),
         open_paths={"/healthz", "/agents", CALLBACK_PATH, *dashboard.OPEN_PATHS},
         open_prefixes=dashboard.OPEN_PREFIXES,
+        on_refused=hub.audit.refused,
     )
     return app
 

@@ -32,6 +32,7 @@ from mcp.types.version import HANDSHAKE_PROTOCOL_VERSIONS
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from patchbay import replies
+from patchbay.audit import ClientInfo
 from patchbay.errors import PatchbayError
 from patchbay.hub import Hub
 from patchbay.identity import Identity, identity_of
@@ -43,6 +44,7 @@ MODERN = "2026-07-28"
 MAX_BODY = 4 * 1024 * 1024  # the SDK's own request limit: larger bodies go to it and get its 413
 _META_VERSION = "io.modelcontextprotocol/protocolVersion"
 _META_CAPS = "io.modelcontextprotocol/clientCapabilities"
+_META_CLIENT = "io.modelcontextprotocol/clientInfo"
 # The members of a request the fast path understands; anything more and the SDK decides what it means.
 _REQUEST_KEYS = frozenset({"jsonrpc", "id", "method", "params"})
 _CALL_KEYS = frozenset({"name", "arguments", "_meta"})
@@ -60,6 +62,7 @@ class FastSessions:
     def __init__(self) -> None:
         self.eligible: set[str] = set()
         self.in_flight: dict[tuple[str, str | int], asyncio.Task[Any]] = {}
+        self.clients: dict[str, ClientInfo] = {}  # session id -> its initialize's clientInfo (audit)
 
 
 def _accepts(headers: dict[str, str]) -> bool:
@@ -189,7 +192,8 @@ class McpFastPath:
         if version == MODERN:
             if session_id or not self._modern_ok(headers, params, meta):
                 return False
-            await self._call(receive, send, rid, params["name"], arguments, None, caller, modern=True)
+            client = client_info(meta.get(_META_CLIENT))
+            await self._call(receive, send, rid, params["name"], arguments, None, caller, client, modern=True)
             return True
         if session_id is None or session_id not in self.sessions.eligible:
             return False
@@ -199,7 +203,10 @@ class McpFastPath:
         if transport is None:
             self.sessions.eligible.discard(session_id)
             return False
-        await self._call(receive, send, rid, params["name"], arguments, (session_id, transport), caller)
+        known = self.sessions.clients.get(session_id)
+        await self._call(
+            receive, send, rid, params["name"], arguments, (session_id, transport), caller, known
+        )
         return True
 
     @staticmethod
@@ -221,10 +228,13 @@ class McpFastPath:
         arguments: dict[str, Any],
         session: tuple[str, Any] | None,
         caller: Identity,
+        client: ClientInfo | None,
         *,
         modern: bool = False,
     ) -> None:
-        task = asyncio.ensure_future(self.hub.call_tool(name, arguments, profile=self.profile, caller=caller))
+        task = asyncio.ensure_future(
+            self.hub.call_tool(name, arguments, profile=self.profile, caller=caller, client_info=client)
+        )
         key = (session[0], rid) if session else None
         transport = session[1] if session else None
         session_id = session[0] if session else None
@@ -283,6 +293,16 @@ class McpFastPath:
         task.cancel()
         await _respond(send, 202, b"", session_id)
         return True
+
+
+def client_info(info: Any) -> ClientInfo:
+    """An MCP ``clientInfo`` object (as JSON) as the audit log's client; anything malformed is unnamed."""
+    if not isinstance(info, dict):
+        return ClientInfo(surface="mcp")
+    name, version = info.get("name"), info.get("version")
+    return ClientInfo(
+        name if isinstance(name, str) else None, version if isinstance(version, str) else None, "mcp"
+    )
 
 
 async def _settle(task: asyncio.Future[Any]) -> None:

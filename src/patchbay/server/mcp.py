@@ -41,6 +41,7 @@ from mcp.shared.message import ServerMessageMetadata
 from pydantic import TypeAdapter
 
 from patchbay import __version__, replies
+from patchbay.audit import ClientInfo
 from patchbay.config import ProfileSpec
 from patchbay.errors import PatchbayError, UnknownProfileError, UnknownToolError, UpstreamError
 from patchbay.events import CatalogEvent, Subscription
@@ -48,7 +49,7 @@ from patchbay.hub import Hub, UpstreamCapabilities
 from patchbay.identity import Identity, identity_of
 from patchbay.profiles import ProfilesChangedEvent, ProfileView
 from patchbay.server import sdk_adapter
-from patchbay.server.fastpath import FastSessions
+from patchbay.server.fastpath import FastSessions, client_info
 
 log = logging.getLogger(__name__)
 
@@ -354,6 +355,9 @@ class McpEndpoint:
         path, unless the client can be asked things back (sampling, elicitation: the SDK routes those)."""
         conn = sdk_adapter.connection_of(ctx.session)
         session_id = getattr(conn, "session_id", None)
+        clients = self.fast_sessions.clients
+        if session_id and sdk_adapter.on_connection_close(conn, clients.pop, session_id, None):
+            clients[session_id] = client_info((ctx.params or {}).get("clientInfo"))  # for the audit log
         caps = (ctx.params or {}).get("capabilities")
         asks_back = not isinstance(caps, dict) or any(
             caps.get(k) is not None for k in ("sampling", "elicitation")
@@ -427,6 +431,7 @@ class McpEndpoint:
                 client=_CallingClient(ctx.session, ctx.request_id),
                 profile=self.profile,
                 caller=_caller(ctx),
+                client_info=_client(ctx),
             )
         except Exception as exc:
             if not isinstance(exc, PatchbayError):
@@ -466,7 +471,9 @@ class McpEndpoint:
             if self.profile is not None:
                 uri = str(params.uri)
                 self._check_owner(self.hub.catalog.resource_owner(uri), uri, "resource")
-            return await self.hub.read_resource(str(params.uri), caller=_caller(ctx))
+            return await self.hub.read_resource(
+                str(params.uri), caller=_caller(ctx), client_info=_client(ctx)
+            )
         except PatchbayError as exc:
             raise replies.mcp_error(exc) from None
 
@@ -484,7 +491,9 @@ class McpEndpoint:
         try:
             if self.profile is not None:
                 self._check_owner(self.hub.catalog.prompt(params.name).source, params.name, "prompt")
-            return await self.hub.get_prompt(params.name, params.arguments, caller=_caller(ctx))
+            return await self.hub.get_prompt(
+                params.name, params.arguments, caller=_caller(ctx), client_info=_client(ctx)
+            )
         except PatchbayError as exc:
             raise replies.mcp_error(exc) from None
 
@@ -623,6 +632,15 @@ def tool_error_result(exc: PatchbayError) -> types.CallToolResult:
 def tool_error_json(exc: PatchbayError) -> dict[str, Any]:
     """Kept for callers (``app.py`` passes it to the fast path, which no longer uses it)."""
     return replies.call_result_json(replies.tool_error_result(exc))
+
+
+def _client(ctx: Any) -> ClientInfo:
+    """The client's name and version from its ``initialize`` (or a 2026-07-28 request's envelope)."""
+    params = getattr(getattr(ctx, "session", None), "client_params", None)
+    info = getattr(params, "client_info", None)
+    if info is None:
+        return ClientInfo(surface="mcp")
+    return ClientInfo(getattr(info, "name", None), getattr(info, "version", None), "mcp")
 
 
 def _caller(ctx: Any) -> Identity:

@@ -12,7 +12,8 @@ import hmac
 import ipaddress
 import json
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
 from urllib.parse import urlsplit
 
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -64,8 +65,10 @@ class Guard:
         open_paths: Iterable[str] = OPEN_PATHS,
         open_prefixes: Iterable[str] = (),
         authenticators: Sequence[Authenticator] = (),
+        on_refused: Callable[[Mapping[str, Any], int, str], None] | None = None,
     ) -> None:
         self.app = app
+        self.on_refused = on_refused  # told of every refusal (the audit log): scope, status, message
         self._digests: list[bytes] = []
         self._identities: list[Identity] = []
         for n, entry in enumerate(tokens, 1):
@@ -151,9 +154,13 @@ class Guard:
             attach(scope, identity)
         await self.app(scope, receive, send)
 
-    @staticmethod
-    async def _deny(scope: Scope, receive: Receive, send: Send, status: int, message: str) -> None:
+    async def _deny(self, scope: Scope, receive: Receive, send: Send, status: int, message: str) -> None:
         log.info("refused %s %s: %s", scope.get("method", "WS"), scope.get("path"), message)
+        if self.on_refused is not None:
+            try:
+                self.on_refused(scope, status, message)
+            except Exception:
+                log.exception("the refusal hook failed")
         if scope["type"] == "websocket":
             await send({"type": "websocket.close", "code": 1008, "reason": message[:120]})
             return
