@@ -11,6 +11,10 @@ Rows, against the hand-written stdio server (bench/floor_server.py):
 - patchbay: ``Hub.call_tool``, no call observer (the library as embedded)
 - patchbay + metrics: ``Hub.call_tool`` on a hub with the Prometheus observer of ``patchbay serve``
   (server/metrics.py): what metrics cost on the call path
+- patchbay + audit: the audit log on (audit.py: a tuple queued per call, written by a thread)
+- patchbay + call events: a subscriber of ``call_started``/``call_finished`` (the dashboard's Activity
+  view), drained by a task as the SSE stream would
+- patchbay + rate limits: a ``rateLimits`` default and a per-tool limit that never refuse
 Then the same SDK/patchbay pair against an SDK ``MCPServer`` (the bundled demo), and, in a few rounds of
 their own, 50 concurrent 1 s calls and the start-up of 10 servers against the slowest one alone.
 """
@@ -21,6 +25,7 @@ import argparse
 import asyncio
 import contextlib
 import sys
+import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
@@ -32,6 +37,8 @@ from mcp import ClientSession, StdioServerParameters, stdio_client
 from bench.floor_client import FloorSession
 from bench.rounds import Column, Section, finish, latency_metrics, median_ms, p99_ms, run_async
 from patchbay import Hub
+from patchbay.events import Subscription
+from patchbay.identity import Identity
 
 ROOT = Path(__file__).resolve().parent.parent
 FLOOR_SERVER = [sys.executable, str(ROOT / "bench" / "floor_server.py")]
@@ -73,8 +80,8 @@ async def sdk_session(stack: AsyncExitStack, command: list[str]) -> ClientSessio
     return session
 
 
-async def hub_for(stack: AsyncExitStack, command: list[str], *, metrics: bool = False) -> Hub:
-    hub = Hub.from_dict({"mcpServers": {"s": {"command": command[0], "args": command[1:]}}})
+async def hub_for(stack: AsyncExitStack, command: list[str], *, metrics: bool = False, **top: Any) -> Hub:
+    hub = Hub.from_dict({"mcpServers": {"s": {"command": command[0], "args": command[1:]}}, **top})
     await stack.enter_async_context(hub)
     if metrics:
         from patchbay.server.metrics import build_metrics
@@ -90,6 +97,19 @@ def latency_row(n: int, call: Callable[[], Awaitable[Any]]) -> Callable[[int], A
     return measure
 
 
+BENCH = Identity("bench", "user")  # a remote caller: rate limits apply to it, and audit records name it
+
+
+async def _drain(sub: Subscription) -> None:
+    async for _ in sub:
+        pass
+
+
+async def _cancel(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+
+
 def observer_cost(n: int = 100_000) -> float:
     """µs per call of the metrics observer alone (no call around it): the floor of its cost."""
     from patchbay.server.metrics import build_metrics
@@ -101,6 +121,35 @@ def observer_cost(n: int = 100_000) -> float:
     for _ in range(n):
         observe("s", "s__echo", "ok", 0.0001)
     return (time.perf_counter() - t) / n * 1e6
+
+
+async def hook_costs(n: int = 100_000) -> dict[str, float]:
+    """µs per call of each call-path hook alone, without the call around it: the audit log's enqueue (its
+    writer thread running, formatting and writing in the background), a rate-limit check, and the two
+    call events fed to a subscriber."""
+    out: dict[str, float] = {}
+    with tempfile.TemporaryDirectory(prefix="patchbay-bench-audit-") as logs:
+        hub = Hub.from_dict({"mcpServers": {}, "audit": {"path": f"{logs}/audit.jsonl"}})
+        t = time.perf_counter()
+        for _ in range(n):
+            hub.audit.call("tool_call", BENCH, None, "s__echo", "s", 0.0, 0.0001, "ok", ECHO)
+        out["audit"] = (time.perf_counter() - t) / n * 1e6
+        await hub.audit.aclose()
+    limited = Hub.from_dict({"mcpServers": {}, "rateLimits": {"default": "1000000000/s"}})
+    check = limited._limits.check  # type: ignore[union-attr]
+    t = time.perf_counter()
+    for _ in range(n):
+        check(BENCH, "s__echo")
+    out["limits"] = (time.perf_counter() - t) / n * 1e6
+    feed = limited._call_feed
+    sub = limited.events(calls=True)
+    t = time.perf_counter()
+    for i in range(n):
+        feed.started(i, "s__echo", "s", "bench", None)
+        feed.finished(i, "s__echo", "s", "bench", None, 0.0001, "ok")
+    out["events"] = (time.perf_counter() - t) / n * 1e6
+    sub.close()
+    return out
 
 
 async def concurrent_sleeps(n: int = 50) -> tuple[float, float]:
@@ -145,6 +194,12 @@ async def main(ns: argparse.Namespace) -> None:
         sdk = await sdk_session(stack, FLOOR_SERVER)
         hub = await hub_for(stack, FLOOR_SERVER)
         hub_m = await hub_for(stack, FLOOR_SERVER, metrics=True)
+        logs = stack.enter_context(tempfile.TemporaryDirectory(prefix="patchbay-bench-audit-"))
+        hub_a = await hub_for(stack, FLOOR_SERVER, audit={"path": f"{logs}/audit.jsonl"})
+        hub_e = await hub_for(stack, FLOOR_SERVER)
+        stack.push_async_callback(_cancel, asyncio.create_task(_drain(hub_e.events(calls=True))))
+        limits = {"default": "1000000/s", "tools": {"s__echo": "1000000/s"}}
+        hub_l = await hub_for(stack, FLOOR_SERVER, rateLimits=limits)
         sdk_demo = await sdk_session(stack, DEMO_SERVER)
         hub_demo = await hub_for(stack, DEMO_SERVER)
         demo_calls = max(calls // 4, 50)
@@ -153,6 +208,9 @@ async def main(ns: argparse.Namespace) -> None:
             "sdk": latency_row(calls, lambda: sdk.call_tool("echo", ECHO)),
             "patchbay": latency_row(calls, lambda: hub.call_tool("s__echo", ECHO)),
             "patchbay+metrics": latency_row(calls, lambda: hub_m.call_tool("s__echo", ECHO)),
+            "patchbay+audit": latency_row(calls, lambda: hub_a.call_tool("s__echo", ECHO, caller=BENCH)),
+            "patchbay+events": latency_row(calls, lambda: hub_e.call_tool("s__echo", ECHO, caller=BENCH)),
+            "patchbay+limits": latency_row(calls, lambda: hub_l.call_tool("s__echo", ECHO, caller=BENCH)),
             "demo sdk": latency_row(demo_calls, lambda: sdk_demo.call_tool("add", {"a": 1, "b": 2})),
             "demo patchbay": latency_row(demo_calls, lambda: hub_demo.call_tool("s__add", {"a": 1, "b": 2})),
         }
@@ -169,6 +227,9 @@ async def main(ns: argparse.Namespace) -> None:
             "sdk": "floor",
             "patchbay": "floor",
             "patchbay+metrics": "patchbay",
+            "patchbay+audit": "patchbay",
+            "patchbay+events": "patchbay",
+            "patchbay+limits": "patchbay",
             "demo patchbay": "demo sdk",
         },
         vs_header="ratio (per round)",
@@ -177,6 +238,9 @@ async def main(ns: argparse.Namespace) -> None:
             "sdk": "SDK `ClientSession.call_tool`, same server",
             "patchbay": "patchbay `Hub.call_tool`, same server",
             "patchbay+metrics": "patchbay `Hub.call_tool` + Prometheus observer",
+            "patchbay+audit": "patchbay `Hub.call_tool` + audit log",
+            "patchbay+events": "patchbay `Hub.call_tool` + a call-events subscriber",
+            "patchbay+limits": "patchbay `Hub.call_tool` + rate limits (never hit)",
             "demo sdk": "SDK against an SDK `MCPServer` (the demo)",
             "demo patchbay": "patchbay against the demo",
         },
@@ -194,6 +258,15 @@ async def main(ns: argparse.Namespace) -> None:
         f"metrics on / off: {metrics_cost.median:.3f} per round (rounds {metrics_cost.min:.3f}-"
         f"{metrics_cost.max:.3f}); the observer alone costs {observer_cost():.2f} µs per call"
     )
+
+    hooks = await hook_costs()
+    for row in ("patchbay+audit", "patchbay+events", "patchbay+limits"):
+        cost = results.ratio(row, "patchbay", "median_ms")
+        what = row.split("+")[1]
+        section.notes.append(
+            f"{what} on / off: {cost.median:.3f} per round (rounds {cost.min:.3f}-{cost.max:.3f}); "
+            f"the hook alone costs {hooks[what]:.2f} µs per call"
+        )
 
     sections = [section]
     if ns.slow_rounds > 0:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import time
 import weakref
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
@@ -117,6 +117,54 @@ class Subscription:
     def close(self) -> None:
         self._bus._subs.discard(self)
         self._bus._call_subs.discard(self)
+
+
+class CallFeed:
+    """``call_started`` / ``call_finished`` for the call-event subscribers, built off the call path.
+
+    Why batched: two pydantic events and two queue wake-ups per call cost about as much as the call
+    itself. The call path only appends a tuple here (and schedules one flush per ``interval``); the
+    events are built and published together, at most ``interval`` seconds later."""
+
+    def __init__(self, bus: EventBus, interval: float = 0.1) -> None:
+        self._bus = bus
+        self._interval = interval
+        self._pending: list[tuple[Any, ...]] = []
+        self._timer: asyncio.TimerHandle | None = None
+
+    def started(self, call_id: int, tool: str, server: str | None, identity: str, client: str | None) -> None:
+        self._add((call_id, tool, server, identity, client, time.time(), None, None))
+
+    def finished(
+        self,
+        call_id: int,
+        tool: str,
+        server: str | None,
+        identity: str,
+        client: str | None,
+        seconds: float,
+        outcome: str,
+    ) -> None:
+        self._add((call_id, tool, server, identity, client, time.time(), seconds, outcome))
+
+    def _add(self, item: tuple[Any, ...]) -> None:
+        self._pending.append(item)
+        if self._timer is None:
+            self._timer = asyncio.get_running_loop().call_later(self._interval, self._flush)
+
+    def _flush(self) -> None:
+        self._timer = None
+        pending, self._pending = self._pending, []
+        for call_id, tool, server, identity, client, when, seconds, outcome in pending:
+            fields = {"id": call_id, "tool": tool, "server": server, "identity": identity, "client": client}
+            if seconds is None:
+                self._bus.publish_call(CallStartedEvent(time=when, **fields))
+            else:
+                self._bus.publish_call(
+                    CallFinishedEvent(
+                        time=when, duration_ms=round(seconds * 1000, 3), outcome=outcome, **fields
+                    )
+                )
 
 
 class EventBus:

@@ -35,8 +35,7 @@ from patchbay.errors import (
 )
 from patchbay.events import (
     AgentEvent,
-    CallFinishedEvent,
-    CallStartedEvent,
+    CallFeed,
     CatalogEvent,
     Event,
     EventBus,
@@ -163,6 +162,7 @@ class Hub:
         self.audit = AuditLog(parse_audit(self.config.document, self.config.path))
         self._limits = rate_limiter(self.config.document)
         self._call_ids = itertools.count(1)
+        self._call_feed = CallFeed(self._bus)  # call events, for subscribers that want them
         for name, spec in self.config.servers.items():
             self._sources.add(self._new_supervisor(name, spec))
         for name, agent in self.config.agents.items():
@@ -420,9 +420,9 @@ class Hub:
             server = entry.source if entry else None
             if events:
                 call_id = next(self._call_ids)
-                self._bus.publish_call(
-                    CallStartedEvent(id=call_id, **self._call_fields(name, server, caller, client_info))
-                )
+                who = caller.name if caller is not None else "local"
+                client_name = client_info.name if client_info is not None else None
+                self._call_feed.started(call_id, name, server, who, client_name)
             if limits is not None:
                 limits.check(caller, name)
             result = await self._call_tool(name, arguments, timeout, progress, client, profile)
@@ -453,30 +453,14 @@ class Hub:
                     "tool_call", caller, client_info, name, server, wall, elapsed, outcome, arguments
                 )
             if call_id:
-                self._bus.publish_call(
-                    CallFinishedEvent(
-                        id=call_id,
-                        **self._call_fields(name, server, caller, client_info),
-                        duration_ms=round(elapsed * 1000, 3),
-                        outcome=outcome,
-                    )
-                )
+                who = caller.name if caller is not None else "local"
+                client_name = client_info.name if client_info is not None else None
+                self._call_feed.finished(call_id, name, server, who, client_name, elapsed, outcome)
             for observe in self._call_observers:
                 try:
                     observe(server, name, outcome, elapsed)
                 except Exception:
                     log.exception("call observer failed")
-
-    @staticmethod
-    def _call_fields(
-        name: str, server: str | None, caller: Identity | None, client: ClientInfo | None
-    ) -> dict[str, Any]:
-        return {
-            "tool": name,
-            "server": server,
-            "identity": caller.name if caller is not None else "local",
-            "client": client.name if client is not None else None,
-        }
 
     def add_call_observer(self, observer: CallObserver) -> None:
         """``observer(server, tool, outcome, seconds)`` after every call (metrics); keep it cheap."""
