@@ -2,6 +2,7 @@
 // tool, all kept live from /api/events. Plain ES modules, no build step. Every string that comes from the
 // API (and so from upstream servers) is inserted as text.
 
+import { createActivity } from "./activity.js";
 import { ApiError, api, apiResult, getToken, setToken, setTokenPrompt } from "./api.js";
 import { duration, h, pretty, replace, uid } from "./dom.js";
 import { renderResult } from "./result.js";
@@ -732,8 +733,14 @@ function setConnection(status) {
 
 const ANNOUNCED = new Set(["ready", "failed", "disabled", "backoff", "needs_auth"]);
 
+let activity = null; // the Activity view (activity.js), fed by the call events
+
 function onEvent({ type, data }) {
   switch (type) {
+    case "call_started":
+    case "call_finished":
+      activity?.onEvent(type, data);
+      break;
     case "server_state":
       serverCards.get(data.server)?.setState(data.state);
       if (ANNOUNCED.has(data.state) && data.previous !== data.state) {
@@ -786,7 +793,12 @@ function start() {
     }
   }, 10000);
   refreshAll();
-  streamEvents({ onEvent, onOpen: refreshAll, onStatus: setConnection });
+  activity = createActivity($("activity"));
+  const opened = () => {
+    refreshAll();
+    activity.opened();
+  };
+  streamEvents({ onEvent, onOpen: opened, onStatus: setConnection, path: "events?calls=true" });
 }
 
 start();
