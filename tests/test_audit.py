@@ -166,6 +166,33 @@ async def test_a_failed_change_is_recorded_with_its_kind(tmp_path: Path) -> None
     assert "a-long-agent-token-1234" not in (tmp_path / "patchbay.audit.jsonl").read_text()
 
 
+async def test_settings_follow_a_reload_and_a_restarted_hub_keeps_logging(tmp_path: Path) -> None:
+    from patchbay.config import load_config
+
+    path = tmp_path / "patchbay.json"
+    log = tmp_path / "patchbay.audit.jsonl"
+    path.write_text(json.dumps({"mcpServers": {"mb": bad()}}))
+    hub = Hub.from_file(path)
+    async with hub:
+        await hub.call_tool("mb__echo", {"text": "one"})
+        path.write_text(json.dumps({"mcpServers": {"mb": bad()}, "audit": {"arguments": True}}))
+        await hub.apply_config(load_config(path))
+        await hub.call_tool("mb__echo", {"text": "two"})
+        path.write_text(json.dumps({"mcpServers": {"mb": bad()}, "audit": {"maxBytes": 0}}))
+        with pytest.raises(ConfigError, match=r"audit\.maxBytes"):
+            await hub.apply_config(load_config(path))  # refused whole: the log keeps going
+        await hub.call_tool("mb__echo", {"text": "three"})
+    async with hub:  # started again after close
+        await hub.call_tool("mb__echo", {"text": "four"})
+        path.write_text(json.dumps({"mcpServers": {"mb": bad()}, "audit": False}))
+        await hub.apply_config(load_config(path))
+        await hub.call_tool("mb__echo", {"text": "not logged"})
+    calls = [r for r in records(log) if r["event"] == "tool_call"]
+    assert [r.get("arguments") for r in calls] == [None, {"text": "two"}, {"text": "three"}, {"text": "four"}]
+    reloads = [(r["action"], r["outcome"]) for r in records(log) if r["event"] == "change"]
+    assert reloads == [("config.reload", "ok"), ("config.reload", "config"), ("config.reload", "ok")]
+
+
 async def test_the_log_rotates_by_size_and_reads_across_the_files(tmp_path: Path) -> None:
     settings = AuditSettings(tmp_path / "a.jsonl", max_bytes=4096, backups=2)
     log = AuditLog(settings)
@@ -337,6 +364,22 @@ async def test_get_audit_filters_and_is_for_admins_only(app: App) -> None:
         assert r.status_code == 403 and "admin" in r.json()["detail"]
     async with app.client(token=None) as anonymous:
         assert (await anonymous.get("/api/audit")).status_code == 401
+    async with app.client() as http:
+        refused = (await http.get("/api/audit", params={"event": "refused"})).json()
+    assert [(x.get("identity"), x["status"]) for x in refused] == [("watcher", 403), (None, 401)]
+
+
+async def test_a_refused_agent_is_recorded(app: App) -> None:
+    from websockets.asyncio.client import connect
+    from websockets.exceptions import InvalidStatus
+
+    ws_url = app.base.replace("http://", "ws://") + "/agents"
+    with pytest.raises(InvalidStatus):
+        await connect(ws_url, additional_headers={"Authorization": "Bearer not-an-agent-token-at-all"})
+    async with app.client() as http:
+        (record,) = (await http.get("/api/audit", params={"event": "refused"})).json()
+    assert (record["path"], record["status"], record["detail"]) == ("/agents", 403, "agent: unknown token")
+    assert "not-an-agent-token-at-all" not in app.log.read_text()
 
 
 async def test_call_events_stream_only_to_those_who_ask(app: App) -> None:

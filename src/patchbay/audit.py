@@ -205,12 +205,17 @@ class AuditLog:
         if self._thread is not None:
             self.close()
         self.settings = settings
-        self.active = settings is not None
         self.arguments = bool(settings and settings.arguments)
-        if settings is not None:
-            self._stopping = False
-            self._thread = threading.Thread(target=self._run, name="patchbay-audit", daemon=True)
-            self._thread.start()
+        self.open()
+
+    def open(self) -> None:
+        """Start the writer (again, after ``close``: a hub that is started twice keeps its log)."""
+        if self.settings is None or self._thread is not None:
+            return
+        self._stopping = False
+        self._thread = threading.Thread(target=self._run, name="patchbay-audit", daemon=True)
+        self._thread.start()
+        self.active = True
 
     def close(self) -> None:
         """Write what is queued, then stop the writer (blocking; ``aclose`` from the event loop)."""

@@ -206,6 +206,7 @@ class Hub:
     async def start(self) -> None:
         """Start every enabled server in parallel; return when each has settled (ready or failed)."""
         self._started = True
+        self.audit.open()  # a no-op unless the hub was closed before
         initial = self._initial_start = asyncio.get_running_loop().create_future()
         try:
             sups = [s for s in self._supervisors().values() if s.spec.is_enabled]
@@ -790,8 +791,14 @@ class Hub:
     async def apply_config(self, new: HubConfig) -> dict[str, list[str]]:
         """Adopt a config read from disk (a reload), all or nothing: see ``RuntimeChanges.apply_config``.
         The audit and rate-limit settings are validated first and adopted with the rest."""
-        audit, limits = parse_audit(new.document, new.path), rate_limiter(new.document)
-        changes = await self._runtime.apply_config(new)
+        settings: list[Any] = []
+
+        async def apply() -> dict[str, list[str]]:
+            settings.extend((parse_audit(new.document, new.path), rate_limiter(new.document)))
+            return await self._runtime.apply_config(new)
+
+        changes = await self.audit.change("config.reload", None, apply())  # recorded, failed or not
+        audit, limits = settings
         await asyncio.to_thread(self.audit.configure, audit)  # joins the old writer: off the loop
         self._limits = limits
         return changes

@@ -132,7 +132,6 @@ class RuntimeChanges:
 
     # --- reloads -----------------------------------------------------------------------------------
 
-    @audited("config.reload", None)
     async def apply_config(self, new: HubConfig) -> dict[str, list[str]]:
         """Adopt a config read from disk: start added servers, stop removed ones, restart changed ones.
 

@@ -175,9 +175,12 @@ def create_app(hub: Hub, settings: ServeSettings | None = None) -> FastAPI:
         agent = hub.agent_for_token(token.strip()) if scheme.lower() == "bearer" and token.strip() else None
         if agent is None:
             client = f"{ws.client.host}:{ws.client.port}" if ws.client else "?"
-            log.warning(
-                "refused an agent from %s: %s", client, "unknown token" if token else "no bearer token"
-            )
+            why = "unknown token" if token else "no bearer token"
+            log.warning("refused an agent from %s: %s", client, why)
+            hub.audit.record(
+                "refused", method="WS", path="/agents", status=403, detail=f"agent: {why}",
+                address=ws.client.host if ws.client else None,
+            )  # fmt: skip
             await ws.close(code=1008)  # before accept: the upgrade is refused with HTTP 403
             return
         await ws.accept()

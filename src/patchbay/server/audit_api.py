@@ -113,6 +113,9 @@ def build_audit_api(hub: Hub) -> APIRouter:
     ) -> Any:
         caller = identity_of(request.scope)
         if not caller.allows("admin"):
+            detail = f"needs the admin role ({caller.name!r} is {caller.role})"
+            hub.audit.record("refused", **identity_fields(caller), method="GET", path="/api/audit",
+                             status=403, detail=detail)  # fmt: skip
             return JSONResponse(
                 {"detail": f"reading the audit log needs the admin role ({caller.name!r} is {caller.role})",
                  "error": "forbidden"},
