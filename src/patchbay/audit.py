@@ -48,6 +48,7 @@ KEY = "audit"
 DEFAULT_MAX_BYTES = 10 * 1024 * 1024
 DEFAULT_BACKUPS = 5
 FLUSH_INTERVAL = 0.2  # seconds between batches when nobody asks for a flush
+YIELD_EVERY = 32  # records formatted between two GIL releases (~0.2 ms of work)
 MAX_QUERY_LIMIT = 10_000  # records one GET /api/audit may return
 MAX_PENDING = 100_000  # records waiting for the writer; beyond this they are counted as dropped
 SECRET_KEY = re.compile(r"token|secret|passw|authorization|api[-_]?key|cookie|credential|private", re.I)
@@ -335,8 +336,12 @@ class AuditLog:
         lines: list[bytes] = []
         waiting: list[threading.Event] = []
         queue = self._queue
+        formatted = 0
         while queue:
             item = queue.popleft()
+            formatted += 1
+            if formatted % YIELD_EVERY == 0:
+                time.sleep(0)  # let the event loop have the GIL: a big batch never stalls a call
             if item[0] == "flush":
                 waiting.append(item[1])
                 continue

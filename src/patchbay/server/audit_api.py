@@ -28,6 +28,7 @@ from patchbay.audit import (
 from patchbay.errors import ConfigError
 from patchbay.hub import Hub
 from patchbay.identity import identity_of
+from patchbay.server.api import ErrorBody
 
 READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
@@ -90,7 +91,10 @@ def build_audit_api(hub: Hub) -> APIRouter:
         "refusals. Filters combine. Times are ISO 8601 (`2026-12-01T17:00:00Z`), epoch seconds, or an age "
         "(`15m`, `2h`, `1d`). Needs the admin role. Arguments appear only as `arguments_sha256` unless the "
         "config sets `audit.arguments`.",
-        responses={403: {"description": "The caller is not an admin."}},
+        responses={
+            403: {"model": ErrorBody, "description": "The caller is not an admin."},
+            409: {"model": ErrorBody, "description": "The audit log is off (`audit: false`)."},
+        },
     )
     async def read_audit(
         request: Request,
