@@ -465,3 +465,51 @@ def test_a_missing_sdk_is_a_clear_error_at_start(monkeypatch: pytest.MonkeyPatch
         Hub.from_dict({"mcpServers": {}, "telemetry": {"otlpEndpoint": "http://127.0.0.1:4318"}})
     assert "pip install 'mcp-patchbay[otel]'" in str(err.value)
     assert "telemetry.otlpEndpoint is set" in str(err.value)
+
+
+async def test_a_trace_crosses_a_dial_in_agent(
+    tmp_path: Path, receiver: OtlpReceiver, no_otel_env: None
+) -> None:
+    """REST → hub → agent (over its WebSocket) → stdio server: one trace, each hop the child of the last."""
+    from tests.test_agents import HubProc, call, start_agent, token, wait_connected
+
+    hub_config = serve_config(tmp_path, {}, agents={"laptop": {"token": token("laptop")}})
+    agent_config = tmp_path / "agent.json"
+    agent_config.write_text(json.dumps({"mcpServers": {"trace": TRACE}}))
+    env = otel_env(receiver)
+    hub = HubProc(hub_config, tmp_path / "hub.log", env={**env, "OTEL_SERVICE_NAME": "hub"}).start()
+    agent = None
+    try:
+        await hub.ready()
+        agent_env = {**env, "OTEL_SERVICE_NAME": "agent"}
+        agent = start_agent(hub, agent_config, tmp_path / "agent.log", token("laptop"), env=agent_env)
+        tp, trace_id, span_id = traceparent()
+        async with hub.http() as http:
+            await wait_connected(http, "laptop", "laptop__trace__meta")
+            http.headers["traceparent"] = tp
+            reply = await call(http, "laptop__trace__meta")
+            assert reply.status_code == 200, reply.text
+    finally:
+        if agent is not None:  # Ctrl-C: the agent stops its hub, which flushes its spans
+            agent.proc.send_signal(signal.SIGINT)
+            await asyncio.to_thread(agent.proc.wait, 30)
+        hub.stop()
+    up_trace, up_span = parse(upstream_meta(types.CallToolResult.model_validate(reply.json()))["traceparent"])
+    assert up_trace == trace_id
+    spans = [s for s in receiver.spans if s["trace_id"] == trace_id and s["name"].startswith("tools/call")]
+    chain = [one(spans, span_id=up_span)]
+    while chain[-1]["parent"] != span_id:
+        chain.append(one(spans, span_id=chain[-1]["parent"]))
+    described = [
+        (s["resource"]["service.name"], s["kind"], s["attributes"]["patchbay.protocol"]) for s in chain
+    ]
+    assert described == [
+        ("agent", "client", "stdio"),
+        ("agent", "server", "agent"),
+        ("hub", "client", "agent"),
+        ("hub", "server", "rest"),
+    ]
+    assert chain[2]["attributes"]["patchbay.server"] == "laptop"
+    assert chain[2]["attributes"]["gen_ai.tool.name"] == "trace__meta"
+    assert chain[0]["attributes"]["patchbay.tool"] == "trace__meta"
+    assert all(s["attributes"]["patchbay.outcome"] == "ok" for s in chain)
