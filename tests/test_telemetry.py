@@ -65,6 +65,7 @@ class OtlpReceiver:
     def __init__(self) -> None:
         self.spans: list[Span] = []
         self.requests = 0
+        self.headers: list[dict[str, str]] = []  # of each export request
         self.changed = threading.Condition()
         receiver = self
 
@@ -77,7 +78,7 @@ class OtlpReceiver:
                 if ok:
                     request = ExportTraceServiceRequest()
                     request.ParseFromString(body)
-                    receiver.add(request)
+                    receiver.add(request, {k.lower(): v for k, v in self.headers.items()})
                 self.send_response(200 if ok else 404)
                 answer = ExportTraceServiceResponse().SerializeToString() if ok else b""
                 self.send_header("content-type", "application/x-protobuf")
@@ -95,7 +96,7 @@ class OtlpReceiver:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.server.server_address[1]}"
 
-    def add(self, request: ExportTraceServiceRequest) -> None:
+    def add(self, request: ExportTraceServiceRequest, headers: dict[str, str]) -> None:
         spans = []
         for rs in request.resource_spans:
             resource = _attributes(rs.resource.attributes)
@@ -117,6 +118,7 @@ class OtlpReceiver:
                     )
         with self.changed:
             self.requests += 1
+            self.headers.append(headers)
             self.spans.extend(spans)
             self.changed.notify_all()
 
@@ -211,7 +213,8 @@ async def test_a_call_is_traced_from_the_downstream_request_to_the_upstream_and_
     remote = await ServerProcess(free_port(), "--name", "remote").astart()
     try:
         config = serve_config(tmp_path, {"trace": TRACE, "remote": {"url": remote.url}})
-        served = await start_serve(config, env=otel_env(receiver))
+        collector_auth = {"OTEL_EXPORTER_OTLP_HEADERS": "authorization=Bearer collector-s3cret"}
+        served = await start_serve(config, env={**otel_env(receiver), **collector_auth})
         try:
             header_tp, header_trace, header_span = traceparent()
             _, meta_trace, meta_span = traceparent()
@@ -239,6 +242,7 @@ async def test_a_call_is_traced_from_the_downstream_request_to_the_upstream_and_
                 resource = await session.read_resource("trace://meta")
                 prompt = await session.get_prompt("trace__meta")
                 header = await session.call_tool("remote__header", {"name": "traceparent"})
+                child_env = await session.call_tool("trace__env", {"name": "OTEL_EXPORTER_OTLP_HEADERS"})
             rest_tp, rest_trace, rest_span = traceparent()
             async with httpx2.AsyncClient(base_url=served.base, timeout=30) as client:
                 reply = await client.post(
@@ -252,6 +256,9 @@ async def test_a_call_is_traced_from_the_downstream_request_to_the_upstream_and_
         remote.kill()
 
     spans = receiver.spans  # the process has exited: its last act was to flush every span
+    # The collector's credentials reach the collector, and no child process.
+    assert {h.get("authorization") for h in receiver.headers} == {"Bearer collector-s3cret"}
+    assert text(child_env) == ""
     assert {s["resource"]["service.name"] for s in spans} == {"patchbay-under-test"}
     assert {s["scope"] for s in spans} == {"patchbay"}  # the SDK's own middleware made none
 
@@ -513,3 +520,26 @@ async def test_a_trace_crosses_a_dial_in_agent(
     assert chain[2]["attributes"]["gen_ai.tool.name"] == "trace__meta"
     assert chain[0]["attributes"]["patchbay.tool"] == "trace__meta"
     assert all(s["attributes"]["patchbay.outcome"] == "ok" for s in chain)
+
+
+async def test_the_sdk_middleware_is_replaced_only_when_tracing_is_on(
+    receiver: OtlpReceiver, no_otel_env: None
+) -> None:
+    """On, the /mcp server's SDK OpenTelemetryMiddleware (spans from the global provider) gives way to
+    patchbay's, so an embedding application with a global provider still gets one SERVER span per request;
+    off, the SDK's is left alone."""
+    from mcp.server._otel import OpenTelemetryMiddleware
+
+    from patchbay.server.mcp import McpEndpoint
+
+    off = McpEndpoint(Hub.from_dict({"mcpServers": {}}))
+    assert any(isinstance(m, OpenTelemetryMiddleware) for m in off.server.middleware)
+    hub = Hub.from_dict({"mcpServers": {}, "telemetry": {"otlpEndpoint": receiver.url}})
+    try:
+        assert hub.tracing is not None
+        on = McpEndpoint(hub)
+        assert not any(isinstance(m, OpenTelemetryMiddleware) for m in on.server.middleware)
+        assert on.server.middleware[0] == hub.tracing._sdk_span  # first, where the SDK's was
+        assert len(on.server.middleware) == len(off.server.middleware)
+    finally:
+        await hub.close()

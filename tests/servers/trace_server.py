@@ -1,13 +1,15 @@
 """A stdio MCP server that reports the ``_meta`` of each request it gets, for the tracing tests.
 
 Hand-written JSON-RPC (no SDK import, so it starts in milliseconds). Tools: ``meta`` answers with the
-``params._meta`` of its ``tools/call`` as JSON text; ``fail`` answers ``isError``. The resource
+``params._meta`` of its ``tools/call`` as JSON text; ``fail`` answers ``isError``; ``env`` answers with
+the value of an environment variable (empty if unset). The resource
 ``trace://meta`` and the prompt ``meta`` answer with the ``_meta`` of their request the same way.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sys
 from typing import Any
 
@@ -16,6 +18,11 @@ EMPTY = {"type": "object", "properties": {}}
 TOOLS = [
     {"name": "meta", "description": "The _meta of this call, as JSON.", "inputSchema": EMPTY},
     {"name": "fail", "description": "Always fails (isError).", "inputSchema": EMPTY},
+    {
+        "name": "env",
+        "description": "The value of an environment variable.",
+        "inputSchema": {"type": "object", "properties": {"name": {"type": "string"}}, "required": ["name"]},
+    },
 ]
 
 
@@ -38,6 +45,9 @@ def handle(method: str, params: JsonObj) -> Any:
     if method == "tools/call":
         if params.get("name") == "fail":
             return {"content": [{"type": "text", "text": "it failed"}], "isError": True}
+        if params.get("name") == "env":
+            value = os.environ.get(str((params.get("arguments") or {}).get("name")), "")
+            return {"content": [{"type": "text", "text": value}]}
         return {"content": [{"type": "text", "text": meta}]}
     if method == "resources/read":
         return {"contents": [{"uri": params.get("uri"), "mimeType": "application/json", "text": meta}]}
