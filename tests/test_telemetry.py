@@ -543,3 +543,16 @@ async def test_the_sdk_middleware_is_replaced_only_when_tracing_is_on(
         assert len(on.server.middleware) == len(off.server.middleware)
     finally:
         await hub.close()
+
+
+def test_config_check_reports_bad_tracing_settings(tmp_path: Path, no_otel_env: None) -> None:
+    from patchbay.cli.check import check_config
+
+    config = serve_config(tmp_path, {}, telemetry={"otlpEndpoint": "collector:4318"})
+    report = check_config(config)
+    assert report["valid"]  # the file is usable; starting with it would fail, which is a warning here
+    (warning,) = report["warnings"]
+    assert (
+        warning["field"] == "telemetry.otlpEndpoint"
+        and "is not an http:// or https:// URL" in warning["message"]
+    )
