@@ -463,8 +463,10 @@ class Tracing:
 
     def sdk_middleware(self, middleware: list[Any]) -> list[Any]:
         """The SDK server's middleware list with its OpenTelemetry middleware replaced by patchbay's."""
-        from mcp.server._otel import OpenTelemetryMiddleware
-
+        try:
+            from mcp.server._otel import OpenTelemetryMiddleware
+        except ImportError:  # an SDK that moved it: nothing to replace, patchbay's goes first
+            return [self._sdk_span, *middleware]
         mine = [self._sdk_span if isinstance(m, OpenTelemetryMiddleware) else m for m in middleware]
         return mine if self._sdk_span in mine else [self._sdk_span, *mine]
 
