@@ -207,6 +207,12 @@ def check_config(path: Path) -> dict[str, Any]:
             auth_tokens(config)
         except ConfigError as exc:
             report["warnings"].append(_problem(str(exc), field=exc.field))
+        try:  # the tracing settings (config key and OTEL_* variables) would stop the hub at start
+            from patchbay.telemetry import settings_from
+
+            settings_from(config)
+        except ConfigError as exc:
+            report["warnings"].append(_problem(str(exc), field=exc.field))
         # servers come and go, so a profile naming an unknown one is a warning (likely a typo), not an error
         report["warnings"] += [_problem(w, field="profiles") for w in profile_warnings(config)]
     report["valid"] = not errors
