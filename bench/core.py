@@ -11,6 +11,9 @@ Rows, against the hand-written stdio server (bench/floor_server.py):
 - patchbay: ``Hub.call_tool``, no call observer (the library as embedded)
 - patchbay + metrics: ``Hub.call_tool`` on a hub with the Prometheus observer of ``patchbay serve``
   (server/metrics.py): what metrics cost on the call path
+- patchbay + metrics + otel: the same with OpenTelemetry on (telemetry.py), exporting over OTLP/HTTP to a
+  sink in another process (bench/otlp_sink.py), each call made as ``/mcp`` makes it: inside a SERVER span
+  whose parent comes from a ``traceparent`` header, with a CLIENT span and ``_meta`` injection upstream
 - patchbay + audit: the audit log on (audit.py: a tuple queued per call, written by a thread)
 - patchbay + call events: a subscriber of ``call_started``/``call_finished`` (the dashboard's Activity
   view), drained by a task as the SSE stream would
@@ -24,6 +27,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import os
+import socket
+import subprocess
 import sys
 import tempfile
 import time
@@ -80,14 +86,57 @@ async def sdk_session(stack: AsyncExitStack, command: list[str]) -> ClientSessio
     return session
 
 
-async def hub_for(stack: AsyncExitStack, command: list[str], *, metrics: bool = False, **top: Any) -> Hub:
-    hub = Hub.from_dict({"mcpServers": {"s": {"command": command[0], "args": command[1:]}}, **top})
+async def hub_for(
+    stack: AsyncExitStack, command: list[str], *, metrics: bool = False, otlp: str | None = None, **top: Any
+) -> Hub:
+    config: dict[str, Any] = {"mcpServers": {"s": {"command": command[0], "args": command[1:]}}, **top}
+    if otlp is not None:
+        config["telemetry"] = {"otlpEndpoint": otlp}
+    hub = Hub.from_dict(config)
     await stack.enter_async_context(hub)
     if metrics:
         from patchbay.server.metrics import build_metrics
 
         build_metrics(hub)  # registers the call observer `patchbay serve` runs with
     return hub
+
+
+def otlp_sink(stack: AsyncExitStack) -> str:
+    """A collector stand-in in a process of its own; its OTLP/HTTP base URL."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-m", "bench.otlp_sink", str(port)], cwd=ROOT)
+    stack.callback(proc.wait)
+    stack.callback(proc.kill)
+    deadline = time.monotonic() + 30
+    while True:  # bench set-up, not a test: wait until it listens
+        try:
+            socket.create_connection(("127.0.0.1", port), 0.5).close()
+            return f"http://127.0.0.1:{port}"
+        except OSError:
+            if time.monotonic() > deadline or proc.poll() is not None:
+                raise RuntimeError("the OTLP sink did not start") from None
+            time.sleep(0.02)
+
+
+def served_call(hub: Hub, name: str, arguments: dict[str, Any]) -> Callable[[], Awaitable[Any]]:
+    """A call as ``/mcp``'s fast path makes it with tracing on: in a SERVER span, parent from the headers."""
+    tracing = hub.tracing
+    assert tracing is not None
+    headers = {"traceparent": f"00-{os.urandom(16).hex()}-{os.urandom(8).hex()}-01"}
+
+    def call() -> Awaitable[Any]:
+        return tracing.served(
+            hub.call_tool(name, arguments),
+            "tools/call",
+            {"name": name},
+            meta={},
+            headers=headers,
+            protocol="streamable-http",
+        )
+
+    return call
 
 
 def latency_row(n: int, call: Callable[[], Awaitable[Any]]) -> Callable[[int], Awaitable[dict[str, float]]]:
@@ -194,6 +243,7 @@ async def main(ns: argparse.Namespace) -> None:
         sdk = await sdk_session(stack, FLOOR_SERVER)
         hub = await hub_for(stack, FLOOR_SERVER)
         hub_m = await hub_for(stack, FLOOR_SERVER, metrics=True)
+        hub_otel = await hub_for(stack, FLOOR_SERVER, metrics=True, otlp=otlp_sink(stack))
         logs = stack.enter_context(tempfile.TemporaryDirectory(prefix="patchbay-bench-audit-"))
         hub_a = await hub_for(stack, FLOOR_SERVER, audit={"path": f"{logs}/audit.jsonl"})
         hub_e = await hub_for(stack, FLOOR_SERVER)
@@ -208,6 +258,7 @@ async def main(ns: argparse.Namespace) -> None:
             "sdk": latency_row(calls, lambda: sdk.call_tool("echo", ECHO)),
             "patchbay": latency_row(calls, lambda: hub.call_tool("s__echo", ECHO)),
             "patchbay+metrics": latency_row(calls, lambda: hub_m.call_tool("s__echo", ECHO)),
+            "patchbay+metrics+otel": latency_row(calls, served_call(hub_otel, "s__echo", ECHO)),
             "patchbay+audit": latency_row(calls, lambda: hub_a.call_tool("s__echo", ECHO, caller=BENCH)),
             "patchbay+events": latency_row(calls, lambda: hub_e.call_tool("s__echo", ECHO, caller=BENCH)),
             "patchbay+limits": latency_row(calls, lambda: hub_l.call_tool("s__echo", ECHO, caller=BENCH)),
@@ -227,6 +278,7 @@ async def main(ns: argparse.Namespace) -> None:
             "sdk": "floor",
             "patchbay": "floor",
             "patchbay+metrics": "patchbay",
+            "patchbay+metrics+otel": "patchbay+metrics",
             "patchbay+audit": "patchbay",
             "patchbay+events": "patchbay",
             "patchbay+limits": "patchbay",
@@ -238,6 +290,7 @@ async def main(ns: argparse.Namespace) -> None:
             "sdk": "SDK `ClientSession.call_tool`, same server",
             "patchbay": "patchbay `Hub.call_tool`, same server",
             "patchbay+metrics": "patchbay `Hub.call_tool` + Prometheus observer",
+            "patchbay+metrics+otel": "… + OpenTelemetry on (SERVER and CLIENT span, OTLP/HTTP export)",
             "patchbay+audit": "patchbay `Hub.call_tool` + audit log",
             "patchbay+events": "patchbay `Hub.call_tool` + a call-events subscriber",
             "patchbay+limits": "patchbay `Hub.call_tool` + rate limits (never hit)",
@@ -257,6 +310,17 @@ async def main(ns: argparse.Namespace) -> None:
     section.notes.append(
         f"metrics on / off: {metrics_cost.median:.3f} per round (rounds {metrics_cost.min:.3f}-"
         f"{metrics_cost.max:.3f}); the observer alone costs {observer_cost():.2f} µs per call"
+    )
+
+    otel_cost = results.ratio("patchbay+metrics+otel", "patchbay+metrics", "median_ms")
+    otel_us = (
+        results.stat("patchbay+metrics+otel", "median_ms").median
+        - results.stat("patchbay+metrics", "median_ms").median
+    ) * 1000
+    section.notes.append(
+        f"tracing on / off: {otel_cost.median:.3f} per round (rounds {otel_cost.min:.3f}-"
+        f"{otel_cost.max:.3f}), {otel_us:.0f} µs per call for two spans and their export; off, the call "
+        "path has one attribute check (`self.tracing is not None`)"
     )
 
     hooks = await hook_costs()
