@@ -14,7 +14,7 @@ from typing import Any
 import httpx2
 import mcp.types as types
 import pytest
-from mcp import ClientSession
+from mcp import Client, ClientSession
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
 
@@ -269,3 +269,29 @@ async def test_mcp_answers_a_json_rpc_error_with_retry_after_and_rest_a_429(limi
         assert body["error"] == "rate_limited" and body["data"]["retryAfter"] > 0
         r = await http.post(f"{limited.base}/api/tools/c__count/call", json={})
         assert r.status_code == 200 and r.json()["structuredContent"] == {"result": 2}
+
+
+async def test_a_limit_named_for_local_holds_modern_clients_of_a_hub_without_tokens(tmp_path: Path) -> None:
+    config = tmp_path / "patchbay.json"
+    config.write_text(
+        json.dumps(
+            {"mcpServers": {"c": counter_spec(tmp_path)}, "rateLimits": {"identities": {"local": "3/h"}}}
+        )
+    )
+    served = await start_serve(config, env={"PATCHBAY_TOKEN": ""})
+    try:
+        probe = types.Implementation(name="modern-probe", version="9.9")
+        async with Client(served.mcp, client_info=probe) as client:  # 2026-07-28: no session
+            for _ in range(3):
+                assert not (await client.call_tool("c__bump", {})).is_error
+            with pytest.raises(MCPError) as err:
+                await client.call_tool("c__bump", {})
+            assert err.value.code == RATE_LIMITED and err.value.data["scope"] == "identity"
+            assert err.value.data["limit"] == "3/h"
+        async with served.http() as http:
+            calls = (await http.get("/api/audit", params={"tool": "c__bump"})).json()
+        assert [c["outcome"] for c in calls] == ["ok", "ok", "ok", "rate_limited"]
+        assert {(c["identity"], c["surface"]) for c in calls} == {("local", "mcp")}
+        assert calls[0]["client"] == {"name": "modern-probe", "version": "9.9"}
+    finally:
+        await stop_serve(served)
