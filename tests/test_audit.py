@@ -466,3 +466,13 @@ async def test_tail_through_a_running_hub_needs_its_token(tmp_path: Path) -> Non
     finally:
         await stop_serve(served)
     assert ADMIN_TOKEN not in (tmp_path / "patchbay.audit.jsonl").read_text()
+
+
+async def test_a_refused_upstream_sign_in_is_recorded(app: App) -> None:
+    async with app.client(token=None) as browser:  # the redirect comes from a browser: no token
+        r = await browser.get("/oauth/callback", params={"state": "forged-state", "code": "stolen-code"})
+        assert r.status_code == 400
+    async with app.client() as http:
+        (record,) = (await http.get("/api/audit", params={"event": "sign_in"})).json()
+    assert record["outcome"] == "refused"
+    assert "stolen-code" not in app.log.read_text() and "forged-state" not in app.log.read_text()
