@@ -569,7 +569,7 @@ def auth_tokens(config: HubConfig) -> list[str]:
     auth = config.document.get("auth")
     if auth is None:
         return []
-    tokens = auth.get("tokens") if isinstance(auth, dict) else None
+    tokens = auth.get("tokens", []) if isinstance(auth, dict) else None  # auth may hold only oauth
     if not isinstance(tokens, list) or not all(isinstance(t, str) for t in tokens):
         raise ConfigError(
             'auth.tokens must be a list of strings, e.g. ["${PATCHBAY_TOKEN}"]', field="auth.tokens"

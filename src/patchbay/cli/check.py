@@ -170,6 +170,12 @@ def check_config(path: Path) -> dict[str, Any]:
             auth_tokens(config)
         except ConfigError as exc:
             report["warnings"].append(_problem(str(exc), field=exc.field))
+        from patchbay.access.resource_server import resource_server_config
+
+        try:
+            resource_server_config(config, expand_env=False)
+        except ConfigError as exc:
+            errors.append(_problem(str(exc), field=exc.field))
         # servers come and go, so a profile naming an unknown one is a warning (likely a typo), not an error
         report["warnings"] += [_problem(w, field="profiles") for w in profile_warnings(config)]
     report["valid"] = not errors

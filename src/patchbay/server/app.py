@@ -14,6 +14,7 @@ import os
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 import h11
 import uvicorn
@@ -24,6 +25,7 @@ from starlette.routing import Route
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from patchbay import __version__
+from patchbay.access.resource_server import PRM_PATH, ResourceServer
 from patchbay.errors import PatchbayError
 from patchbay.hub import Hub
 from patchbay.oauth.callback import CALLBACK_PATH, result_page
@@ -51,6 +53,7 @@ class ServeSettings:
     watch_config: bool = True
     header_timeout: float = 10.0  # seconds a client has to send a request's headers (slowloris)
     session_idle_timeout: float = 300.0  # seconds an /mcp session may stay unused before it is closed
+    resource_server: ResourceServer | None = None  # auth.oauth: tokens from an identity provider
 
     def host_allowlist(self) -> list[str] | None:
         """Names accepted in Host/Origin headers; None (no check) when bound to every interface."""
@@ -67,7 +70,7 @@ class InsecureBindError(ValueError):
 
 def check_binding(settings: ServeSettings) -> None:
     """With no token configured, patchbay listens on loopback only."""
-    if not settings.tokens and not is_loopback(settings.host):
+    if not settings.tokens and settings.resource_server is None and not is_loopback(settings.host):
         raise InsecureBindError(
             f"refusing to listen on {settings.host} without a bearer token: anyone who can reach it could "
             "run commands through the management API. Set PATCHBAY_TOKEN (or auth.tokens in the config), "
@@ -106,6 +109,8 @@ def create_app(hub: Hub, settings: ServeSettings | None = None) -> FastAPI:
                 starting.cancel()
                 await asyncio.gather(starting, return_exceptions=True)  # owned: awaited, never left behind
                 await hub.close()
+                if settings.resource_server is not None:
+                    await settings.resource_server.close()
 
     app = FastAPI(
         title="patchbay",
@@ -179,6 +184,7 @@ def create_app(hub: Hub, settings: ServeSettings | None = None) -> FastAPI:
         await ws.accept()
         await hub.attach_agent(agent, ws)
 
+    prm_paths = _protected_resource_routes(app, settings.resource_server)
     # Plain tools/call requests skip the SDK's per-request machinery (see fastpath.py); inside the Guard.
     app.add_middleware(
         McpFastPath,
@@ -192,10 +198,30 @@ def create_app(hub: Hub, settings: ServeSettings | None = None) -> FastAPI:
         Guard,
         tokens=settings.tokens,
         allowed_hosts=settings.host_allowlist(),
-        open_paths={"/healthz", "/agents", CALLBACK_PATH, *dashboard.OPEN_PATHS},
+        open_paths={"/healthz", "/agents", CALLBACK_PATH, *dashboard.OPEN_PATHS, *prm_paths},
         open_prefixes=dashboard.OPEN_PREFIXES,
+        authenticators=[settings.resource_server] if settings.resource_server is not None else [],
+        resource_metadata=settings.resource_server.metadata_url if settings.resource_server else None,
     )
     return app
+
+
+def _protected_resource_routes(app: FastAPI, resource_server: ResourceServer | None) -> set[str]:
+    """RFC 9728 metadata at the root well-known path and the path-suffixed one clients try first; open
+    (a client reads it before it has a token) and readable cross-origin (browser-based clients)."""
+    if resource_server is None:
+        return set()
+    paths = {PRM_PATH, f"{PRM_PATH}/mcp", urlsplit(resource_server.metadata_url).path}
+
+    async def metadata(request: Request) -> JSONResponse:
+        return JSONResponse(
+            resource_server.metadata(),
+            headers={"Access-Control-Allow-Origin": "*", "Cache-Control": "max-age=300"},
+        )
+
+    for path in sorted(paths):
+        app.router.routes.append(Route(path, endpoint=metadata, methods=["GET"], include_in_schema=False))
+    return paths
 
 
 class HeaderTimeoutProtocol(H11Protocol):

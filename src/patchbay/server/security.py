@@ -64,8 +64,10 @@ class Guard:
         open_paths: Iterable[str] = OPEN_PATHS,
         open_prefixes: Iterable[str] = (),
         authenticators: Sequence[Authenticator] = (),
+        resource_metadata: str | None = None,
     ) -> None:
         self.app = app
+        self._resource_metadata = resource_metadata  # RFC 9728 metadata URL named in every 401 (OAuth mode)
         self._digests: list[bytes] = []
         self._identities: list[Identity] = []
         for n, entry in enumerate(tokens, 1):
@@ -142,17 +144,30 @@ class Guard:
                 try:
                     identity = await self.identify(presented.strip())
                 except AuthenticationError as exc:
-                    await self._deny(scope, receive, send, exc.status, str(exc))
+                    error, needed = exc.error, getattr(exc, "scope", None)
+                    await self._deny(
+                        scope, receive, send, exc.status, str(exc), error=error, scope_needed=needed
+                    )
                     return
             if identity is None:
                 why = "missing bearer token" if not auth else "invalid bearer token"
-                await self._deny(scope, receive, send, 401, why)
+                refused = "invalid_token" if auth else None
+                await self._deny(scope, receive, send, 401, why, error=refused)
                 return
             attach(scope, identity)
         await self.app(scope, receive, send)
 
-    @staticmethod
-    async def _deny(scope: Scope, receive: Receive, send: Send, status: int, message: str) -> None:
+    async def _deny(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        status: int,
+        message: str,
+        *,
+        error: str | None = None,
+        scope_needed: str | None = None,
+    ) -> None:
         log.info("refused %s %s: %s", scope.get("method", "WS"), scope.get("path"), message)
         if scope["type"] == "websocket":
             await send({"type": "websocket.close", "code": 1008, "reason": message[:120]})
@@ -160,7 +175,24 @@ class Guard:
         # the API's ErrorBody shape (patchbay.server.api), which cannot be imported here without a cycle
         body = json.dumps({"detail": message, "error": _DENIED.get(status, "error")}).encode()
         headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-        if status == 401:
-            headers.append((b"www-authenticate", b'Bearer realm="patchbay"'))
+        challenge = self._challenge(status, message, error, scope_needed)
+        if challenge:
+            headers.append((b"www-authenticate", challenge.encode("latin-1", "replace")))
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
+
+    def _challenge(self, status: int, message: str, error: str | None, needed: str | None) -> str | None:
+        """RFC 6750 §3 ``WWW-Authenticate`` as the MCP authorization spec wants it: every 401 (and a 403
+        ``insufficient_scope``) names the RFC 9728 metadata in OAuth mode, a refused token says why."""
+        if status != 401 and error != "insufficient_scope":
+            return None
+        params = ['realm="patchbay"']
+        if error:
+            params.append(f'error="{error}"')
+        if needed:
+            params.append(f'scope="{needed}"')
+        if self._resource_metadata:
+            params.append(f'resource_metadata="{self._resource_metadata}"')
+        if error:
+            params.append('error_description="{}"'.format(message.replace("\\", "").replace('"', "'")))
+        return "Bearer " + ", ".join(params)

@@ -109,6 +109,13 @@ async def cmd_serve(args: argparse.Namespace) -> int:
     args.config = config_path(args)
     announce_config(args, args.config)
     hub = Hub.from_file(args.config)
+    from patchbay.access.resource_server import build_resource_server
+    from patchbay.errors import ConfigError
+
+    try:
+        resource_server = build_resource_server(hub.config, args.host, args.port)
+    except ConfigError as exc:
+        return _usage_error(str(exc))
     settings = ServeSettings(
         host=args.host,
         port=args.port,
@@ -117,6 +124,7 @@ async def cmd_serve(args: argparse.Namespace) -> int:
         watch_config=not args.no_reload,
         header_timeout=args.header_timeout,
         session_idle_timeout=args.session_idle_timeout,
+        resource_server=resource_server,
     )
     try:
         app = create_app(hub, settings)
@@ -140,6 +148,9 @@ async def cmd_serve(args: argparse.Namespace) -> int:
     print(f"patchbay {__version__}: {len(hub.servers)} server(s) from {args.config}", flush=True)
     print(f"  MCP endpoint  {base}/mcp", flush=True)
     print(f"  API docs      {base}/docs{'   (bearer token required)' if settings.tokens else ''}", flush=True)
+    if resource_server is not None:
+        print(f"  OAuth         tokens from {resource_server.settings.issuer}", flush=True)
+        print(f"                for {resource_server.resource} ({resource_server.metadata_url})", flush=True)
 
     async def report_ready() -> None:
         await app.state.started.wait()
