@@ -137,6 +137,8 @@ class ServerSpec(BaseModel):
     disabled_tools: list[str] = Field(default_factory=list, alias="disabledTools")
     max_restarts: int = Field(default=5, ge=0, alias="maxRestarts")
     tools: dict[str, ToolOverride] = Field(default_factory=dict)
+    # "perUser": every downstream identity signs in upstream for itself (patchbay.oauth.per_user)
+    credentials: Literal["shared", "perUser"] | None = None
 
     @field_validator("proxy")
     @classmethod
@@ -159,6 +161,18 @@ class ServerSpec(BaseModel):
             raise ValueError(f"a {kind} server needs 'url'")
         if self.command and self.url:
             raise ValueError("give either 'command' (stdio) or 'url' (remote), not both")
+        if self.credentials == "perUser":
+            oauth = (self.model_extra or {}).get("oauth")
+            if kind not in ("http", "sse"):
+                raise ValueError(
+                    "credentials 'perUser' is for remote servers (http, sse) that sign in with OAuth"
+                )
+            if isinstance(oauth, dict) and oauth.get("grant") == "client_credentials":
+                raise ValueError(
+                    "credentials 'perUser' needs people signing in: not oauth.grant client_credentials"
+                )
+            if any(k.lower() == "authorization" for k in self.headers):
+                raise ValueError("credentials 'perUser' cannot be used with a static Authorization header")
         return self
 
     @property

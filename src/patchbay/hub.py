@@ -389,13 +389,13 @@ class Hub:
         if caller is not None and caller.profile is not None:
             profile = caller.profile
         if not self._call_observers:
-            return await self._call_tool(name, arguments, timeout, progress, client, profile)
+            return await self._call_tool(name, arguments, timeout, progress, client, profile, caller)
         started = time.perf_counter()
         server, outcome = None, "error"
         try:
             entry = self.catalog.tools.get(name)
             server = entry.source if entry else None
-            result = await self._call_tool(name, arguments, timeout, progress, client, profile)
+            result = await self._call_tool(name, arguments, timeout, progress, client, profile, caller)
             outcome = "tool_error" if result.is_error else "ok"
             return result
         except CallTimeoutError:
@@ -433,6 +433,7 @@ class Hub:
         progress: ProgressCallback | None,
         client: DownstreamClient | None,
         profile: str | None = None,
+        caller: Identity | None = None,
     ) -> types.CallToolResult:
         view = None
         if profile is not None:
@@ -453,6 +454,15 @@ class Hub:
             if view is not None and name not in view.names(self.catalog):
                 raise view.refuse(self.catalog, name)
         assert entry is not None and source is not None
+        route = source.name
+        if source.per_user and caller is not None:  # the caller's own upstream sign-in, never another's
+            from patchbay.oauth.per_user import SignInRequired
+
+            try:
+                conn, route = await source.connection_for(caller)
+            except SignInRequired as exc:
+                text = types.TextContent(type="text", text=str(exc))
+                return types.CallToolResult(content=[text], is_error=True)
         limit = source.max_in_flight
         if limit is not None and conn.peer.in_flight >= limit:
             raise ServerUnavailableError(
@@ -468,7 +478,7 @@ class Hub:
         if client is None:
             raw = await request
         else:
-            clients = self._clients.setdefault(source.name, [])
+            clients = self._clients.setdefault(route, [])
             clients.append(client)
             try:
                 raw = await request
@@ -517,7 +527,7 @@ class Hub:
     ) -> types.ReadResourceResult:
         await self.wait_started()
         source = self._owner(self.catalog.resource_owner(uri))
-        raw = await self._request(source, "resources/read", {"uri": uri}, timeout, uri)
+        raw = await self._request(source, "resources/read", {"uri": uri}, timeout, uri, caller)
         return self._validate(types.ReadResourceResult, raw, source.name, f"resource {uri!r}")
 
     async def get_prompt(
@@ -534,7 +544,7 @@ class Hub:
         params: dict[str, Any] = {"name": entry.original}
         if arguments:
             params["arguments"] = dict(arguments)
-        raw = await self._request(source, "prompts/get", params, timeout, entry.original)
+        raw = await self._request(source, "prompts/get", params, timeout, entry.original, caller)
         return self._validate(types.GetPromptResult, raw, source.name, f"prompt {entry.original!r}")
 
     async def complete(
@@ -619,10 +629,18 @@ class Hub:
         return source
 
     async def _request(
-        self, source: Source, method: str, params: dict[str, Any], timeout: float | None, target: str
+        self,
+        source: Source,
+        method: str,
+        params: dict[str, Any],
+        timeout: float | None,
+        target: str,
+        caller: Identity | None = None,
     ) -> Any:
         budget = timeout or source.call_timeout or self.default_timeout
         conn = source.connection or await source.wait_connection(budget)
+        if source.per_user and caller is not None:
+            conn, _ = await source.connection_for(caller)
         return await conn.peer.request(method, params, timeout=budget, target=target)
 
     @staticmethod
@@ -692,6 +710,31 @@ class Hub:
     def auth_status(self, name: str) -> dict[str, Any]:
         """What is known about ``name``'s sign-in (never a token)."""
         return self._oauth_client(name).status()
+
+    def _per_user(self, name: str) -> ServerSupervisor:
+        sup = self._supervisor(name)
+        if not sup.per_user:
+            from patchbay.oauth.per_user import NotPerUserError
+
+            raise NotPerUserError(name)
+        return sup
+
+    async def sign_in_user(self, name: str, caller: Identity, *, redirect_uri: str | None = None) -> str:
+        """The authorization URL for ``caller``'s own sign-in to a ``perUser`` server."""
+        self._per_user(name).user_client(caller)
+        return await self.oauth.sign_in_user(name, caller, redirect_uri=redirect_uri)
+
+    async def sign_out_user(self, name: str, caller: Identity) -> bool:
+        """Revoke and forget ``caller``'s own tokens for a ``perUser`` server, and close its connection."""
+        sup = self._per_user(name)
+        held = await sup.user_client(caller).logout()
+        await sup.drop_user(caller)
+        return held
+
+    def user_auth_status(self, name: str, caller: Identity) -> dict[str, Any]:
+        """``caller``'s own sign-in to a ``perUser`` server (never a token)."""
+        status = self._per_user(name).user_client(caller).status()
+        return {**status, "server": name, "identity": caller.name}
 
     async def set_enabled(self, name: str, enabled: bool) -> ServerStatus:
         return await self._runtime.set_enabled(name, enabled)

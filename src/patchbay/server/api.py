@@ -665,6 +665,47 @@ def build_api(hub: Hub) -> APIRouter:
         await hub.sign_out(name)
         return Response(status_code=204)
 
+    # per-user sign-in ("credentials": "perUser"): the caller signs in for itself, never for anyone else
+
+    @router.post(
+        "/servers/{name}/sign-in",
+        tags=["servers"],
+        summary="Sign yourself in to a per-user server",
+        description='For a server with `"credentials": "perUser"`: start the sign-in of the identity '
+        "making this request (its bearer token or OAuth subject) and return the authorization URL. The "
+        "tokens are stored for that identity only, and its calls use them; 409 for a shared server.",
+        responses=_errors(404, 409, 502),
+    )
+    async def start_user_sign_in(request: Request, name: ServerName) -> AuthStart:
+        caller = identity_of(request.scope)
+        return AuthStart(
+            server=name, url=await hub.sign_in_user(name, caller, redirect_uri=callback_url(request))
+        )
+
+    @router.get(
+        "/servers/{name}/sign-in",
+        tags=["servers"],
+        summary="Your own sign-in status for a per-user server",
+        description="Whether the identity making this request is signed in, issuer, scope, expiry. "
+        "Never a token.",
+        responses=_errors(404, 409),
+    )
+    async def user_sign_in_status(request: Request, name: ServerName) -> dict[str, Any]:
+        return hub.user_auth_status(name, identity_of(request.scope))
+
+    @router.delete(
+        "/servers/{name}/sign-in",
+        tags=["servers"],
+        status_code=204,
+        summary="Sign yourself out of a per-user server",
+        description="Revoke and delete the tokens of the identity making this request, and close its "
+        "upstream connection; other identities stay signed in.",
+        responses=_errors(404, 409),
+    )
+    async def user_sign_out(request: Request, name: ServerName) -> Response:
+        await hub.sign_out_user(name, identity_of(request.scope))
+        return Response(status_code=204)
+
     # --- agents --------------------------------------------------------------------------------------
 
     @router.get(

@@ -145,6 +145,7 @@ async def cmd_serve(args: argparse.Namespace) -> int:
         )
     )
     base = f"http://{args.host if ':' not in args.host else f'[{args.host}]'}:{args.port}"
+    _set_callback_url(hub, base, resource_server.resource if resource_server is not None else None)
     print(f"patchbay {__version__}: {len(hub.servers)} server(s) from {args.config}", flush=True)
     print(f"  MCP endpoint  {base}/mcp", flush=True)
     print(f"  API docs      {base}/docs{'   (bearer token required)' if settings.tokens else ''}", flush=True)
@@ -166,6 +167,22 @@ async def cmd_serve(args: argparse.Namespace) -> int:
         reporter.cancel()
         await asyncio.gather(reporter, return_exceptions=True)
     return 0 if server.started else 1
+
+
+def _set_callback_url(hub: Hub, base: str, resource: str | None) -> None:
+    """Sign-ins started without a request to take the URL from (a per-user server's call from /mcp)
+    come back to this hub's own /oauth/callback, where it is known how clients reach it."""
+    from patchbay.oauth.callback import CALLBACK_PATH
+    from patchbay.server.security import is_loopback
+
+    if resource is not None and resource.endswith("/mcp"):
+        root = resource.removesuffix("/mcp")
+    elif is_loopback(base.split("//", 1)[1].rsplit(":", 1)[0]):
+        root = base.replace("://localhost:", "://127.0.0.1:", 1)  # RFC 8252 §8.3
+    else:
+        return  # bound to every interface: the redirect goes to a loopback listener (manager default)
+    if hub.oauth.callback_url is None:
+        hub.oauth.callback_url = f"{root}{CALLBACK_PATH}"
 
 
 async def cmd_agent(args: argparse.Namespace) -> int:
