@@ -250,5 +250,10 @@ async def test_shared_servers_refuse_per_user_sign_in_and_idle_connections_close
         # a token named "carol" is not the OAuth subject "carol"
         same_name = await hub.call_tool("up__whoami", {}, caller=Identity("carol", "user", kind="token"))
         assert same_name.is_error and "has not signed in" in text(same_name)
+        carols = store_name("up", carol)
+        assert store.get(carols) is not None and store.get(carols).tokens is not None  # type: ignore[union-attr]
+        await hub.remove_server("up")  # every identity's tokens go with the server
+        assert store.get(carols) is None and not list(store.directory.glob("server-up~*"))
+        assert store.get("shared") is not None
     finally:
         await hub.close()

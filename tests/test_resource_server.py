@@ -201,6 +201,40 @@ async def test_config_check_reports_it_and_serve_refuses_to_start(tmp_path: Path
         build_resource_server(good, "0.0.0.0", 8765)  # every interface: the URL cannot be guessed
     rs = build_resource_server(good, "127.0.0.1", 8765)
     assert rs is not None and rs.resource == "http://127.0.0.1:8765/mcp" and rs.audience == [rs.resource]
+    await rs.close()
+    behind_a_proxy = {
+        "issuer": "https://i.example",
+        "scopes": SCOPES,
+        "resource": "https://hub.example/pb/mcp",
+    }
+    rs = build_resource_server(
+        parse_config(json.dumps({"mcpServers": {}, "auth": {"oauth": behind_a_proxy}})), "0.0.0.0", 8765
+    )
+    assert rs is not None and rs.metadata()["resource"] == "https://hub.example/pb/mcp"
+    assert rs.metadata_url == "https://hub.example/.well-known/oauth-protected-resource/pb/mcp"
+    await rs.close()
+
+
+async def test_an_unreachable_identity_provider_is_503_and_not_asked_on_every_request() -> None:
+    issuer = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    raw = {"issuer": issuer, "scopes": SCOPES}
+    rs = ResourceServer(
+        resource_server_config(parse_config(json.dumps({"mcpServers": {}, "auth": {"oauth": raw}})))
+        or pytest.fail("no settings"),
+        "http://127.0.0.1:9/mcp",
+    )
+    token = forge(K1, iss=issuer, aud="http://127.0.0.1:9/mcp", sub="x", exp=int(time.time()) + 60)
+    try:
+        errors = []
+        for _ in range(2):
+            with pytest.raises(AuthenticationError, match="could not be fetched") as caught:
+                await rs.authenticate(token)
+            assert caught.value.status == 503 and caught.value.error == "temporarily_unavailable"
+            errors.append(caught.value)
+        assert errors[0] is errors[1]  # the failure is remembered for a few seconds, not fetched again
+        assert rs.keys.fetches == 0
+    finally:
+        await rs.close()
 
 
 async def test_serve_with_a_bad_auth_oauth_exits_with_a_usage_error(tmp_path: Path) -> None:

@@ -41,6 +41,7 @@ _SYMMETRIC = frozenset({"HS256", "HS384", "HS512"})
 PRM_PATH = "/.well-known/oauth-protected-resource"
 _RANK = {role: rank for rank, role in enumerate(ROLES)}
 _HTTP_TIMEOUT = 10.0
+_RETRY_AFTER_FAILURE = 5.0  # seconds a failed discovery or key set fetch is not retried
 _MAX_DOCUMENT = 1 << 20  # discovery documents, key sets and introspection answers are small
 
 
@@ -204,6 +205,7 @@ class KeySet:
         self._keys: list[dict[str, Any]] | None = None
         self._jwks_uri = settings.jwks_uri
         self._fetched_at = -float("inf")
+        self._failed: tuple[float, AuthenticationError] | None = None  # the last failed fetch, and when
         self._lock = asyncio.Lock()
         self.fetches = 0  # how many times the key set was fetched (for the operator's logs and tests)
 
@@ -263,9 +265,16 @@ class KeySet:
             found = self._find(kid) if self._keys is not None else None
             if found is not None:  # another request fetched it meanwhile
                 return found
-            since = time.monotonic() - self._fetched_at
-            if self._keys is None or since >= self._settings.jwks_min_refresh_seconds:
-                await self._fetch()
+            now = time.monotonic()
+            if self._failed is not None and now - self._failed[0] < _RETRY_AFTER_FAILURE:
+                raise self._failed[1]  # the provider is down: do not ask it again on every request
+            if self._keys is None or now - self._fetched_at >= self._settings.jwks_min_refresh_seconds:
+                try:
+                    await self._fetch()
+                except AuthenticationError as exc:
+                    self._failed = (now, exc)
+                    raise
+                self._failed = None
             return self._find(kid)
 
 
@@ -300,9 +309,6 @@ class ResourceServer:
         }
         if self.settings.scopes:
             doc["scopes_supported"] = list(self.settings.scopes)
-        algs = [a for a in self.settings.algorithms if a in _ASYMMETRIC]
-        if algs:
-            doc["resource_signing_alg_values_supported"] = algs
         return doc
 
     async def close(self) -> None:
