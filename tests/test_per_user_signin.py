@@ -32,6 +32,7 @@ from patchbay.oauth.per_user import NotPerUserError, SignInRequired, store_name
 from tests.conftest import wait_for
 from tests.oauth.harness import ProtectedServer, Provider, consent, provider_available
 from tests.test_oauth import read_until
+from tests.test_resource_server import client, issue
 from tests.test_serve import start_serve, stop_serve
 
 try:
@@ -204,6 +205,49 @@ async def test_two_identities_never_share_upstream_tokens_or_results(
             store_name("up", Identity("token-1"))
         ):
             assert record.tokens is None or record.tokens.access_token not in logs
+
+
+async def test_oauth_subjects_from_the_identity_provider_sign_in_upstream_each_for_itself(
+    upstream: ProtectedServer, browser: Browser, tmp_path: Path
+) -> None:
+    """Both halves of issue 10 at once: the downstream identities are OAuth subjects (tokens from the
+    operator's identity provider, ``auth.oauth``), each signed in upstream as a different person."""
+    idp = Provider(clients=[client("svc-a"), client("svc-b")]).start()
+    config = tmp_path / "patchbay.json"
+    config.write_text(
+        json.dumps(
+            {
+                "mcpServers": {"up": {"url": upstream.url, "credentials": "perUser"}},
+                "auth": {"oauth": {"issuer": idp.issuer, "scopes": {"mcp:read": "user"}}},
+            }
+        )
+    )
+    served = await start_serve(
+        config,
+        "--token",
+        ALICE_TOKEN,
+        env={"XDG_DATA_HOME": str(tmp_path / "data")},
+        token=ALICE_TOKEN,
+        ready=False,
+    )
+    try:
+        async with served.http() as http, served.http() as sse, sse.stream("GET", "/api/events") as stream:
+            events = stream.aiter_lines()
+            r = await http.post("/api/servers/up/auth")
+            await consent(browser, r.json()["url"], login="operator")
+            await read_until(events, "up", "ready")
+        tokens = {name: await issue(idp.issuer, served.mcp, name) for name in ("svc-a", "svc-b")}
+        for name, person in (("svc-a", "carol"), ("svc-b", "dave")):
+            failed, text = await whoami(served.mcp, tokens[name])
+            assert failed and f"{name!r} has not signed in" in text, text
+            match = URL_IN_ERROR.search(text)
+            assert match is not None
+            await consent(browser, match.group(1), login=person)
+        assert await whoami(served.mcp, tokens["svc-a"]) == (False, "carol")
+        assert await whoami(served.mcp, tokens["svc-b"]) == (False, "dave")
+    finally:
+        await stop_serve(served)
+        idp.stop()
 
 
 async def test_shared_servers_refuse_per_user_sign_in_and_idle_connections_close(

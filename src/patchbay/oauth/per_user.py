@@ -106,7 +106,7 @@ class PerUserConnections:
     async def _required(self, identity: Identity, reason: str = "") -> SignInRequired:
         try:
             url = await self._sign_in_url(identity)
-        except PatchbayError as exc:
+        except Exception as exc:  # discovery failed (the upstream's AS is down): say so, without a URL
             log.warning("server %r: cannot start a sign-in for %r: %s", self.server, identity.name, exc)
             url = ""
         return SignInRequired(self.server, identity, url, reason)
@@ -132,7 +132,11 @@ class PerUserConnections:
             conn = self._connect(client, key)
             try:
                 await conn.open(self._start_timeout)
-            except BaseException as exc:
+            except asyncio.CancelledError:
+                with contextlib.suppress(Exception):
+                    await asyncio.shield(conn.close())
+                raise
+            except Exception as exc:
                 with contextlib.suppress(Exception):
                     await conn.close()
                 if client.needs_auth is not None or client.record_tokens() is None:
@@ -156,6 +160,7 @@ class PerUserConnections:
 
     async def drop(self, identity: Identity) -> None:
         """Close the identity's connection (it signed out)."""
+        self._locks.pop(user_key(identity), None)
         entry = self._entries.pop(user_key(identity), None)
         if entry is not None:
             await _close(entry.conn)
