@@ -41,6 +41,7 @@ from patchbay.runtime import RuntimeChanges
 from patchbay.search import DEFAULT_LIMIT, SearchIndex, ToolMatch
 from patchbay.sources import Source, SourceRegistry
 from patchbay.supervisor import ServerStatus, ServerSupervisor
+from patchbay.telemetry import tracing_for
 from patchbay.transports.websocket import WebSocketWire
 
 if TYPE_CHECKING:
@@ -150,6 +151,7 @@ class Hub:
             self._sources.add(self._new_supervisor(name, spec))
         for name, agent in self.config.agents.items():
             self._sources.add(self._new_agent(name, agent))
+        self.tracing = tracing_for(self)  # OpenTelemetry (telemetry.py): None unless configured
 
     # --- construction ------------------------------------------------------------------------------
 
@@ -222,6 +224,8 @@ class Hub:
         )
         if self._oauth is not None:
             await self._oauth.close()
+        if self.tracing is not None:
+            await self.tracing.close()  # the last spans are exported before the hub is gone
 
     # --- status and catalog ------------------------------------------------------------------------
 
@@ -468,13 +472,16 @@ class Hub:
             raise ServerUnavailableError(
                 source.name, f"agent {source.name!r} already has {limit} calls in flight (maxInFlight)"
             )
+        params = {"name": entry.original, "arguments": dict(arguments) if arguments else {}}
         request = conn.peer.request(
             "tools/call",
-            {"name": entry.original, "arguments": dict(arguments) if arguments else {}},
+            params,
             timeout=timeout or source.call_timeout or self.default_timeout,
             progress=progress,
             target=entry.original,
         )
+        if self.tracing is not None:  # a CLIENT span; its context goes upstream in params._meta
+            request = self.tracing.upstream(request, source, "tools/call", params, name)
         if client is None:
             raw = await request
         else:
@@ -641,7 +648,10 @@ class Hub:
         conn = source.connection or await source.wait_connection(budget)
         if source.per_user and caller is not None:
             conn, _ = await source.connection_for(caller)
-        return await conn.peer.request(method, params, timeout=budget, target=target)
+        request = conn.peer.request(method, params, timeout=budget, target=target)
+        if self.tracing is not None:  # a CLIENT span; its context goes upstream in params._meta
+            request = self.tracing.upstream(request, source, method, params)
+        return await request
 
     @staticmethod
     def _validate(model: type[_R], raw: Any, server: str, what: str) -> _R:

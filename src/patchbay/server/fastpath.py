@@ -189,7 +189,17 @@ class McpFastPath:
         if version == MODERN:
             if session_id or not self._modern_ok(headers, params, meta):
                 return False
-            await self._call(receive, send, rid, params["name"], arguments, None, caller, modern=True)
+            await self._call(
+                receive,
+                send,
+                rid,
+                params["name"],
+                arguments,
+                None,
+                caller,
+                modern=True,
+                trace=(headers, meta),
+            )
             return True
         if session_id is None or session_id not in self.sessions.eligible:
             return False
@@ -199,7 +209,16 @@ class McpFastPath:
         if transport is None:
             self.sessions.eligible.discard(session_id)
             return False
-        await self._call(receive, send, rid, params["name"], arguments, (session_id, transport), caller)
+        await self._call(
+            receive,
+            send,
+            rid,
+            params["name"],
+            arguments,
+            (session_id, transport),
+            caller,
+            trace=(headers, meta),
+        )
         return True
 
     @staticmethod
@@ -223,11 +242,25 @@ class McpFastPath:
         caller: Identity,
         *,
         modern: bool = False,
+        trace: tuple[dict[str, str], dict[str, Any]] = ({}, {}),
     ) -> None:
-        task = asyncio.ensure_future(self.hub.call_tool(name, arguments, profile=self.profile, caller=caller))
+        call = self.hub.call_tool(name, arguments, profile=self.profile, caller=caller)
+        session_id = session[0] if session else None
+        if self.hub.tracing is not None:  # OpenTelemetry (telemetry.py): the call in a SERVER span
+            call = self.hub.tracing.served(
+                call,
+                "tools/call",
+                {"name": name},
+                meta=trace[1],
+                headers=trace[0],
+                protocol="streamable-http",
+                request_id=rid,
+                session_id=session_id,
+                protocol_version=trace[0].get("mcp-protocol-version"),
+            )
+        task = asyncio.ensure_future(call)
         key = (session[0], rid) if session else None
         transport = session[1] if session else None
-        session_id = session[0] if session else None
         if key is not None:
             self.sessions.in_flight[key] = task
         sdk_adapter.hold(transport)

@@ -192,6 +192,8 @@ class McpEndpoint:
             )
         self.server.upstream_capabilities = hub.upstream_capabilities  # type: ignore[method-assign]
         self.server.middleware.append(self._track_sessions)
+        if hub.tracing is not None:  # one SERVER span per request: patchbay's, instead of the SDK's
+            self.server.middleware = hub.tracing.sdk_middleware(self.server.middleware)
         security = TransportSecuritySettings(
             enable_dns_rebinding_protection=dns_rebinding_protection,
             allowed_hosts=allowed_hosts or [],
