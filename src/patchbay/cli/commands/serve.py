@@ -14,7 +14,7 @@ from patchbay import __version__
 from patchbay.cli.configfile import announce_config, config_path
 from patchbay.cli.errors import EXIT_USAGE
 from patchbay.cli.output import Output
-from patchbay.config import auth_tokens
+from patchbay.errors import ConfigError
 from patchbay.events import CatalogEvent, ServerStateEvent
 
 if TYPE_CHECKING:  # the hub (and the MCP SDK under it) is imported only by the commands that run servers
@@ -112,7 +112,7 @@ async def cmd_serve(args: argparse.Namespace) -> int:
     settings = ServeSettings(
         host=args.host,
         port=args.port,
-        tokens=[*args.token, *env_tokens(), *auth_tokens(hub.config)],
+        tokens=[*args.token, *env_tokens()],  # admin tokens; create_app adds the config's auth.tokens
         allowed_hosts=args.allow_host,
         watch_config=not args.no_reload,
         header_timeout=args.header_timeout,
@@ -120,7 +120,7 @@ async def cmd_serve(args: argparse.Namespace) -> int:
     )
     try:
         app = create_app(hub, settings)
-    except ValueError as exc:
+    except (ValueError, ConfigError) as exc:  # a refused binding, an invalid auth.tokens
         return _usage_error(str(exc))
     import uvicorn
 
@@ -139,7 +139,8 @@ async def cmd_serve(args: argparse.Namespace) -> int:
     base = f"http://{args.host if ':' not in args.host else f'[{args.host}]'}:{args.port}"
     print(f"patchbay {__version__}: {len(hub.servers)} server(s) from {args.config}", flush=True)
     print(f"  MCP endpoint  {base}/mcp", flush=True)
-    print(f"  API docs      {base}/docs{'   (bearer token required)' if settings.tokens else ''}", flush=True)
+    required = app.state.tokens.required
+    print(f"  API docs      {base}/docs{'   (bearer token required)' if required else ''}", flush=True)
 
     async def report_ready() -> None:
         await app.state.started.wait()
