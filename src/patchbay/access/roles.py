@@ -20,7 +20,14 @@ from starlette.routing import compile_path
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from patchbay.catalog import Catalog
-from patchbay.events import AgentEvent, CatalogEvent, ConfigEvent, Event, ServerStateEvent
+from patchbay.events import (
+    AgentEvent,
+    CatalogEvent,
+    ConfigEvent,
+    ConfigReloadEvent,
+    Event,
+    ServerStateEvent,
+)
 from patchbay.identity import SCOPE_KEY, Identity, Role
 from patchbay.profiles import ProfileView
 from patchbay.server.security import Guard
@@ -33,6 +40,9 @@ WEBSOCKET = "WEBSOCKET"  # the "method" of a WebSocket scope
 
 # (methods, path template, least role). Everything else: admin.
 RULES: tuple[tuple[frozenset[str], str, Role], ...] = (
+    # user: MCP (first: the hot path matches at once)
+    (MCP, "/mcp", "user"),
+    (MCP, "/mcp/{profile}", "user"),
     # viewer: read-only status, catalog and events (non-admins never see config entries or stderr)
     (READ, "/api/servers", "viewer"),
     (READ, "/api/servers/{name}", "viewer"),
@@ -53,9 +63,7 @@ RULES: tuple[tuple[frozenset[str], str, Role], ...] = (
     (READ, "/docs/oauth2-redirect", "viewer"),
     (READ, "/redoc", "viewer"),
     (READ, "/openapi.json", "viewer"),
-    # user: MCP, and calling tools, reading resources, getting prompts over REST
-    (MCP, "/mcp", "user"),
-    (MCP, "/mcp/{profile}", "user"),
+    # user: calling tools, reading resources, getting prompts over REST
     (frozenset({"POST"}), "/api/tools/{name:path}/call", "user"),
     (READ, "/api/resources/read", "user"),
     (frozenset({"POST"}), "/api/prompts/{name:path}/get", "user"),
@@ -63,15 +71,25 @@ RULES: tuple[tuple[frozenset[str], str, Role], ...] = (
 
 
 class RoleTable:
-    """The compiled ``RULES``: ``needed(method, path)`` is the least role, ``admin`` for anything else."""
+    """The compiled ``RULES``: ``needed(method, path)`` is the least role, ``admin`` for anything else.
+    Paths without parameters are a dict lookup (``/mcp`` is on every MCP request); the rest are tried
+    in order."""
 
     def __init__(self, rules: Iterable[tuple[frozenset[str], str, Role]] = RULES) -> None:
-        self._rules: list[tuple[frozenset[str], re.Pattern[str], Role]] = [
-            (methods, compile_path(template)[0], role) for methods, template, role in rules
-        ]
+        self._exact: dict[tuple[str, str], Role] = {}
+        self._patterns: list[tuple[frozenset[str], re.Pattern[str], Role]] = []
+        for methods, template, role in rules:
+            if "{" in template:
+                self._patterns.append((methods, compile_path(template)[0], role))
+            else:
+                for method in methods:
+                    self._exact.setdefault((method, template), role)
 
     def needed(self, method: str, path: str) -> Role:
-        for methods, pattern, role in self._rules:
+        found = self._exact.get((method, path))
+        if found is not None:
+            return found
+        for methods, pattern, role in self._patterns:
             if method in methods and pattern.match(path):
                 return role
         return "admin"
@@ -114,24 +132,23 @@ class RoleGate:
 
 
 def _hold_to_profile(scope: Scope, identity: Identity) -> tuple[str | None, Scope]:
-    """``/mcp`` → ``/mcp/<profile>``; another profile's endpoint or ``?profile=`` refused; the
+    """``/mcp`` → ``/mcp/<profile>``; another profile's endpoint or ``?profile=`` refused; elsewhere the
     ``profile`` query parameter set to the identity's own (REST lists and search)."""
     profile = identity.profile
     assert profile is not None
     path: str = scope.get("path", "")
     if path == "/mcp":
         target = f"/mcp/{profile}"
-        scope = {**scope, "path": target, "raw_path": target.encode()}
-    elif path.startswith("/mcp/") and path != f"/mcp/{profile}":
-        return (
-            f"{identity.name!r} is bound to profile {profile!r}: use /mcp or /mcp/{profile}",
-            scope,
-        )
-    query = parse_qsl(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True)
-    asked = {v for k, v in query if k == "profile"}
-    if asked - {profile}:
-        other = sorted(asked - {profile})[0]
-        return (f"{identity.name!r} is bound to profile {profile!r}, not {other!r}", scope)
+        return None, {**scope, "path": target, "raw_path": target.encode()}
+    if path.startswith("/mcp/"):
+        if path != f"/mcp/{profile}":
+            return f"{identity.name!r} is bound to profile {profile!r}: use /mcp or /mcp/{profile}", scope
+        return None, scope
+    raw: bytes = scope.get("query_string", b"")
+    query = parse_qsl(raw.decode("latin-1"), keep_blank_values=True) if raw else []
+    other = next((v for k, v in query if k == "profile" and v != profile), None)
+    if other is not None:
+        return f"{identity.name!r} is bound to profile {profile!r}, not {other!r}", scope
     query = [(k, v) for k, v in query if k != "profile"] + [("profile", profile)]
     return None, {**scope, "query_string": urlencode(query).encode("latin-1")}
 
@@ -157,4 +174,10 @@ def visible_event(event: Event, view: ProfileView, catalog: Catalog) -> Event | 
         return event if view.admits_source(event.server) else None
     if isinstance(event, AgentEvent):
         return event if view.admits_source(event.agent) else None
+    if isinstance(event, ConfigReloadEvent):
+        lists = {
+            k: [n for n in getattr(event, k) if view.admits_source(n)]
+            for k in ("added", "removed", "changed")
+        }
+        return event.model_copy(update=lists)
     return event

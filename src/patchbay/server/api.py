@@ -234,7 +234,8 @@ def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
 # What any route may answer besides its own errors; added to every operation of the OpenAPI document.
 COMMON_ERRORS: dict[str, str] = {
     "401": "Missing or invalid bearer token (when the hub has tokens).",
-    "403": "The request's Origin is not allowed (DNS-rebinding protection).",
+    "403": "The token's role may not use this route (the message names the role it needs), or the "
+    "request's Origin is not allowed (DNS-rebinding protection).",
     "405": "The route does not have this method (`Allow` lists the ones it has).",
     "421": "The request's Host is not allowed (DNS-rebinding protection).",
     "500": "A bug in patchbay (logged with its traceback); never an expected answer.",
