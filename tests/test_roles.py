@@ -294,6 +294,10 @@ async def test_a_profile_bound_token_sees_and_calls_only_its_profile(served: Ser
         assert (
             await c.post("/api/tools/gh__echo/call", json={"arguments": {"text": "x"}})
         ).status_code == 200
+        assert [p["name"] for p in (await c.get("/api/profiles")).json()] == ["coding"]
+        assert (await c.get("/api/profiles/math")).status_code == 404
+        assert (await c.get("/api/agents")).json() == []  # the agent "desk" is not in "coding"
+        assert [a["name"] for a in (await admin.get("/api/agents")).json()] == ["desk"]
         servers = (await c.get("/api/servers")).json()
         assert [s["name"] for s in servers] == ["gh"] and servers[0]["spec"] == {}
         assert servers[0]["stderr_tail"] == []

@@ -20,14 +20,7 @@ from starlette.routing import compile_path
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from patchbay.catalog import Catalog
-from patchbay.events import (
-    AgentEvent,
-    CatalogEvent,
-    ConfigEvent,
-    ConfigReloadEvent,
-    Event,
-    ServerStateEvent,
-)
+from patchbay.events import CatalogEvent, ConfigReloadEvent, Event
 from patchbay.identity import SCOPE_KEY, Identity, Role
 from patchbay.profiles import ProfileView
 from patchbay.server.security import Guard
@@ -155,7 +148,7 @@ def _hold_to_profile(scope: Scope, identity: Identity) -> tuple[str | None, Scop
 
 def visible_event(event: Event, view: ProfileView, catalog: Catalog) -> Event | None:
     """What an identity bound to ``view``'s profile sees of ``event``: catalog changes only of its tools,
-    server and agent events only of its servers; None when nothing is left."""
+    events naming a server, agent or tool only of its own; None when nothing is left."""
     if isinstance(event, CatalogEvent):
         source = event.server
         if source is not None and not view.admits_source(source):
@@ -170,14 +163,19 @@ def visible_event(event: Event, view: ProfileView, catalog: Catalog) -> Event | 
         if (event.added or event.removed) and not (added or removed):
             return None
         return event.model_copy(update={"added": added, "removed": removed})
-    if isinstance(event, ServerStateEvent | ConfigEvent):
-        return event if view.admits_source(event.server) else None
-    if isinstance(event, AgentEvent):
-        return event if view.admits_source(event.agent) else None
     if isinstance(event, ConfigReloadEvent):
         lists = {
             k: [n for n in getattr(event, k) if view.admits_source(n)]
             for k in ("added", "removed", "changed")
         }
         return event.model_copy(update=lists)
+    # every other event that names its server (or agent) and maybe a tool: server state, config changes,
+    # agents, tool pinning; a kind added later is filtered the same way
+    source = getattr(event, "server", None) or getattr(event, "agent", None)
+    if isinstance(source, str):
+        if not view.admits_source(source):
+            return None
+        tool = getattr(event, "tool", None)
+        if isinstance(tool, str) and not view.admits(source, tool):
+            return None
     return event

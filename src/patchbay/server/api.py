@@ -698,8 +698,9 @@ def build_api(hub: Hub) -> APIRouter:
         description="Every agent the hub accepts: connected or not, address, connected since, protocol "
         "version, tool count, calls in flight. Tokens are never shown.",
     )
-    async def list_agents() -> list[AgentStatus]:
-        return list(hub.agents().values())
+    async def list_agents(request: Request) -> list[AgentStatus]:
+        caller = identity_of(request.scope)
+        return [a for n, a in hub.agents().items() if visible(caller, n)]
 
     @router.post(
         "/agents",
