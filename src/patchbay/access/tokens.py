@@ -32,7 +32,6 @@ log = logging.getLogger(__name__)
 
 TOKEN_NAME_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 _AUTO_NAME = re.compile(r"^token-\d+$")  # what an unnamed (plain string) token is called
-MIN_TOKEN_LENGTH = 16
 Source = Literal["config", "command line"]
 
 
@@ -48,16 +47,13 @@ def new_token() -> str:
 class TokenEntry(BaseModel):
     """One object entry of ``auth.tokens``."""
 
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    model_config = ConfigDict(extra="forbid")  # a misspelt key is an error, never silently ignored
 
     name: str = Field(pattern=TOKEN_NAME_RE.pattern)
     token: str | None = None
     token_sha256: str | None = Field(default=None, alias="tokenSha256", pattern=r"^[0-9a-f]{64}$")
     role: Role
     profile: str | None = None
-
-    def to_json(self) -> dict[str, Any]:
-        return self.model_dump(by_alias=True, exclude_none=True, mode="json")
 
 
 @dataclass(frozen=True, slots=True)
