@@ -578,30 +578,6 @@ def atomic_write(path: Path, data: bytes) -> None:
         os.close(dfd)
 
 
-def auth_tokens(config: HubConfig) -> list[str]:
-    """Bearer tokens from the config's top-level ``auth.tokens`` (placeholders expanded)."""
-    auth = config.document.get("auth")
-    if auth is None:
-        return []
-    tokens = auth.get("tokens", []) if isinstance(auth, dict) else None  # auth may hold only oauth
-    if not isinstance(tokens, list) or not all(isinstance(t, str) for t in tokens):
-        raise ConfigError(
-            'auth.tokens must be a list of strings, e.g. ["${PATCHBAY_TOKEN}"]', field="auth.tokens"
-        )
-    env = placeholder_env(config.base_dir)
-    out = []
-    for i, token in enumerate(tokens):
-        try:
-            value = expand(token, env, server="auth", field=f"tokens[{i}]")
-        except ConfigError as exc:
-            raise ConfigError(
-                str(exc).replace("server 'auth': ", "auth."), field=f"auth.tokens[{i}]"
-            ) from None
-        if value:
-            out.append(value)
-    return out
-
-
 # --- placeholders -----------------------------------------------------------------------------------
 
 _PLACEHOLDER = re.compile(r"\$\$|\$\{(?:env:)?([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")

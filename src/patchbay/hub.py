@@ -533,7 +533,9 @@ class Hub:
         self, uri: str, *, timeout: float | None = None, caller: Identity | None = None
     ) -> types.ReadResourceResult:
         await self.wait_started()
-        source = self._owner(self.catalog.resource_owner(uri))
+        owner = self.catalog.resource_owner(uri)
+        self._hold_to_profile(caller, owner, uri, "resource")
+        source = self._owner(owner)
         raw = await self._request(source, "resources/read", {"uri": uri}, timeout, uri, caller)
         return self._validate(types.ReadResourceResult, raw, source.name, f"resource {uri!r}")
 
@@ -547,12 +549,22 @@ class Hub:
     ) -> types.GetPromptResult:
         await self.wait_started()
         entry = self.catalog.prompt(name)
+        self._hold_to_profile(caller, entry.source, name, "prompt")
         source = self._owner(entry.source)
         params: dict[str, Any] = {"name": entry.original}
         if arguments:
             params["arguments"] = dict(arguments)
         raw = await self._request(source, "prompts/get", params, timeout, entry.original, caller)
         return self._validate(types.GetPromptResult, raw, source.name, f"prompt {entry.original!r}")
+
+    def _hold_to_profile(self, caller: Identity | None, owner: str, what: str, kind: str) -> None:
+        """A profile-bound caller reads resources and gets prompts of its profile's servers only."""
+        if (
+            caller is not None
+            and caller.profile is not None
+            and not self.profile(caller.profile).admits_source(owner)
+        ):
+            raise UnknownToolError(what, [], kind=f"{kind} in profile {caller.profile!r}")
 
     async def complete(
         self,
@@ -800,6 +812,16 @@ class Hub:
     async def revoke_agent(self, name: str) -> None:
         """Forget an agent: its token stops working and a live connection is closed at once."""
         await self._runtime.revoke_agent(name)
+
+    # --- tokens (``auth.tokens``; the gate's table follows ``hub.config``) ---------------------------
+
+    async def add_token(self, name: str, role: str, profile: str | None = None) -> str:
+        """Create a bearer token for ``name``; only its SHA-256 is saved. Returns the token, once."""
+        return await self._runtime.add_token(name, role, profile)
+
+    async def remove_token(self, name: str) -> None:
+        """Forget a token of the config (saved)."""
+        await self._runtime.remove_token(name)
 
     # --- events ------------------------------------------------------------------------------------
 

@@ -14,7 +14,7 @@ from patchbay import __version__
 from patchbay.cli.configfile import announce_config, config_path
 from patchbay.cli.errors import EXIT_USAGE
 from patchbay.cli.output import Output
-from patchbay.config import auth_tokens
+from patchbay.errors import ConfigError
 from patchbay.events import CatalogEvent, ServerStateEvent
 
 if TYPE_CHECKING:  # the hub (and the MCP SDK under it) is imported only by the commands that run servers
@@ -110,7 +110,6 @@ async def cmd_serve(args: argparse.Namespace) -> int:
     announce_config(args, args.config)
     hub = Hub.from_file(args.config)
     from patchbay.access.resource_server import build_resource_server
-    from patchbay.errors import ConfigError
 
     try:
         resource_server = build_resource_server(hub.config, args.host, args.port)
@@ -119,7 +118,7 @@ async def cmd_serve(args: argparse.Namespace) -> int:
     settings = ServeSettings(
         host=args.host,
         port=args.port,
-        tokens=[*args.token, *env_tokens(), *auth_tokens(hub.config)],
+        tokens=[*args.token, *env_tokens()],  # admin tokens; create_app adds the config's auth.tokens
         allowed_hosts=args.allow_host,
         watch_config=not args.no_reload,
         header_timeout=args.header_timeout,
@@ -128,7 +127,7 @@ async def cmd_serve(args: argparse.Namespace) -> int:
     )
     try:
         app = create_app(hub, settings)
-    except ValueError as exc:
+    except (ValueError, ConfigError) as exc:  # a refused binding, an invalid auth.tokens
         return _usage_error(str(exc))
     import uvicorn
 
@@ -148,7 +147,8 @@ async def cmd_serve(args: argparse.Namespace) -> int:
     _set_callback_url(hub, base, resource_server.resource if resource_server is not None else None)
     print(f"patchbay {__version__}: {len(hub.servers)} server(s) from {args.config}", flush=True)
     print(f"  MCP endpoint  {base}/mcp", flush=True)
-    print(f"  API docs      {base}/docs{'   (bearer token required)' if settings.tokens else ''}", flush=True)
+    required = app.state.tokens.required
+    print(f"  API docs      {base}/docs{'   (bearer token required)' if required else ''}", flush=True)
     if resource_server is not None:
         print(f"  OAuth         tokens from {resource_server.settings.issuer}", flush=True)
         print(f"                for {resource_server.resource} ({resource_server.metadata_url})", flush=True)
