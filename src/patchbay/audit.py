@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from patchbay.errors import ConfigError, PatchbayError
-from patchbay.identity import LOCAL, Identity
+from patchbay.identity import LOCAL, SCOPE_KEY, Identity
 
 log = logging.getLogger(__name__)
 
@@ -279,8 +279,10 @@ class AuditLog:
         if not self.active:
             return
         client = scope.get("client")
+        who = scope.get(SCOPE_KEY)  # set when the role gate refuses an authenticated caller
         self.record(
             "refused",
+            **(identity_fields(who) if isinstance(who, Identity) else {}),
             method=scope.get("method", "WS"),
             path=scope.get("path"),
             status=status,
