@@ -24,6 +24,7 @@ from patchbay.config import HubConfig, ServerSpec, load_config, parse_config
 from patchbay.dialin import AgentStatus, DialInAgent, token_digest
 from patchbay.errors import (
     CallTimeoutError,
+    ConfigError,
     NotOAuthServerError,
     PatchbayError,
     ServerUnavailableError,
@@ -43,6 +44,7 @@ from patchbay.supervisor import ServerStatus, ServerSupervisor
 from patchbay.transports.websocket import WebSocketWire
 
 if TYPE_CHECKING:
+    from patchbay.cluster.node import Cluster
     from patchbay.oauth import OAuthClient, OAuthManager
 
 log = logging.getLogger(__name__)
@@ -145,6 +147,7 @@ class Hub:
         self._pinning = Pinning(pinning_mode(self.config.document), pins_path(self.config.path))
         self._search: SearchIndex | None = None  # built on the first search
         self._profiles = Profiles(self.config.profiles)
+        self.cluster: Cluster | None = None  # cluster mode (``patchbay serve --cluster``): see cluster/
         for name, spec in self.config.servers.items():
             self._sources.add(self._new_supervisor(name, spec))
         for name, agent in self.config.agents.items():
@@ -689,6 +692,12 @@ class Hub:
 
     async def apply_config(self, new: HubConfig) -> dict[str, list[str]]:
         """Adopt a config read from disk (a reload), all or nothing: see ``RuntimeChanges.apply_config``."""
+        if self.cluster is not None:
+            raise ConfigError(
+                "this hub is a cluster replica: its config of record is in Redis, so a local file is not "
+                "reloaded; change the config through the API or CLI of any replica (export it with "
+                "`patchbay config export`)"
+            )
         return await self._runtime.apply_config(new)
 
     # --- LLM tool-calling loop ----------------------------------------------------------------------

@@ -10,6 +10,7 @@ from typing import Any, NoReturn
 from patchbay import __version__
 from patchbay.cli.commands.auth import cmd_auth_login, cmd_auth_logout, cmd_auth_status
 from patchbay.cli.commands.config import cmd_config_check
+from patchbay.cli.commands.config_export import cmd_config_export
 from patchbay.cli.commands.import_ import cmd_import
 from patchbay.cli.commands.serve import cmd_agent, cmd_run, cmd_serve
 from patchbay.cli.commands.servers import (
@@ -142,6 +143,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="extra host name clients may use (Host header check)",
     )
     serve.add_argument("--no-reload", action="store_true", help="do not watch the config file")
+    serve.add_argument(
+        "--cluster",
+        metavar="REDIS_URL",
+        default=None,
+        help="join a cluster of replicas sharing this Redis (redis://HOST:PORT/DB); the config of record is "
+        'then kept there (also "cluster": {"redis": "…"} in the config); see docs/cluster.md',
+    )
     serve.add_argument(
         "--header-timeout",
         type=seconds,
@@ -369,7 +377,7 @@ def _add_tools_and_call(sub: Any, common: argparse.ArgumentParser, hubopts: argp
 def _add_config(sub: Any, common: argparse.ArgumentParser) -> None:
     config = sub.add_parser(
         "config",
-        help="check a config file",
+        help="check a config file, or export a cluster's",
         description="Config file commands.\n\nexample:\n  patchbay config check patchbay.json",
     )
     actions = config.add_subparsers(dest="action", required=True, metavar="ACTION")
@@ -391,6 +399,20 @@ def _add_config(sub: Any, common: argparse.ArgumentParser) -> None:
     )
     check.add_argument("--config", type=Path, help=argparse.SUPPRESS)
     check.set_defaults(func=cmd_config_check)
+    export = actions.add_parser(
+        "export",
+        help="write a cluster's config of record (in Redis) to a file",
+        description="In cluster mode (patchbay serve --cluster) the config of record is kept in Redis and "
+        "changed through any replica's API or CLI. This prints it (or writes it atomically to --output), "
+        "for a backup or to seed another cluster.\n\nexamples:\n"
+        "  patchbay config export --cluster redis://127.0.0.1:6379/0 -o patchbay.json\n"
+        '  patchbay config export --config patchbay.json   # its "cluster": {"redis": …}',
+        parents=[common],
+    )
+    export.add_argument("--cluster", metavar="REDIS_URL", help="the cluster's Redis (redis://HOST:PORT/DB)")
+    export.add_argument("-o", "--output", type=Path, help="write to this file (default: print it)")
+    export.add_argument("--config", type=Path, help="a config file whose cluster.redis names the Redis")
+    export.set_defaults(func=cmd_config_export)
 
 
 def _add_import(sub: Any, common: argparse.ArgumentParser) -> None:

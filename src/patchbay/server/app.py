@@ -30,6 +30,7 @@ from patchbay.oauth.callback import CALLBACK_PATH, result_page
 from patchbay.reload import ConfigWatcher
 from patchbay.server import dashboard
 from patchbay.server.api import build_api, document_errors, install_error_handlers
+from patchbay.server.cluster_api import build_cluster_api
 from patchbay.server.fastpath import McpFastPath
 from patchbay.server.health import build_health
 from patchbay.server.mcp import McpEndpoint
@@ -83,7 +84,8 @@ def create_app(hub: Hub, settings: ServeSettings | None = None) -> FastAPI:
         hub, dns_rebinding_protection=False, session_idle_timeout=settings.session_idle_timeout
     )
     profiles = ProfileEndpoints(hub, session_idle_timeout=settings.session_idle_timeout)  # /mcp/<profile>
-    watcher = ConfigWatcher(hub, hub.config.path) if settings.watch_config and hub.config.path else None
+    path = hub.config.path if hub.cluster is None else None  # a replica's config of record is in Redis
+    watcher = ConfigWatcher(hub, path) if settings.watch_config and path else None
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -105,6 +107,8 @@ def create_app(hub: Hub, settings: ServeSettings | None = None) -> FastAPI:
                 await profiles.stop()
                 starting.cancel()
                 await asyncio.gather(starting, return_exceptions=True)  # owned: awaited, never left behind
+                if hub.cluster is not None:
+                    await hub.cluster.close()
                 await hub.close()
 
     app = FastAPI(
@@ -134,6 +138,7 @@ def create_app(hub: Hub, settings: ServeSettings | None = None) -> FastAPI:
     app.include_router(build_search_api(hub), prefix="/api")
     app.include_router(build_profiles_api(hub), prefix="/api")  # before build_api: /tools/search
     app.include_router(build_api(hub), prefix="/api")
+    app.include_router(build_cluster_api(hub), prefix="/api")
     app.include_router(build_health(hub))
     app.include_router(build_metrics(hub))
     dashboard.mount_dashboard(app)  # the web page at /, its assets at /dashboard/
@@ -258,6 +263,8 @@ def uvicorn_config(app: FastAPI, settings: ServeSettings, **options: Any) -> uvi
 
 
 async def _start(hub: Hub, app: FastAPI) -> None:
+    if hub.cluster is not None:  # the config of record first, so servers start once, from it
+        await hub.cluster.join()
     await hub.start()
     status = hub.status().values()
     ready = sum(1 for s in status if s.state == "ready")

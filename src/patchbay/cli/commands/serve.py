@@ -109,6 +109,17 @@ async def cmd_serve(args: argparse.Namespace) -> int:
     args.config = config_path(args)
     announce_config(args, args.config)
     hub = Hub.from_file(args.config)
+    from patchbay.cluster.settings import cluster_url
+    from patchbay.errors import ConfigError
+
+    try:
+        redis_url = cluster_url(args.cluster, hub.config)
+    except ConfigError as exc:
+        return _usage_error(str(exc))
+    if redis_url is not None:  # only now is the Redis client imported
+        from patchbay.cluster.node import Cluster
+
+        hub.cluster = Cluster(redis_url, hub, address=f"{args.host}:{args.port}")
     settings = ServeSettings(
         host=args.host,
         port=args.port,
@@ -139,6 +150,8 @@ async def cmd_serve(args: argparse.Namespace) -> int:
     base = f"http://{args.host if ':' not in args.host else f'[{args.host}]'}:{args.port}"
     print(f"patchbay {__version__}: {len(hub.servers)} server(s) from {args.config}", flush=True)
     print(f"  MCP endpoint  {base}/mcp", flush=True)
+    if hub.cluster is not None:
+        print(f"  cluster       replica {hub.cluster.id} of {hub.cluster.where}", flush=True)
     print(f"  API docs      {base}/docs{'   (bearer token required)' if settings.tokens else ''}", flush=True)
 
     async def report_ready() -> None:

@@ -1,0 +1,430 @@
+"""Cluster mode end to end: a real Redis, three real replicas (``patchbay serve --cluster``), a real
+haproxy in front (round-robin, no stickiness), real agents (``patchbay agent``) and real clients.
+
+haproxy has two frontends: ``all`` (replicas a, b, c) and ``bc`` (b and c only), so a test can call
+"through B and C" an agent that is connected to A. Everything waits on conditions (polling an API with a
+deadline), never on a fixed sleep. The destructive tests (kill -9, Redis restart) come last and leave
+the cluster whole again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import json
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx2
+import pytest
+
+from patchbay.errors import ConfigError
+from patchbay.hub import Hub
+from tests.cluster_parts import Haproxy, RedisProc, Replica
+from tests.conftest import bad
+from tests.test_agents import AgentProc, eventually, start_agent
+
+AGENTS = ("laptop", "desk", "roamer", "steady")
+
+
+def token(name: str) -> str:
+    return f"{name}-cluster-token-0123456789"
+
+
+class Parts:
+    def __init__(self, redis: RedisProc, replicas: dict[str, Replica], lb: Haproxy, workdir: Path) -> None:
+        self.redis = redis
+        self.replicas = replicas
+        self.lb = lb
+        self.workdir = workdir
+
+    @property
+    def a(self) -> Replica:
+        return self.replicas["a"]
+
+    @property
+    def b(self) -> Replica:
+        return self.replicas["b"]
+
+    @property
+    def c(self) -> Replica:
+        return self.replicas["c"]
+
+    async def ready(self) -> None:
+        await asyncio.gather(*(r.ready() for r in self.replicas.values()))
+        await self.lb.ready("all", 3)
+        await self.lb.ready("bc", 2)
+
+    def agent(self, name: str, url: str) -> AgentProc:
+        return start_agent(
+            None, self.workdir / "agent-mb.json", self.workdir / f"{name}.log", token(name), url=url
+        )
+
+
+@pytest.fixture(scope="module")
+def parts(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Parts]:
+    workdir = tmp_path_factory.mktemp("cluster")
+    (workdir / "agent-mb.json").write_text(json.dumps({"mcpServers": {"mb": bad()}}))
+    config = workdir / "seed.json"
+    config.write_text(
+        json.dumps({"mcpServers": {"mb": bad()}, "agents": {n: {"token": token(n)} for n in AGENTS}})
+    )
+    redis = RedisProc(workdir).start()
+    replicas = {n: Replica(n, config, workdir, redis.url) for n in ("a", "b", "c")}
+    lb = Haproxy(workdir, {"all": list(replicas.values()), "bc": [replicas["b"], replicas["c"]]})
+    try:
+        for r in replicas.values():
+            r.start()
+        lb.start()
+        yield Parts(redis, replicas, lb, workdir)
+    finally:
+        lb.stop()
+        for r in replicas.values():
+            r.stop()
+        redis.stop()
+
+
+@pytest.fixture
+async def cluster(parts: Parts) -> AsyncIterator[Parts]:
+    await parts.ready()
+    yield parts
+
+
+def client(base: str) -> httpx2.AsyncClient:
+    return httpx2.AsyncClient(base_url=base, timeout=60, limits=httpx2.Limits(max_connections=200))
+
+
+async def call(
+    http: httpx2.AsyncClient, tool: str, arguments: dict[str, Any], **body: Any
+) -> httpx2.Response:
+    return await http.post(f"/api/tools/{tool}/call", json={"arguments": arguments, **body})
+
+
+async def tools(replica: Replica) -> set[str]:
+    async with replica.http() as http:
+        return {t["name"] for t in (await http.get("/api/tools")).json()}
+
+
+async def holder(replica: Replica, agent: str) -> str | None:
+    """The id of the replica that holds ``agent``, as ``replica`` sees it."""
+    async with replica.http() as http:
+        found: str | None = (await http.get("/api/cluster")).json()["agents"].get(agent)
+        return found
+
+
+async def replica_id(replica: Replica) -> str:
+    async with replica.http() as http:
+        rid: str = (await http.get("/api/cluster")).json()["replica"]
+        return rid
+
+
+async def wait_agent_everywhere(parts: Parts, agent: str, on: list[Replica], timeout: float = 30) -> str:
+    """Until every replica in ``on`` lists the agent's tools and agrees on its holder; returns the holder."""
+
+    async def check() -> str | None:
+        seen = {await holder(r, agent) for r in on}
+        if len(seen) != 1 or None in seen:
+            return None
+        for r in on:
+            if f"{agent}__mb__echo" not in await tools(r):
+                return None
+        return seen.pop()
+
+    found: str = await eventually(check, timeout, f"agent {agent!r} on every replica")
+    return found
+
+
+def text(r: httpx2.Response) -> str:
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert not body.get("isError"), body
+    return str(body["content"][0]["text"])
+
+
+# --- outside cluster mode --------------------------------------------------------------------------------
+
+
+async def test_without_cluster_mode_redis_is_never_imported() -> None:
+    code = (
+        "import sys\n"
+        "from patchbay.cli.parser import build_parser\n"
+        "from patchbay.hub import Hub\n"
+        "from patchbay.server.app import create_app\n"
+        "create_app(Hub.from_dict({'mcpServers': {}}))\n"
+        "assert not [m for m in sys.modules if m.split('.')[0] == 'redis'], 'redis was imported'\n"
+    )
+    proc = await asyncio.create_subprocess_exec(sys.executable, "-c", code, stderr=subprocess.PIPE)
+    _, err = await proc.communicate()
+    assert proc.returncode == 0, err.decode()
+
+
+async def test_serve_refuses_a_cluster_url_that_is_not_redis(tmp_path: Path) -> None:
+    config = tmp_path / "c.json"
+    config.write_text(json.dumps({"mcpServers": {}, "cluster": {"redis": "${NOT_SET_ANYWHERE}"}}))
+    for argv in (["--cluster", "http://127.0.0.1:1/"], []):
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "patchbay", "serve", "--config", str(config), "--port", "1", *argv,
+            stderr=subprocess.PIPE,
+        )  # fmt: skip
+        _, err = await proc.communicate()
+        assert proc.returncode == 2, err.decode()
+        assert (b"not a Redis URL" if argv else b"NOT_SET_ANYWHERE") in err, err.decode()
+
+
+# --- the load balancer ---------------------------------------------------------------------------------
+
+
+async def test_haproxy_spreads_the_requests_of_one_connection(cluster: Parts) -> None:
+    async with client(cluster.lb.url("all")) as http:
+        seen = collections.Counter([(await http.get("/readyz")).headers["x-replica"] for _ in range(9)])
+    assert set(seen) == {"a", "b", "c"}, seen  # no stickiness, even on one keep-alive connection
+
+
+# --- the config of record --------------------------------------------------------------------------------
+
+
+async def test_a_config_change_through_a_is_seen_on_c(cluster: Parts) -> None:
+    async with cluster.a.http() as a:
+        r = await a.post("/api/servers", json={"name": "extra", "spec": bad("--name", "extra")})
+        assert r.status_code == 201, r.text
+
+    async def on(replica: Replica, present: bool) -> bool:
+        async with replica.http() as http:
+            names = {s["name"]: s["state"] for s in (await http.get("/api/servers")).json()}
+        return names.get("extra") == "ready" if present else "extra" not in names
+
+    await eventually(lambda: on(cluster.c, True), 15, "the new server running on replica c")
+    async with client(cluster.lb.url("bc")) as lb:  # any replica serves it
+        assert text(await call(lb, "extra__echo", {"text": "x"})) == "x"
+        r = await lb.delete("/api/servers/extra")
+        assert r.status_code == 204, r.text
+    for replica in cluster.replicas.values():
+        await eventually(lambda replica=replica: on(replica, False), 15, f"extra gone from {replica.name}")
+
+    async def agreed() -> bool:  # each replica's heartbeat says which version it runs
+        async with cluster.a.http() as a:
+            status = (await a.get("/api/cluster")).json()
+        versions = {r["configVersion"] for r in status["replicas"]}
+        return len(status["replicas"]) == 3 and versions == {status["configVersion"]}
+
+    await eventually(agreed, 15, "every replica to report the same config version")
+
+
+async def test_an_agent_added_through_one_replica_may_dial_in_to_another(cluster: Parts) -> None:
+    secret = "late-agent-token-0123456789abcdef"
+    async with cluster.b.http() as b:
+        r = await b.post("/api/agents", json={"name": "late", "token": secret})
+        assert r.status_code in (200, 201), r.text
+        assert secret not in (await b.get("/api/agents")).text
+    agent = start_agent(None, cluster.workdir / "agent-mb.json", cluster.workdir / "late.log", secret,
+                        url=f"ws://127.0.0.1:{cluster.c.port}/agents")  # fmt: skip
+    try:
+        held = await wait_agent_everywhere(cluster, "late", list(cluster.replicas.values()))
+        assert held == await replica_id(cluster.c)
+        async with cluster.a.http() as a:
+            assert text(await call(a, "late__mb__echo", {"text": "from a"})) == "from a"
+            r = await a.delete("/api/agents/late")
+            assert r.status_code == 204, r.text
+        await agent.says("refused", timeout=30)  # the token no longer works anywhere
+    finally:
+        agent.kill()
+
+
+async def test_config_export_writes_the_config_of_record(cluster: Parts, tmp_path: Path) -> None:
+    out = tmp_path / "exported.json"
+    done = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "patchbay", "config", "export", "--cluster", cluster.redis.url, "-o", str(out),
+        stderr=subprocess.PIPE,
+    )  # fmt: skip
+    _, err = await done.communicate()
+    assert done.returncode == 0, err
+    document = json.loads(out.read_text())
+    assert "mb" in document["mcpServers"] and set(AGENTS) <= set(document["agents"])
+    refused = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "patchbay", "config", "export", "--cluster", "http://nope",
+        stderr=subprocess.PIPE,
+    )  # fmt: skip
+    _, err = await refused.communicate()
+    assert refused.returncode == 2 and b"is not a Redis URL" in err
+
+
+async def test_a_replica_refuses_to_reload_a_local_file(cluster: Parts) -> None:
+    from patchbay.cluster.node import Cluster
+
+    hub = Hub.from_dict({"mcpServers": {}})
+    hub.cluster = Cluster(cluster.redis.url, hub, address="test")
+    try:
+        with pytest.raises(ConfigError, match="config of record is in Redis"):
+            await hub.apply_config(hub.config)
+    finally:
+        await hub.cluster.close()
+
+
+# --- agents across replicas ------------------------------------------------------------------------------
+
+
+async def test_an_agent_on_a_serves_100_concurrent_calls_made_through_b_and_c(cluster: Parts) -> None:
+    agent = cluster.agent("laptop", f"ws://127.0.0.1:{cluster.a.port}/agents")
+    try:
+        held = await wait_agent_everywhere(cluster, "laptop", list(cluster.replicas.values()))
+        assert held == await replica_id(cluster.a)
+        async with client(cluster.lb.url("bc")) as lb:
+            answers = await asyncio.gather(
+                *(call(lb, "laptop__mb__echo", {"text": f"call {i}"}) for i in range(100))
+            )
+        assert [text(r) for r in answers] == [f"call {i}" for i in range(100)]
+        assert {r.headers["x-replica"] for r in answers} == {"b", "c"}
+
+        # a timeout through B is the agent's timeout error, and the cancellation reaches the agent
+        async with cluster.b.http() as b:
+            r = await call(b, "laptop__mb__sleep", {"seconds": 30}, timeout=0.5)
+        assert r.status_code == 504, r.text
+        assert r.json()["error"] == "timeout" and "laptop" in r.json()["detail"]
+
+        async def settled() -> bool:
+            async with cluster.a.http() as a:
+                got = {x["name"]: x for x in (await a.get("/api/agents")).json()}
+            return bool(got["laptop"]["calls_in_flight"] == 0)
+
+        await eventually(settled, 15, "the cancelled call to leave the agent")
+    finally:
+        agent.kill()
+    for replica in (cluster.b, cluster.c):  # the agent's tools leave every replica with it
+        await eventually(
+            lambda replica=replica: _without(replica, "laptop__mb__echo"),
+            15,
+            f"laptop gone from {replica.name}",
+        )
+
+
+async def _without(replica: Replica, tool: str) -> bool:
+    return tool not in await tools(replica)
+
+
+async def test_calls_waiting_on_an_agent_that_leaves_fail_at_once(cluster: Parts) -> None:
+    agent = cluster.agent("desk", f"ws://127.0.0.1:{cluster.a.port}/agents")
+    try:
+        await wait_agent_everywhere(cluster, "desk", list(cluster.replicas.values()))
+        async with cluster.b.http() as b:
+            waiting = asyncio.ensure_future(call(b, "desk__mb__sleep", {"seconds": 600}, timeout=600))
+
+            async def in_flight() -> bool:
+                async with cluster.a.http() as a:
+                    got = {x["name"]: x for x in (await a.get("/api/agents")).json()}
+                return bool(got["desk"]["calls_in_flight"] == 1)
+
+            await eventually(in_flight, 15, "the forwarded call to reach the agent")
+            agent.kill()
+            r = await waiting  # long before its 600 s
+        assert r.status_code == 503, r.text
+        assert r.json()["error"] == "unavailable" and "desk" in r.json()["detail"]
+    finally:
+        agent.kill()
+
+
+async def test_kill_9_of_a_replica_under_load(cluster: Parts) -> None:
+    """The agent dials in through haproxy; its replica is killed while calls run through every replica:
+    only the calls in flight on (or forwarded to) that replica fail, each with a clear error; the agent
+    reconnects through haproxy to another replica and keeps its name and tools."""
+    agent = cluster.agent("roamer", cluster.lb.ws("all"))
+    try:
+        first = await wait_agent_everywhere(cluster, "roamer", list(cluster.replicas.values()))
+        ids = {n: await replica_id(r) for n, r in cluster.replicas.items()}
+        victim_name = next(n for n, rid in ids.items() if rid == first)
+        victim = cluster.replicas[victim_name]
+        survivors = [r for n, r in cluster.replicas.items() if n != victim_name]
+        stop = asyncio.Event()
+        outcomes: list[tuple[str, int, str]] = []
+
+        async def load(tool: str) -> None:
+            async with client(cluster.lb.url("all")) as lb:
+                while not stop.is_set():
+                    try:
+                        r = await call(lb, tool, {"text": "ping"})
+                        outcomes.append((tool, r.status_code, r.text))
+                    except httpx2.TransportError as exc:  # haproxy closed on us: never silent
+                        outcomes.append((tool, 0, repr(exc)))
+
+        workers = [asyncio.ensure_future(load(t)) for t in ("mb__echo", "roamer__mb__echo") for _ in range(4)]
+        await eventually(lambda: len(outcomes) > 40, 30, "load to run")
+        victim.kill()
+        moved = await eventually(
+            lambda: _moved(survivors, "roamer", first),
+            60,
+            f"the agent to reconnect to another replica than {victim_name} ({first}; {ids})",
+        )
+        assert moved != first
+        before = len(outcomes)
+        await eventually(lambda: len(outcomes) > before + 40, 30, "load to continue after the kill")
+        stop.set()
+        await asyncio.gather(*workers)
+        failed = [o for o in outcomes if o[1] != 200]
+        for tool, status, body in failed:  # a clear error: haproxy's 502/503, or patchbay's own
+            assert status in (0, 502, 503), (tool, status, body)
+            if status == 503 and body.startswith("{"):
+                assert "roamer" in body and ("replica" in body or "not connected" in body), body
+        assert len(failed) < len(outcomes) / 2, failed[:5]
+        last = [o for o in outcomes[-16:]]  # after the move, everything works again
+        assert all(o[1] == 200 for o in last), last
+        victim.start()
+        await cluster.ready()
+        await wait_agent_everywhere(cluster, "roamer", list(cluster.replicas.values()))
+    finally:
+        agent.kill()
+
+
+async def _moved(survivors: list[Replica], agent: str, old: str) -> str | None:
+    seen = {await holder(r, agent) for r in survivors}
+    if len(seen) == 1 and None not in seen and old not in seen:
+        for r in survivors:
+            if f"{agent}__mb__echo" not in await tools(r):
+                return None
+        return seen.pop()
+    return None
+
+
+async def test_redis_restarted_under_load(cluster: Parts) -> None:
+    """Redis goes away (and comes back empty): replicas keep serving local and forwarded calls they can,
+    refuse config changes with a clear 503 naming Redis, and resynchronise when it returns."""
+    agent = cluster.agent("steady", f"ws://127.0.0.1:{cluster.a.port}/agents")
+    try:
+        await wait_agent_everywhere(cluster, "steady", list(cluster.replicas.values()))
+        stop = asyncio.Event()
+        local: list[int] = []
+
+        async def load() -> None:
+            async with client(cluster.lb.url("all")) as lb:
+                while not stop.is_set():
+                    local.append((await call(lb, "mb__echo", {"text": "x"})).status_code)
+
+        workers = [asyncio.ensure_future(load()) for _ in range(4)]
+        await eventually(lambda: len(local) > 20, 30, "load to run")
+        cluster.redis.stop()
+        async with cluster.b.http() as b:
+            r = await b.post("/api/servers", json={"name": "while_down", "spec": bad()})
+            assert r.status_code == 503, r.text
+            assert r.json()["error"] == "cluster_unavailable" and "Redis" in r.json()["detail"]
+            r = await call(b, "steady__mb__echo", {"text": "x"})
+            assert r.status_code == 503 and "Redis" in r.json()["detail"], r.text
+            assert (await b.get("/readyz")).json()["cluster"]["redis"] is False
+        before = len(local)
+        await eventually(lambda: len(local) > before + 20, 30, "local calls to go on without Redis")
+        cluster.redis.start()
+        await wait_agent_everywhere(cluster, "steady", list(cluster.replicas.values()))
+        async with cluster.b.http() as b:
+            assert text(await call(b, "steady__mb__echo", {"text": "back"})) == "back"
+
+            async def changed() -> bool:
+                r = await b.post("/api/servers", json={"name": "after", "spec": bad()})
+                return r.status_code == 201
+
+            await eventually(changed, 15, "config changes to be accepted again")
+            assert (await b.delete("/api/servers/after")).status_code == 204
+        stop.set()
+        await asyncio.gather(*workers)
+        assert set(local) == {200}, collections.Counter(local)
+    finally:
+        agent.kill()
