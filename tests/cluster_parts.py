@@ -173,8 +173,11 @@ class Haproxy:
     """haproxy in front of the replicas: one frontend per named group, each round-robin over its group,
     health-checked on /healthz, no stickiness of any kind; ``X-Replica`` says who answered."""
 
-    def __init__(self, workdir: Path, groups: dict[str, list[Replica]]) -> None:
+    def __init__(
+        self, workdir: Path, groups: dict[str, list[Replica]], check: str = "inter 200ms fall 1 rise 1"
+    ) -> None:
         self.binary = need("haproxy")
+        self.check = check
         self.workdir = workdir
         self.groups = groups
         self.ports = {g: free_port() for g in groups}
@@ -192,7 +195,7 @@ class Haproxy:
         parts = []
         for group, replicas in self.groups.items():
             servers = "\n".join(
-                f"    server {r.name} 127.0.0.1:{r.port} check inter 200ms fall 1 rise 1" for r in replicas
+                f"    server {r.name} 127.0.0.1:{r.port} check {self.check}" for r in replicas
             )
             parts.append(
                 f"frontend {group}\n    bind 127.0.0.1:{self.ports[group]}\n    default_backend be_{group}\n"

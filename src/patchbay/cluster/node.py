@@ -21,7 +21,7 @@ import os
 import secrets
 import socket
 import time
-from collections.abc import Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import TYPE_CHECKING, Any, cast
 
 from redis.asyncio import Redis
@@ -76,13 +76,13 @@ class Cluster:
             socket_connect_timeout=REDIS_TIMEOUT,
             retry=Retry(NoBackoff(), 0),
         )
-        # Subscriptions wait for messages indefinitely: no read timeout, but a PING when idle so a dead
-        # link is noticed.
+        # The subscription waits for messages indefinitely: no read timeout (a Redis that stops closes the
+        # socket; TCP keep-alive covers a link that dies silently).
         self._subscriber = Redis.from_url(
             url,
             decode_responses=True,
             socket_connect_timeout=REDIS_TIMEOUT,
-            health_check_interval=5,
+            socket_keepalive=True,
             retry=Retry(NoBackoff(), 0),
         )
         self.store = ConfigStore(self.redis)
@@ -103,6 +103,7 @@ class Cluster:
         self._tasks: list[asyncio.Task[None]] = []
         self._chores: set[asyncio.Task[None]] = set()  # short jobs started by a message
         self._events = hub.events()
+        self._closers: list[Callable[[], Awaitable[None]]] = []
 
     # --- lifecycle -----------------------------------------------------------------------------------
 
@@ -120,7 +121,13 @@ class Cluster:
             task.add_done_callback(self._finished)
             self._tasks.append(task)
 
+    def on_close(self, closer: Callable[[], Awaitable[None]]) -> None:
+        """Run ``closer`` when the replica leaves (before the Redis connections close)."""
+        self._closers.append(closer)
+
     async def close(self) -> None:
+        for closer in self._closers:
+            await closer()
         for task in [*self._tasks, *self._chores]:
             task.cancel()
         await asyncio.gather(*self._tasks, *self._chores, return_exceptions=True)
@@ -367,9 +374,8 @@ class Cluster:
                 self._config_dirty.set()  # whatever was missed while not subscribed
                 self._agents_dirty.set()
                 pause = 0.1
-                while True:
-                    message = await pubsub.get_message(timeout=1.0)
-                    if message is not None:
+                async for message in pubsub.listen():  # the hot path of forwarded calls: no timer per read
+                    if message.get("type") == "message":
                         self._dispatch(message["channel"], message["data"])
             except RedisError as exc:
                 self._down(exc)
