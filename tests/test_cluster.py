@@ -20,6 +20,8 @@ from typing import Any
 
 import httpx2
 import pytest
+from mcp import ClientSession
+from mcp.client.streamable_http import streamable_http_client
 
 from patchbay.errors import ConfigError
 from patchbay.hub import Hub
@@ -261,6 +263,41 @@ async def test_a_replica_refuses_to_reload_a_local_file(cluster: Parts) -> None:
             await hub.apply_config(hub.config)
     finally:
         await hub.cluster.close()
+
+
+# --- /mcp sessions across replicas ----------------------------------------------------------------------
+
+
+async def test_a_session_initialised_through_one_replica_continues_through_the_others(cluster: Parts) -> None:
+    answered: list[str] = []
+    seen: list[str] = []
+
+    async def note(response: httpx2.Response) -> None:
+        answered.append(response.headers.get("x-replica", "?"))
+
+    async def on_message(message: Any) -> None:
+        seen.append(type(message).__name__)
+
+    http = httpx2.AsyncClient(event_hooks={"response": [note]}, timeout=30)
+    async with (
+        http,
+        streamable_http_client(f"{cluster.lb.url('all')}/mcp", http_client=http) as (r, w),
+        ClientSession(r, w, message_handler=on_message) as session,
+    ):
+        await session.initialize()
+        for i in range(6):
+            result = await session.call_tool("mb__echo", {"text": f"hop {i}"})
+            assert not result.is_error and result.content[0].text == f"hop {i}"  # type: ignore[union-attr]
+        assert "mb__echo" in {t.name for t in (await session.list_tools()).tools}
+        # hub -> client messages reach the session's stream whichever replica carries it
+        async with cluster.c.http() as c:
+            r2 = await c.post("/api/servers", json={"name": "sess_extra", "spec": bad()})
+            assert r2.status_code == 201, r2.text
+        await eventually(lambda: "ToolListChangedNotification" in seen, 20, "list_changed on the session")
+        assert "sess_extra__echo" in {t.name for t in (await session.list_tools()).tools}
+        async with cluster.c.http() as c:
+            assert (await c.delete("/api/servers/sess_extra")).status_code == 204
+    assert {"a", "b", "c"} <= set(answered), answered  # the session's requests landed on every replica
 
 
 # --- agents across replicas ------------------------------------------------------------------------------

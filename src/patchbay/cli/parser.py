@@ -151,6 +151,13 @@ def build_parser() -> argparse.ArgumentParser:
         'then kept there (also "cluster": {"redis": "…"} in the config); see docs/cluster.md',
     )
     serve.add_argument(
+        "--cluster-advertise",
+        metavar="HOST:PORT",
+        default=None,
+        help="where the other replicas reach this one (default: --host:--port; the machine's name if --host "
+        "is 0.0.0.0)",
+    )
+    serve.add_argument(
         "--header-timeout",
         type=seconds,
         default=10.0,

@@ -192,6 +192,10 @@ def create_app(hub: Hub, settings: ServeSettings | None = None) -> FastAPI:
         sessions=endpoint.fast_sessions,
         server_info=lambda: endpoint.server.server_info_stamp,
     )
+    if hub.cluster is not None:  # /mcp sessions held by another replica are routed there (inside the Guard)
+        from patchbay.cluster.sessions import SessionRouter
+
+        app.add_middleware(SessionRouter, cluster=hub.cluster, ttl=settings.session_idle_timeout)
     # Agents authenticate with their own tokens at /agents; everything else with the hub's.
     app.add_middleware(
         Guard,

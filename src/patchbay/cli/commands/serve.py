@@ -21,6 +21,18 @@ if TYPE_CHECKING:  # the hub (and the MCP SDK under it) is imported only by the 
     from patchbay.hub import Hub
 
 
+def advertised(option: str | None, host: str, port: int) -> str:
+    """Where the other replicas reach this one (proxied /mcp sessions): ``--cluster-advertise``, else
+    ``--host:--port``, with the machine's name for a wildcard host."""
+    if option:
+        return option
+    if host in ("0.0.0.0", "::", ""):
+        import socket
+
+        host = socket.getfqdn()
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
 def _usage_error(message: str) -> int:
     """A refused start (bad settings, token, URL) as the one error line on stderr; exit 2."""
     print(f"patchbay: error: {message}", file=sys.stderr)
@@ -119,7 +131,8 @@ async def cmd_serve(args: argparse.Namespace) -> int:
     if redis_url is not None:  # only now is the Redis client imported
         from patchbay.cluster.node import Cluster
 
-        hub.cluster = Cluster(redis_url, hub, address=f"{args.host}:{args.port}")
+        address = advertised(args.cluster_advertise, args.host, args.port)
+        hub.cluster = Cluster(redis_url, hub, address=address)
     settings = ServeSettings(
         host=args.host,
         port=args.port,
