@@ -265,6 +265,27 @@ async def test_a_replica_refuses_to_reload_a_local_file(cluster: Parts) -> None:
         await hub.cluster.close()
 
 
+async def test_a_change_made_on_a_stale_version_is_refused_whole(cluster: Parts) -> None:
+    from patchbay.cluster.node import Cluster
+    from patchbay.errors import ConfigConflictError
+    from patchbay.replies import rest_error
+
+    hub = Hub.from_dict({"mcpServers": {}})
+    hub.cluster = Cluster(cluster.redis.url, hub, address="test")
+    store = cluster.redis.client()
+    try:
+        before = store.get("patchbay:config:version"), store.get("patchbay:config:doc")
+        hub.cluster.version = 0  # as if it had missed every change since the cluster began
+        with pytest.raises(ConfigConflictError, match="changed on another replica") as caught:
+            await hub.add_server("stale", bad())
+        assert rest_error(caught.value)[1] == 409
+        assert (store.get("patchbay:config:version"), store.get("patchbay:config:doc")) == before
+        assert "stale" not in hub.servers  # nothing half-applied
+    finally:
+        store.close()
+        await hub.cluster.close()
+
+
 # --- /mcp sessions across replicas ----------------------------------------------------------------------
 
 
@@ -339,6 +360,30 @@ async def test_an_agent_on_a_serves_100_concurrent_calls_made_through_b_and_c(cl
 
 async def _without(replica: Replica, tool: str) -> bool:
     return tool not in await tools(replica)
+
+
+async def test_progress_of_a_forwarded_call_reaches_the_caller(cluster: Parts) -> None:
+    agent = cluster.agent("desk", f"ws://127.0.0.1:{cluster.a.port}/agents")
+    progress: list[float] = []
+
+    async def on_progress(p: float, total: float | None, message: str | None) -> None:
+        progress.append(p)
+
+    try:
+        await wait_agent_everywhere(cluster, "desk", list(cluster.replicas.values()))
+        async with (
+            streamable_http_client(f"{cluster.b.base}/mcp") as (r, w),
+            ClientSession(r, w) as session,
+        ):
+            await session.initialize()
+            result = await session.call_tool(
+                "desk__mb__sleep", {"seconds": 0.5}, progress_callback=on_progress
+            )
+        assert not result.is_error, result
+        assert progress, "no progress came back from the agent on replica a"
+    finally:
+        agent.kill()
+    await eventually(lambda: _without(cluster.b, "desk__mb__echo"), 15, "desk gone from b")
 
 
 async def test_calls_waiting_on_an_agent_that_leaves_fail_at_once(cluster: Parts) -> None:
