@@ -492,6 +492,8 @@ async def test_redis_restarted_under_load(cluster: Parts) -> None:
             r = await call(b, "steady__mb__echo", {"text": "x"})
             assert r.status_code == 503 and "Redis" in r.json()["detail"], r.text
             assert (await b.get("/readyz")).json()["cluster"]["redis"] is False
+            status = await b.get("/api/cluster")
+            assert status.status_code == 200 and status.json()["redis"]["ok"] is False, status.text
         before = len(local)
         await eventually(lambda: len(local) > before + 20, 30, "local calls to go on without Redis")
         cluster.redis.start()
