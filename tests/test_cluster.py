@@ -468,6 +468,91 @@ async def _moved(survivors: list[Replica], agent: str, old: str) -> str | None:
     return None
 
 
+async def test_a_replicas_one_server_runs_on_one_replica_and_moves_when_it_dies(cluster: Parts) -> None:
+    """``"replicas": "one"``: one process in the whole cluster, every replica's calls reach it; when its
+    replica is killed, another takes the lease over and starts it."""
+
+    async def pids() -> dict[str, int | None]:
+        out = {}
+        for name, replica in cluster.replicas.items():
+            if replica.proc is None:
+                continue
+            async with replica.http() as http:
+                r = await http.get("/api/servers/solo")
+                out[name] = r.json()["pid"] if r.status_code == 200 and r.json()["state"] == "ready" else -1
+        return out
+
+    async def one_process() -> str | None:
+        got = await pids()
+        running = [n for n, pid in got.items() if pid not in (None, -1)]
+        if len(running) == 1 and -1 not in got.values():
+            return running[0]
+        return None
+
+    async with cluster.a.http() as a:
+        r = await a.post("/api/servers", json={"name": "solo", "spec": bad(replicas="one")})
+        assert r.status_code == 201, r.text
+        bad_value = await a.post("/api/servers", json={"name": "solo2", "spec": bad(replicas="two")})
+        assert bad_value.status_code == 422 and "replicas" in bad_value.text, bad_value.text
+    try:
+        holder = await eventually(one_process, 30, "solo to run on exactly one replica")
+
+        async def whoami_everywhere() -> set[str]:
+            answers = set()
+            for replica in cluster.replicas.values():
+                if replica.proc is not None:
+                    async with replica.http() as http:
+                        answers.add(text(await call(http, "solo__whoami", {})))
+            return answers
+
+        assert len(await whoami_everywhere()) == 1  # one process answers every replica
+        before = await whoami_everywhere()
+        cluster.replicas[holder].kill()
+        new_holder = await eventually(one_process, 60, "another replica to take solo over")
+        assert new_holder != holder
+
+        async def one_new_process() -> bool:  # each survivor notices the move within its next check
+            try:
+                answers = await whoami_everywhere()
+            except AssertionError:  # a survivor still forwarding to the dead holder: a clear 503
+                return False
+            return len(answers) == 1 and answers != before
+
+        await eventually(one_new_process, 30, "every survivor to call the new solo process")
+        cluster.replicas[holder].start()
+        await cluster.ready()
+        assert await eventually(one_process, 30, "still one solo process") == new_holder
+        await _fenced_call_is_refused(cluster, cluster.replicas[new_holder])
+    finally:
+        async with cluster.b.http() as b:
+            assert (await b.delete("/api/servers/solo")).status_code == 204
+
+
+async def _fenced_call_is_refused(cluster: Parts, holder: Replica) -> None:
+    """A call meant for another holder of the lease (an old fencing token) is refused, not run."""
+    import redis.asyncio as aioredis
+
+    target = await replica_id(holder)
+    client = aioredis.Redis(port=cluster.redis.port, decode_responses=True)
+    pubsub = client.pubsub(ignore_subscribe_messages=True)
+    try:
+        await pubsub.subscribe("patchbay:rpc:test-caller")
+        call_message = {
+            "t": "call", "id": "test-caller/1", "from": "test-caller", "agent": "solo",
+            "method": "tools/call", "params": {"name": "whoami", "arguments": {}}, "timeout": 10,
+            "progress": False, "fence": 0,
+        }  # fmt: skip
+        assert await client.publish(f"patchbay:rpc:{target}", json.dumps(call_message)) == 1
+        async with asyncio.timeout(15):
+            while (message := await pubsub.get_message(timeout=1.0)) is None:
+                pass
+        answer = json.loads(message["data"])
+        assert answer["t"] == "error" and "no longer holds its lease" in answer["message"], answer
+    finally:
+        await pubsub.aclose()
+        await client.aclose()
+
+
 async def test_redis_restarted_under_load(cluster: Parts) -> None:
     """Redis goes away (and comes back empty): replicas keep serving local and forwarded calls they can,
     refuse config changes with a clear 503 naming Redis, and resynchronise when it returns."""

@@ -168,6 +168,9 @@ class Hub:
         return cls(parse_config(json.dumps(data), source="<dict>"), **kwargs)
 
     def _new_supervisor(self, name: str, spec: ServerSpec) -> ServerSupervisor:
+        leased = self.cluster.supervisor(name, spec) if self.cluster is not None else None
+        if leased is not None:  # "replicas": "one" in cluster mode
+            return leased
         return ServerSupervisor(
             name, spec, hooks=self._hooks, base_dir=self.config.base_dir, oauth=lambda: self.oauth
         )

@@ -86,7 +86,7 @@ class Forwarder:
         progress: ProgressCallback | None,
         target: str | None,
     ) -> Any:
-        agent, holder = peer.name, peer.holder
+        agent, holder, what = peer.name, peer.holder, peer.what
         cid = f"{self.replica}/{next(self._ids)}"
         loop = asyncio.get_running_loop()
         call = _Call(loop.create_future(), agent, holder, peer, progress)
@@ -100,6 +100,7 @@ class Forwarder:
             "timeout": timeout + HOLDER_GRACE,
             "progress": progress is not None,
             "target": target,
+            "fence": peer.fence,
         }
         self._pending[cid] = call
         try:
@@ -108,13 +109,13 @@ class Forwarder:
             except RedisError as exc:
                 raise ServerUnavailableError(
                     agent,
-                    f"agent {agent!r} is connected to replica {holder}, and Redis, which carries the call "
+                    f"{what} {agent!r} is served by replica {holder}, and Redis, which carries the call "
                     f"there, is unreachable ({exc}); the call was not sent",
                 ) from None
             if not receivers:
                 raise ServerUnavailableError(
                     agent,
-                    f"agent {agent!r} was on replica {holder}, which has stopped; the call was not sent",
+                    f"{what} {agent!r} was on replica {holder}, which has stopped; the call was not sent",
                 )
             call.timer = loop.call_later(timeout, self._expire, cid, method, timeout, target)
             try:
@@ -209,9 +210,11 @@ def _error(agent: str, message: dict[str, Any]) -> PatchbayError:
 class ForwardingPeer:
     """The ``JsonRpcPeer`` face of an agent held by another replica (what the hub's router calls)."""
 
-    def __init__(self, name: str, holder: str, forwarder: Forwarder) -> None:
+    def __init__(self, name: str, holder: str, forwarder: Forwarder, fence: int | None = None) -> None:
         self.name = name
         self.holder = holder
+        self.fence = fence  # a leased server's fencing token: the holder refuses a call meant for another
+        self.what = "agent" if fence is None else "server"
         self._forwarder = forwarder
 
     @property
@@ -249,12 +252,15 @@ class RemoteConnection:
         record: dict[str, Any],
         listing: Listing,
         forwarder: Forwarder,
+        *,
+        fenced: bool = False,
     ) -> None:
         self.name = name
         self.holder = holder
         self.serial = serial
         self.lv = lv
-        self.peer = ForwardingPeer(name, holder, forwarder)
+        self.peer = ForwardingPeer(name, holder, forwarder, serial if fenced else None)
+        self.wire = None  # no process or socket here (status shows no pid)
         self.listing = listing
         self.address: str = str(record.get("address") or "?")
         self.since = float(record.get("since") or 0)
@@ -274,10 +280,13 @@ class RemoteConnection:
 class Responder:
     """Runs the calls other replicas forward to the agents connected here."""
 
-    def __init__(self, hub: Hub, replica: str, publish: Publish) -> None:
+    def __init__(
+        self, hub: Hub, replica: str, publish: Publish, fence: Callable[[str], int | None] | None = None
+    ) -> None:
         self._hub = hub
         self._replica = replica
         self._publish = publish
+        self._fence = fence or (lambda name: None)
         self._running: dict[str, asyncio.Task[None]] = {}
 
     def handle(self, message: dict[str, Any]) -> None:
@@ -304,15 +313,27 @@ class Responder:
     async def _run(self, cid: str, reply_to: str, message: dict[str, Any]) -> None:
         name = str(message.get("agent"))
         channel = rpc_channel(reply_to)
-        agent = self._hub._dialins().get(name)
-        conn = agent.connection if agent is not None else None
+        source = self._hub._sources.get(name)
+        conn = source.connection if source is not None else None
         reply: dict[str, Any]
+        fence = message.get("fence")
+        if fence is not None and self._fence(name) != fence:  # meant for a holder this replica no longer is
+            reply = {
+                "t": "error",
+                "id": cid,
+                "kind": "unavailable",
+                "message": f"server {name!r}: replica {self._replica} no longer holds its lease "
+                f"(fencing token {fence}); the call was not run",
+            }
+            await self._send(channel, reply)
+            return
         if not isinstance(conn, Connection):
             reply = {
                 "t": "error",
                 "id": cid,
                 "kind": "unavailable",
-                "message": f"agent {name!r} is no longer connected to replica {self._replica}",
+                "message": f"{'server' if fence is not None else 'agent'} {name!r} is no longer served by "
+                f"replica {self._replica}",
             }
             await self._send(channel, reply)
             return

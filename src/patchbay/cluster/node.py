@@ -33,10 +33,12 @@ from redis.exceptions import RedisError
 from patchbay.cluster.configstore import ConfigStore
 from patchbay.cluster.forward import Forwarder, RemoteConnection, Responder
 from patchbay.cluster.keys import EVENTS, HEARTBEAT_EVERY, rpc_channel
+from patchbay.cluster.lease import LeasedServer, Leases, replicas_setting
 from patchbay.cluster.registry import Holder, Registry, listing_from_json, listing_to_json
-from patchbay.config import HubConfig, parse_config, redact_url
+from patchbay.config import HubConfig, ServerSpec, parse_config, redact_url
 from patchbay.errors import ClusterUnavailableError, ConfigError
 from patchbay.events import AgentEvent, CatalogEvent
+from patchbay.supervisor import ServerState
 from patchbay.upstream import Connection
 
 if TYPE_CHECKING:
@@ -88,7 +90,8 @@ class Cluster:
         self.store = ConfigStore(self.redis)
         self.registry = Registry(self.redis, self.id)
         self.forwarder = Forwarder(self.id, self.redis.publish)
-        self.responder = Responder(hub, self.id, self.redis.publish)
+        self.leases = Leases(self.redis, self.id)
+        self.responder = Responder(hub, self.id, self.redis.publish, self.leases.fence)
         self.version = 0  # the config version this replica runs
         self.redis_ok = False
         self.redis_error: str | None = None
@@ -104,6 +107,8 @@ class Cluster:
         self._chores: set[asyncio.Task[None]] = set()  # short jobs started by a message
         self._events = hub.events()
         self._closers: list[Callable[[], Awaitable[None]]] = []
+        self._served: dict[str, object] = {}  # leased server -> the Listing last published
+        self._served_lv: dict[str, int] = {}
 
     # --- lifecycle -----------------------------------------------------------------------------------
 
@@ -115,11 +120,109 @@ class Cluster:
         except RedisError as exc:
             self._down(exc)
             log.warning("cluster: serving the local config until Redis is back")
+        for name, sup in list(self.hub._supervisors().items()):  # built before the hub joined
+            try:
+                leased = self.supervisor(name, sup.spec)
+            except ConfigError as exc:
+                log.error("cluster: %s; it runs on every replica", exc)
+                continue
+            if leased is not None and not isinstance(sup, LeasedServer):
+                self.hub._sources.add(leased)  # in its place: same rank
+        with contextlib.suppress(RedisError):
+            await self._tick_leases()  # so the first holder starts its server with the hub
         log.info("cluster: replica %s joined %s (config version %d)", self.id, self.where, self.version)
         for job in (self._listen, self._tick, self._config_loop, self._agents_loop, self._watch_hub):
             task = asyncio.create_task(job(), name=f"patchbay-cluster-{job.__name__.strip('_')}")
             task.add_done_callback(self._finished)
             self._tasks.append(task)
+
+    # --- "replicas": "one" (lease.py) -----------------------------------------------------------------
+
+    def supervisor(self, name: str, spec: ServerSpec) -> LeasedServer | None:
+        """The source for a ``"replicas": "one"`` server (the hub asks for every new supervisor)."""
+        if replicas_setting(name, spec) != "one":
+            return None
+        hub = self.hub
+        return LeasedServer(
+            name, spec, hooks=hub._hooks, base_dir=hub.config.base_dir, oauth=lambda: hub.oauth,
+            leases=self.leases,
+        )  # fmt: skip
+
+    async def _tick_leases(self) -> None:
+        for name, sup in list(self.hub._supervisors().items()):
+            if not isinstance(sup, LeasedServer):
+                continue
+            if not sup.spec.is_enabled:
+                await self.leases.release(name)
+                continue
+            if name in self.leases.held:
+                if await self.leases.renew(name):
+                    await self._publish_served(name, sup)
+                    continue
+                log.warning("cluster: server %r: this replica lost its lease; stopping it here", name)
+                await self._hand_over(sup)
+                continue
+            holder = await self.leases.holder(name)
+            if holder is None:
+                if await self.leases.try_acquire(name):
+                    log.info("cluster: server %r: this replica holds its lease; starting it here", name)
+                    sup.remote = None
+                    await self._hand_over(sup)
+                continue
+            got = await self.leases.served(name)
+            remote = sup.remote
+            if got is None:  # the holder has not published it (yet), or lost its lease
+                if remote is not None and (remote.holder, remote.serial) != holder:
+                    self._unserve(sup, f"moved from replica {remote.holder}")
+                continue
+            served, record = got
+            if remote is not None and (remote.holder, remote.serial) == (served.replica, served.serial):
+                if remote.lv != served.lv:
+                    remote.lv = served.lv
+                    remote.listing = listing_from_json(record.get("listing") or {}, name)
+                    if sup.connection is cast(Any, remote):
+                        sup.hooks.listing_changed(sup, remote.listing)
+                continue
+            if remote is not None:
+                self._unserve(sup, f"moved from replica {remote.holder}")
+            listing = listing_from_json(record.get("listing") or {}, name)
+            sup.remote = RemoteConnection(
+                name, served.replica, served.serial, served.lv, record, listing, self.forwarder, fenced=True
+            )
+            sup.hand_over()
+            if sup.state in (ServerState.STOPPED, ServerState.FAILED) and self.hub._started:
+                sup.start()
+
+    async def _hand_over(self, sup: LeasedServer) -> None:
+        await sup.stop()
+        if self.hub._started:
+            sup.start()
+
+    def _unserve(self, sup: LeasedServer, why: str) -> None:
+        sup.remote = None
+        self.forwarder.fail(f"server {sup.name!r} {why}; the call did not complete", agent=sup.name)
+        sup.hand_over()
+
+    async def _publish_served(self, name: str, sup: LeasedServer) -> None:
+        conn = sup.connection
+        if not isinstance(conn, Connection):
+            return
+        if self._served.get(name) is conn.listing:
+            await self.leases.keep(name)
+            return
+        info = conn.server_info
+        lv = self._served_lv.get(name, 0) + 1
+        self._served_lv[name] = lv
+        record = {
+            "address": self.address,
+            "since": sup.ready_since,
+            "protocolVersion": conn.protocol_version,
+            "serverInfo": info.model_dump(mode="json", exclude_none=True) if info is not None else None,
+            "capabilities": conn.capabilities,
+            "listing": listing_to_json(conn.listing),
+        }
+        await self.leases.publish(name, lv, record)
+        self._served[name] = conn.listing
 
     def on_close(self, closer: Callable[[], Awaitable[None]]) -> None:
         """Run ``closer`` when the replica leaves (before the Redis connections close)."""
@@ -134,7 +237,13 @@ class Cluster:
         self._events.close()
         await self.responder.close()
         await self.forwarder.close()
+        for name in list(self.leases.held):  # stopped here first, then released: another replica takes over
+            sup = self.hub._supervisors().get(name)
+            if sup is not None:
+                await sup.stop()
         with contextlib.suppress(RedisError):
+            for name in list(self.leases.held):
+                await self.leases.release(name)
             for name, held in list(self._held.items()):
                 await self.registry.withdraw(name, held.serial)
             await self.registry.leave()
@@ -169,6 +278,8 @@ class Cluster:
 
     async def save_config(self, candidate: HubConfig) -> None:
         """Write a validated change (called by ``RuntimeChanges`` under its lock, instead of the file)."""
+        for name, spec in candidate.servers.items():  # before anything is written
+            replicas_setting(name, spec)
         try:
             document = candidate.to_document()
             self.version = await self.store.save(document, self.version)
@@ -439,6 +550,7 @@ class Cluster:
                         if agent is not None:
                             await agent.disconnect(REPLACED, replaced=True)
                 await self._sync_agents()
+                await self._tick_leases()
                 if was_down or await self.store.version() != self.version:
                     await self._sync_config()
             except RedisError as exc:
