@@ -185,6 +185,24 @@ async def test_haproxy_spreads_the_requests_of_one_connection(cluster: Parts) ->
     assert set(seen) == {"a", "b", "c"}, seen  # no stickiness, even on one keep-alive connection
 
 
+async def test_the_dashboard_shows_the_cluster(cluster: Parts) -> None:
+    from playwright.async_api import async_playwright, expect
+
+    from tests.test_dashboard import CHROMIUM, CHROMIUM_ARGS
+
+    async with async_playwright() as pw:
+        browser = await pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = await browser.new_page()
+            await page.goto(cluster.b.base + "/")
+            await expect(page.locator("#cluster-stat")).to_be_visible(timeout=30_000)
+            await expect(page.locator("#stat-cluster")).to_have_text("3 / 3", timeout=30_000)
+            title = await page.locator("#cluster-stat").get_attribute("title") or ""
+            assert await replica_id(cluster.a) in title and await replica_id(cluster.c) in title, title
+        finally:
+            await browser.close()
+
+
 # --- the config of record --------------------------------------------------------------------------------
 
 
@@ -506,6 +524,9 @@ async def test_a_replicas_one_server_runs_on_one_replica_and_moves_when_it_dies(
             return answers
 
         assert len(await whoami_everywhere()) == 1  # one process answers every replica
+        async with cluster.c.http() as c:
+            runs = (await c.get("/api/cluster")).json()["servers"]["solo"]
+        assert runs == await replica_id(cluster.replicas[holder])
         before = await whoami_everywhere()
         cluster.replicas[holder].kill()
         new_holder = await eventually(one_process, 60, "another replica to take solo over")

@@ -587,6 +587,11 @@ class Cluster:
                 **{n: c.holder for n, (_, c) in self._remote.items()},
                 **{n: self.id for n in self._held},
             },
+            "servers": {  # "replicas": "one" servers: the replica that runs each (None: nobody yet)
+                n: (self.id if n in self.leases.held else (s.remote.holder if s.remote is not None else None))
+                for n, s in self.hub._supervisors().items()
+                if isinstance(s, LeasedServer)
+            },
             "forwardedInFlight": self.forwarder.in_flight,
             "replicas": [
                 {

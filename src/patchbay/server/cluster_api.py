@@ -16,7 +16,8 @@ def build_cluster_api(hub: Hub) -> APIRouter:
         "/cluster",
         summary="The cluster this replica belongs to",
         description='Outside cluster mode: `{"enabled": false}`. In cluster mode: this replica\'s id, '
-        "whether Redis answers, the config version it runs, where each agent is connected, and every live "
+        "whether Redis answers, the config version it runs, where each agent is connected, which replica "
+        'runs each `"replicas": "one"` server, and every live '
         "replica (address, start time, last heartbeat, config version, the agents it holds, `healthy` when "
         "it runs the same config version as this one).",
     )
