@@ -149,7 +149,10 @@ class Cluster:
         )  # fmt: skip
 
     async def _tick_leases(self) -> None:
-        for name, sup in list(self.hub._supervisors().items()):
+        servers = self.hub._supervisors()
+        for name in [n for n in self.leases.held if not isinstance(servers.get(n), LeasedServer)]:
+            await self.leases.release(name)  # removed, or no longer "replicas": "one"
+        for name, sup in list(servers.items()):
             if not isinstance(sup, LeasedServer):
                 continue
             if not sup.spec.is_enabled:
@@ -333,6 +336,8 @@ class Cluster:
                 await self._sync_config()
             except RedisError as exc:
                 self._down(exc)
+            except Exception:  # a bug must not end the replica's membership: the next change retries
+                log.exception("cluster: synchronising the config failed")
 
     # --- agents --------------------------------------------------------------------------------------
 
@@ -465,6 +470,8 @@ class Cluster:
                 await self._sync_agents()
             except RedisError as exc:
                 self._down(exc)
+            except Exception:
+                log.exception("cluster: synchronising the agents failed")
 
     async def _watch_hub(self) -> None:
         """Agents arriving, leaving or re-listing here: publish at once (the tick would within a second)."""
@@ -487,7 +494,10 @@ class Cluster:
                 pause = 0.1
                 async for message in pubsub.listen():  # the hot path of forwarded calls: no timer per read
                     if message.get("type") == "message":
-                        self._dispatch(message["channel"], message["data"])
+                        try:
+                            self._dispatch(message["channel"], message["data"])
+                        except Exception:  # one bad message must not end the subscription
+                            log.exception("cluster: handling a message on %s failed", message.get("channel"))
             except RedisError as exc:
                 self._down(exc)
                 # answers to the calls forwarded from here come on this subscription: they are lost
@@ -555,6 +565,8 @@ class Cluster:
                     await self._sync_config()
             except RedisError as exc:
                 self._down(exc)
+            except Exception:  # the heartbeat goes on whatever failed: stopping it would look like death
+                log.exception("cluster: the periodic check failed")
             await asyncio.sleep(HEARTBEAT_EVERY)
 
     def _info(self) -> dict[str, Any]:
