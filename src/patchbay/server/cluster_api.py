@@ -15,7 +15,8 @@ def build_cluster_api(hub: Hub) -> APIRouter:
     @router.get(
         "/cluster",
         summary="The cluster this replica belongs to",
-        description='Outside cluster mode: `{"enabled": false}`. In cluster mode: this replica\'s id, '
+        description="Admins only (it names every agent and replica). Outside cluster mode: "
+        '`{"enabled": false}`. In cluster mode: this replica\'s id, '
         "whether Redis answers, the config version it runs, where each agent is connected, which replica "
         'runs each `"replicas": "one"` server, and every live '
         "replica (address, start time, last heartbeat, config version, the agents it holds, `healthy` when "

@@ -105,8 +105,14 @@ const refreshTools = refresher(async () => {
 
 // In cluster mode (patchbay serve --cluster): how many replicas run the same config, and who holds what.
 const refreshCluster = refresher(async () => {
-  const c = await api("cluster");
   const box = $("cluster-stat");
+  let c;
+  try {
+    c = await api("cluster");
+  } catch (err) {
+    if (err instanceof ApiError && err.status === 403) return void (box.hidden = true); // admins only
+    throw err;
+  }
   box.hidden = !c.enabled;
   if (!c.enabled) return;
   const healthy = c.replicas.filter((r) => r.healthy).length;
