@@ -9,6 +9,8 @@ each replica (``floor__echo``) and by the agent (``bench__floor__echo``). Rows:
 
 - single: the local tool through haproxy to the plain replica;
 - cluster: the same call through haproxy to the cluster (any of three replicas);
+- cluster, one replica: the same call through a haproxy frontend with only replica A (cluster mode's own
+  cost, without the spread over three processes);
 - agent on A: the agent's tool called on A, the replica the agent is connected to;
 - agent via B: the agent's tool called on B: B forwards it over Redis to A and back.
 
@@ -79,7 +81,7 @@ async def main() -> None:
         redis = RedisProc(workdir).start()
         replicas = {n: Replica(n, seed, workdir, redis.url) for n in ("a", "b", "c")}
         plain = Replica("single", seed, workdir, None)
-        groups = {"cluster": list(replicas.values()), "single": [plain]}
+        groups = {"cluster": list(replicas.values()), "single": [plain], "cluster1": [replicas["a"]]}
         lb = Haproxy(workdir, groups, check="inter 1s fall 5 rise 1")  # a busy machine is not a dead replica
         agent = None
         try:
@@ -89,12 +91,14 @@ async def main() -> None:
             await asyncio.gather(*(r.ready() for r in [*replicas.values(), plain]))
             await lb.ready("cluster", 3)
             await lb.ready("single", 1)
+            await lb.ready("cluster1", 1)
             agent = start_agent(replicas["a"], workdir)
             tool = f"{AGENT}__floor__echo"
             limits = httpx2.Limits(max_keepalive_connections=1)
             async with (
                 httpx2.AsyncClient(base_url=lb.url("single"), timeout=30, limits=limits) as single,
                 httpx2.AsyncClient(base_url=lb.url("cluster"), timeout=30, limits=limits) as cluster,
+                httpx2.AsyncClient(base_url=lb.url("cluster1"), timeout=30, limits=limits) as cluster1,
                 httpx2.AsyncClient(base_url=replicas["a"].base, timeout=30, limits=limits) as on_a,
                 httpx2.AsyncClient(base_url=replicas["b"].base, timeout=30, limits=limits) as on_b,
             ):
@@ -117,6 +121,7 @@ async def main() -> None:
                 calls_of = {
                     "single": caller(single, "floor__echo"),
                     "cluster": caller(cluster, "floor__echo"),
+                    "cluster, one replica": caller(cluster1, "floor__echo"),
                     "agent on A": caller(on_a, tool),
                     "agent via B": caller(on_b, tool),
                 }
@@ -146,11 +151,12 @@ async def main() -> None:
         rounds=ns.rounds,
         rows=list(calls_of),
         columns=[Column("median_ms", "median", unit=" ms"), Column("p99_ms", "p99", unit=" ms")],
-        vs={"cluster": "single", "agent via B": "agent on A"},
+        vs={"cluster": "single", "cluster, one replica": "single", "agent via B": "agent on A"},
         vs_header="ratio (per round)",
         labels={
             "single": "local tool, haproxy → one plain replica (no cluster)",
             "cluster": "local tool, haproxy → three cluster replicas (Redis)",
+            "cluster, one replica": "local tool, haproxy → one of the cluster replicas only",
             "agent on A": "agent's tool, called on the agent's own replica A",
             "agent via B": "agent's tool, called on B (forwarded over Redis to A)",
         },
@@ -167,6 +173,11 @@ async def main() -> None:
     extra = results.stat("agent via B", "median_ms").median - results.stat("agent on A", "median_ms").median
     section.goal("agent via B - agent on A (ms)", extra, f"≤ {GOAL_EXTRA_MS} ms", extra <= GOAL_EXTRA_MS)
     section.notes.append(f"forwarding over Redis adds {extra * 1000:.0f} µs per call (medians)")
+    one = results.ratio("cluster, one replica", "single", "median_ms").median
+    section.notes.append(
+        f"one cluster replica / the plain replica: {one:.2f} (cluster mode itself; the rest of the first "
+        "ratio is spreading sequential calls over three processes on this machine's cores)"
+    )
     finish([section], ns.json)
 
 
