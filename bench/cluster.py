@@ -11,6 +11,7 @@ each replica (``floor__echo``) and by the agent (``bench__floor__echo``). Rows:
 - cluster: the same call through haproxy to the cluster (any of three replicas);
 - cluster, one replica: the same call through a haproxy frontend with only replica A (cluster mode's own
   cost, without the spread over three processes);
+- three plain replicas: the same call through haproxy to three plain replicas (the spread alone);
 - agent on A: the agent's tool called on A, the replica the agent is connected to;
 - agent via B: the agent's tool called on B: B forwards it over Redis to A and back.
 
@@ -81,17 +82,24 @@ async def main() -> None:
         redis = RedisProc(workdir).start()
         replicas = {n: Replica(n, seed, workdir, redis.url) for n in ("a", "b", "c")}
         plain = Replica("single", seed, workdir, None)
-        groups = {"cluster": list(replicas.values()), "single": [plain], "cluster1": [replicas["a"]]}
+        plains = [plain, Replica("plain2", seed, workdir, None), Replica("plain3", seed, workdir, None)]
+        groups = {
+            "cluster": list(replicas.values()),
+            "single": [plain],
+            "cluster1": [replicas["a"]],
+            "plain3": plains,
+        }
         lb = Haproxy(workdir, groups, check="inter 1s fall 5 rise 1")  # a busy machine is not a dead replica
         agent = None
         try:
-            for r in [*replicas.values(), plain]:
+            for r in [*replicas.values(), *plains]:
                 r.start()
             lb.start()
-            await asyncio.gather(*(r.ready() for r in [*replicas.values(), plain]))
+            await asyncio.gather(*(r.ready() for r in [*replicas.values(), *plains]))
             await lb.ready("cluster", 3)
             await lb.ready("single", 1)
             await lb.ready("cluster1", 1)
+            await lb.ready("plain3", 3)
             agent = start_agent(replicas["a"], workdir)
             tool = f"{AGENT}__floor__echo"
             limits = httpx2.Limits(max_keepalive_connections=1)
@@ -99,6 +107,7 @@ async def main() -> None:
                 httpx2.AsyncClient(base_url=lb.url("single"), timeout=30, limits=limits) as single,
                 httpx2.AsyncClient(base_url=lb.url("cluster"), timeout=30, limits=limits) as cluster,
                 httpx2.AsyncClient(base_url=lb.url("cluster1"), timeout=30, limits=limits) as cluster1,
+                httpx2.AsyncClient(base_url=lb.url("plain3"), timeout=30, limits=limits) as plain3,
                 httpx2.AsyncClient(base_url=replicas["a"].base, timeout=30, limits=limits) as on_a,
                 httpx2.AsyncClient(base_url=replicas["b"].base, timeout=30, limits=limits) as on_b,
             ):
@@ -122,6 +131,7 @@ async def main() -> None:
                     "single": caller(single, "floor__echo"),
                     "cluster": caller(cluster, "floor__echo"),
                     "cluster, one replica": caller(cluster1, "floor__echo"),
+                    "three plain replicas": caller(plain3, "floor__echo"),
                     "agent on A": caller(on_a, tool),
                     "agent via B": caller(on_b, tool),
                 }
@@ -141,7 +151,7 @@ async def main() -> None:
             if agent is not None:
                 kill_tree(agent)
             lb.stop()
-            for r in [*replicas.values(), plain]:
+            for r in [*replicas.values(), *plains]:
                 r.stop()
             redis.stop()
     section = Section(
@@ -151,12 +161,18 @@ async def main() -> None:
         rounds=ns.rounds,
         rows=list(calls_of),
         columns=[Column("median_ms", "median", unit=" ms"), Column("p99_ms", "p99", unit=" ms")],
-        vs={"cluster": "single", "cluster, one replica": "single", "agent via B": "agent on A"},
+        vs={
+            "cluster": "single",
+            "cluster, one replica": "single",
+            "three plain replicas": "single",
+            "agent via B": "agent on A",
+        },
         vs_header="ratio (per round)",
         labels={
             "single": "local tool, haproxy → one plain replica (no cluster)",
             "cluster": "local tool, haproxy → three cluster replicas (Redis)",
             "cluster, one replica": "local tool, haproxy → one of the cluster replicas only",
+            "three plain replicas": "local tool, haproxy → three plain replicas (control: the spread alone)",
             "agent on A": "agent's tool, called on the agent's own replica A",
             "agent via B": "agent's tool, called on B (forwarded over Redis to A)",
         },
@@ -173,6 +189,8 @@ async def main() -> None:
     extra = results.stat("agent via B", "median_ms").median - results.stat("agent on A", "median_ms").median
     section.goal("agent via B - agent on A (ms)", extra, f"≤ {GOAL_EXTRA_MS} ms", extra <= GOAL_EXTRA_MS)
     section.notes.append(f"forwarding over Redis adds {extra * 1000:.0f} µs per call (medians)")
+    spread = results.ratio("cluster", "three plain replicas", "median_ms").median
+    section.notes.append(f"three cluster replicas / three plain replicas: {spread:.2f} (per round)")
     one = results.ratio("cluster, one replica", "single", "median_ms").median
     section.notes.append(
         f"one cluster replica / the plain replica: {one:.2f} (cluster mode itself; the rest of the first "
