@@ -342,6 +342,7 @@ async def test_a_session_initialised_through_one_replica_continues_through_the_o
 # --- agents across replicas ------------------------------------------------------------------------------
 
 
+@pytest.mark.timeout(300)  # several processes die and come back on a shared machine
 async def test_an_agent_on_a_serves_100_concurrent_calls_made_through_b_and_c(cluster: Parts) -> None:
     agent = cluster.agent("laptop", f"ws://127.0.0.1:{cluster.a.port}/agents")
     try:
@@ -425,6 +426,7 @@ async def test_calls_waiting_on_an_agent_that_leaves_fail_at_once(cluster: Parts
         agent.kill()
 
 
+@pytest.mark.timeout(300)  # several processes die and come back on a shared machine
 async def test_kill_9_of_a_replica_under_load(cluster: Parts) -> None:
     """The agent dials in through haproxy; its replica is killed while calls run through every replica:
     only the calls in flight on (or forwarded to) that replica fail, each with a clear error; the agent
@@ -486,6 +488,7 @@ async def _moved(survivors: list[Replica], agent: str, old: str) -> str | None:
     return None
 
 
+@pytest.mark.timeout(300)  # several processes die and come back on a shared machine
 async def test_a_replicas_one_server_runs_on_one_replica_and_moves_when_it_dies(cluster: Parts) -> None:
     """``"replicas": "one"``: one process in the whole cluster, every replica's calls reach it; when its
     replica is killed, another takes the lease over and starts it."""
@@ -574,6 +577,7 @@ async def _fenced_call_is_refused(cluster: Parts, holder: Replica) -> None:
         await client.aclose()
 
 
+@pytest.mark.timeout(300)  # several processes die and come back on a shared machine
 async def test_redis_restarted_under_load(cluster: Parts) -> None:
     """Redis goes away (and comes back empty): replicas keep serving local and forwarded calls they can,
     refuse config changes with a clear 503 naming Redis, and resynchronise when it returns."""
