@@ -24,6 +24,7 @@ from starlette.routing import Route
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from patchbay import __version__
+from patchbay.access.authorization_server.mount import mount_authorization_server
 from patchbay.errors import PatchbayError
 from patchbay.hub import Hub
 from patchbay.oauth.callback import CALLBACK_PATH, result_page
@@ -131,6 +132,7 @@ def create_app(hub: Hub, settings: ServeSettings | None = None) -> FastAPI:
         Route("/mcp", endpoint=StreamableHTTPASGIApp(endpoint.manager), methods=["GET", "POST", "DELETE"])
     )
     app.router.routes.append(Route("/mcp/{profile}", endpoint=profiles, methods=["GET", "POST", "DELETE"]))
+    built_in_as = mount_authorization_server(app, hub, settings.tokens)  # auth.server; nothing when off
     app.include_router(build_search_api(hub), prefix="/api")
     app.include_router(build_profiles_api(hub), prefix="/api")  # before build_api: /tools/search
     app.include_router(build_api(hub), prefix="/api")
@@ -194,8 +196,10 @@ def create_app(hub: Hub, settings: ServeSettings | None = None) -> FastAPI:
         Guard,
         tokens=settings.tokens,
         allowed_hosts=settings.host_allowlist(),
-        open_paths={"/healthz", "/agents", CALLBACK_PATH, *dashboard.OPEN_PATHS},
-        open_prefixes=dashboard.OPEN_PREFIXES,
+        open_paths={"/healthz", "/agents", CALLBACK_PATH, *dashboard.OPEN_PATHS, *built_in_as.open_paths},
+        open_prefixes=(*dashboard.OPEN_PREFIXES, *built_in_as.open_prefixes),
+        authenticators=built_in_as.authenticators,
+        challenge=built_in_as.challenge,
     )
     return app
 

@@ -64,8 +64,10 @@ class Guard:
         open_paths: Iterable[str] = OPEN_PATHS,
         open_prefixes: Iterable[str] = (),
         authenticators: Sequence[Authenticator] = (),
+        challenge: str = 'Bearer realm="patchbay"',  # the 401's WWW-Authenticate (OAuth: resource_metadata=…)
     ) -> None:
         self.app = app
+        self._challenge = challenge.encode("latin-1")
         self._digests: list[bytes] = []
         self._identities: list[Identity] = []
         for n, entry in enumerate(tokens, 1):
@@ -151,8 +153,7 @@ class Guard:
             attach(scope, identity)
         await self.app(scope, receive, send)
 
-    @staticmethod
-    async def _deny(scope: Scope, receive: Receive, send: Send, status: int, message: str) -> None:
+    async def _deny(self, scope: Scope, receive: Receive, send: Send, status: int, message: str) -> None:
         log.info("refused %s %s: %s", scope.get("method", "WS"), scope.get("path"), message)
         if scope["type"] == "websocket":
             await send({"type": "websocket.close", "code": 1008, "reason": message[:120]})
@@ -161,6 +162,6 @@ class Guard:
         body = json.dumps({"detail": message, "error": _DENIED.get(status, "error")}).encode()
         headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
         if status == 401:
-            headers.append((b"www-authenticate", b'Bearer realm="patchbay"'))
+            headers.append((b"www-authenticate", self._challenge))
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})

@@ -11,10 +11,12 @@ import sys
 from typing import TYPE_CHECKING
 
 from patchbay import __version__
+from patchbay.access.authorization_server.settings import public_host
 from patchbay.cli.configfile import announce_config, config_path
 from patchbay.cli.errors import EXIT_USAGE
 from patchbay.cli.output import Output
 from patchbay.config import auth_tokens
+from patchbay.errors import ConfigError
 from patchbay.events import CatalogEvent, ServerStateEvent
 
 if TYPE_CHECKING:  # the hub (and the MCP SDK under it) is imported only by the commands that run servers
@@ -109,18 +111,22 @@ async def cmd_serve(args: argparse.Namespace) -> int:
     args.config = config_path(args)
     announce_config(args, args.config)
     hub = Hub.from_file(args.config)
+    try:
+        issuer_host = public_host(hub.config)  # auth.server: its issuer's host name is one clients use
+    except ConfigError as exc:
+        return _usage_error(str(exc))
     settings = ServeSettings(
         host=args.host,
         port=args.port,
         tokens=[*args.token, *env_tokens(), *auth_tokens(hub.config)],
-        allowed_hosts=args.allow_host,
+        allowed_hosts=[*args.allow_host, *issuer_host],
         watch_config=not args.no_reload,
         header_timeout=args.header_timeout,
         session_idle_timeout=args.session_idle_timeout,
     )
     try:
         app = create_app(hub, settings)
-    except ValueError as exc:
+    except (ValueError, ConfigError) as exc:
         return _usage_error(str(exc))
     import uvicorn
 
