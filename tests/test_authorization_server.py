@@ -17,6 +17,7 @@ import ipaddress
 import json
 import re
 import secrets
+import shutil
 import ssl
 import sys
 import threading
@@ -243,9 +244,11 @@ async def consent_in_browser(
     role: str = "user",
     profile: str = "",
     deny: bool = False,
+    intercept: bool = True,
 ) -> dict[str, str]:
     """Open the authorization URL in Chromium, sign in with the admin token, approve (or deny), and
-    return the query of the redirect to the client (captured: nothing listens at the redirect URI)."""
+    return the query of the redirect to the client: captured (``intercept``, when nothing listens at the
+    redirect URI), or once the client's own listener has answered it."""
     page: Page = await (await browser.new_context()).new_page()
     arrived: asyncio.Future[str] = asyncio.get_running_loop().create_future()
 
@@ -254,7 +257,14 @@ async def consent_in_browser(
             arrived.set_result(route.request.url)
         await route.fulfill(status=200, content_type="text/plain", body="signed in; return to the app")
 
-    await page.route(re.compile("^" + re.escape(redirect_prefix)), capture)
+    async def answered(response: Any) -> None:
+        if response.url.startswith(redirect_prefix) and not arrived.done():
+            arrived.set_result(response.url)
+
+    if intercept:
+        await page.route(re.compile("^" + re.escape(redirect_prefix)), capture)
+    else:
+        page.on("response", answered)
     try:
         await page.goto(url)
         assert await page.locator("#client-name").is_visible()
@@ -831,3 +841,86 @@ async def test_config_errors_name_the_field(tmp_path: Path) -> None:
     )  # fmt: skip
     _, err = await proc.communicate()
     assert proc.returncode == 2 and "auth.server needs an admin token" in err.decode()
+
+
+MCP_REMOTE = Path(__file__).parent / "npm" / "node_modules" / "mcp-remote" / "dist" / "proxy.js"
+
+
+@pytest.mark.skipif(not MCP_REMOTE.exists(), reason="mcp-remote is not installed: run `make test`")
+async def test_mcp_remote_signs_in_through_the_consent_page_and_calls_tools(
+    world: World, tmp_path: Path
+) -> None:
+    """mcp-remote (the stdio bridge Claude Desktop users run): its browser opener is a script that only
+    records the URL; the URL it prints is opened in Chromium and approved, the redirect reaches its own
+    callback listener, and then tools are listed and called through it over stdio."""
+    import os
+
+    from mcp import StdioServerParameters, stdio_client
+
+    hub = world.a
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    opener = bin_dir / "xdg-open"
+    opener.write_text('#!/bin/sh\necho "$1" >> "$OPENED"\nexit 0\n')
+    opener.chmod(0o755)
+    port = free_port()
+    params = StdioServerParameters(
+        command=shutil.which("node") or "node",
+        args=[str(MCP_REMOTE), hub.mcp, str(port), "--allow-http", "--host", "127.0.0.1"],
+        env={
+            "PATH": f"{bin_dir}:{os.environ['PATH']}",
+            "BROWSER": str(opener),
+            "OPENED": str(tmp_path / "opened.txt"),
+            "HOME": str(tmp_path),
+            "MCP_REMOTE_CONFIG_DIR": str(tmp_path / "mcp-auth"),
+        },
+    )
+    read_fd, write_fd = os.pipe()
+    errlog = os.fdopen(write_fd, "w")
+    lines: list[str] = []
+    url: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+
+    async def watch_stderr() -> None:
+        reader = asyncio.StreamReader()
+        transport, _ = await asyncio.get_running_loop().connect_read_pipe(
+            lambda: asyncio.StreamReaderProtocol(reader), os.fdopen(read_fd, "rb")
+        )
+        try:
+            while raw := await reader.readline():
+                lines.append(raw.decode(errors="replace").rstrip())
+                if (
+                    len(lines) >= 2
+                    and "Please authorize this client by visiting:" in lines[-2]
+                    and not url.done()
+                ):
+                    url.set_result(lines[-1].strip())
+        finally:
+            transport.close()
+
+    async def approve() -> dict[str, str]:
+        return await consent_in_browser(
+            world.browser, await asyncio.wait_for(url, 60), f"http://127.0.0.1:{port}/", intercept=False
+        )
+
+    watcher = asyncio.create_task(watch_stderr())
+    try:
+        approving = asyncio.create_task(approve())
+        async with stdio_client(params, errlog=errlog) as (r, w):
+            errlog.close()  # the child has its own copy; EOF arrives when it exits
+            async with ClientSession(r, w, read_timeout_seconds=90) as session:
+                await session.initialize()
+                callback = await approving
+                assert "code" in callback
+                names = {t.name for t in (await session.list_tools()).tools}
+                assert "gh__add" in names
+                assert (await session.call_tool("gh__add", {"a": 20, "b": 22})).structured_content == {
+                    "result": 42
+                }
+    finally:
+        if not errlog.closed:
+            errlog.close()
+        await asyncio.wait_for(watcher, 30)
+    grants = await admin_get(hub, "/api/oauth/grants")
+    clients = {c["client_id"]: c for c in await admin_get(hub, "/api/oauth/clients")}
+    redirects = [clients[g["client_id"]]["redirect_uris"] for g in grants if g["client_id"] in clients]
+    assert [f"http://127.0.0.1:{port}/oauth/callback"] in redirects, (redirects, lines[-20:])
