@@ -924,3 +924,38 @@ async def test_mcp_remote_signs_in_through_the_consent_page_and_calls_tools(
     clients = {c["client_id"]: c for c in await admin_get(hub, "/api/oauth/clients")}
     redirects = [clients[g["client_id"]]["redirect_uris"] for g in grants if g["client_id"] in clients]
     assert [f"http://127.0.0.1:{port}/oauth/callback"] in redirects, (redirects, lines[-20:])
+
+
+async def run_cli(*args: str) -> tuple[int, str, str]:
+    import os
+
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "patchbay", *args,
+        env={**os.environ, "PATCHBAY_TOKEN": ""},
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, err = await proc.communicate()
+    return proc.returncode or 0, out.decode(), err.decode()
+
+
+async def test_cli_lists_and_revokes_clients_and_grants(world: World) -> None:
+    hub = world.a
+    async with anonymous(hub) as http:
+        flow = await code_flow(http, hub)
+        tokens = (await exchange(http, flow)).json()
+    where = ("--url", hub.base, "--token", ADMIN)
+    code, out, _ = await run_cli("oauth", "clients", *where, "--json")
+    assert code == 0 and flow.client_id in {c["client_id"] for c in json.loads(out)}
+    code, out, _ = await run_cli("oauth", "grants", *where)
+    assert code == 0 and "raw client" in out and "user" in out and tokens["access_token"] not in out
+    code, out, _ = await run_cli("oauth", "grants", *where, "--json")
+    grant = next(g for g in json.loads(out) if g["client_id"] == flow.client_id)
+    code, _, err = await run_cli("oauth", "revoke", "grant", grant["id"], *where)
+    assert code == 0 and "grant revoked" in err
+    assert await mcp_status(hub, tokens["access_token"]) == 401
+    code, _, err = await run_cli("oauth", "revoke", "grant", grant["id"], *where)
+    assert code != 0 and f"no grant {grant['id']!r}" in err
+    code, _, err = await run_cli("oauth", "revoke", "client", flow.client_id, *where)
+    assert code == 0 and "client forgotten" in err
+    code, _, err = await run_cli("oauth", "grants", "--url", hub.base, "--token", "wrong")
+    assert code != 0 and "token" in err
