@@ -959,3 +959,52 @@ async def test_cli_lists_and_revokes_clients_and_grants(world: World) -> None:
     assert code == 0 and "client forgotten" in err
     code, _, err = await run_cli("oauth", "grants", "--url", hub.base, "--token", "wrong")
     assert code != 0 and "token" in err
+
+
+async def test_dashboard_panel_lists_clients_and_revokes_a_grant(world: World) -> None:
+    hub = world.a
+    async with anonymous(hub) as http:
+        flow = await code_flow(http, hub)
+        tokens = (await exchange(http, flow)).json()
+    grant = next(g for g in await admin_get(hub, "/api/oauth/grants") if g["client_id"] == flow.client_id)
+    context = await world.browser.new_context()
+    errors: list[str] = []
+    try:
+        page = await context.new_page()
+        page.on("pageerror", lambda exc: errors.append(str(exc)))
+        await page.goto(f"{hub.base}/")
+        await page.fill("#token-input", ADMIN)  # the dashboard asks for the hub's token
+        await page.press("#token-input", "Enter")
+        card = page.locator(f'#oauth-section article[data-client="{flow.client_id}"]')
+        await card.wait_for()
+        assert "raw client" in await card.inner_text()
+        row = card.locator(f'li[data-grant="{grant["id"]}"]')
+        assert "user" in await row.inner_text()
+        await row.locator("button").click()
+        await row.wait_for(state="detached")
+        assert "revoked" in await page.locator("#oauth-status").inner_text()
+    finally:
+        await context.close()
+    assert not errors
+    assert await mcp_status(hub, tokens["access_token"]) == 401
+
+
+async def test_dashboard_panel_is_hidden_without_the_authorization_server(
+    tmp_path: Path, world: World
+) -> None:
+    from tests.test_serve import start_serve
+
+    config = tmp_path / "patchbay.json"
+    config.write_text(json.dumps({"mcpServers": {}}))
+    plain = await start_serve(config, env={"PATCHBAY_TOKEN": ""})
+    context = await world.browser.new_context()
+    try:
+        page = await context.new_page()
+        async with page.expect_response(lambda r: r.url.endswith("/api/oauth/clients")) as answer:
+            await page.goto(f"{plain.base}/")
+        assert (await answer.value).status == 404
+        await page.locator("#server-list").wait_for()
+        assert await page.locator("#oauth-section").is_hidden()
+    finally:
+        await context.close()
+        await stop_serve(plain)
