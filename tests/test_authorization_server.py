@@ -367,13 +367,17 @@ async def consent_over_http(
     page = await http.get(location)
     assert page.status_code == 200, page.text
     fields = dict(re.findall(r'name="(request|csrf)" value="([^"]*)"', page.text))
-    cookies = {"patchbay_consent": page.cookies.get("patchbay_consent") or ""} if csrf_cookie else {}
+    cookie = page.cookies.get("patchbay_consent") or ""
     http.cookies.clear()
-    return await http.post(
-        "/authorize/consent",
-        data={**fields, "action": action, "token": token, "role": "user", "profile": ""},
-        cookies=cookies,
-    )
+    if csrf_cookie:
+        http.cookies.set("patchbay_consent", cookie)
+    try:
+        return await http.post(
+            "/authorize/consent",
+            data={**fields, "action": action, "token": token, "role": "user", "profile": ""},
+        )
+    finally:
+        http.cookies.clear()
 
 
 @dataclass
@@ -751,7 +755,7 @@ async def test_state_survives_a_restart_encrypted(world: World) -> None:
         assert (await refresh(http, flow.client_id, tokens["refresh_token"])).status_code == 200
 
 
-def test_expired_access_token_is_refused_by_name(tmp_path: Path) -> None:
+async def test_expired_access_token_is_refused_by_name(tmp_path: Path) -> None:
     """Expiry in-process, with the provider's clock moved on (no waiting for real time)."""
     from mcp.server.auth.provider import AuthorizationParams
     from pydantic import AnyUrl
@@ -792,7 +796,7 @@ def test_expired_access_token_is_refused_by_name(tmp_path: Path) -> None:
             await authenticator.authenticate(tokens.access_token)
         assert await provider.load_access_token(tokens.access_token) is None
 
-    asyncio.run(scenario())
+    await scenario()
 
 
 async def test_config_errors_name_the_field(tmp_path: Path) -> None:
@@ -1008,3 +1012,44 @@ async def test_dashboard_panel_is_hidden_without_the_authorization_server(
     finally:
         await context.close()
         await stop_serve(plain)
+
+
+async def test_open_registration_cannot_grow_the_state_without_bound(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Past the cap, the oldest never-approved clients are forgotten; an approved one never is."""
+    from pydantic import AnyUrl
+
+    from patchbay.access.authorization_server import provider as provider_module
+    from patchbay.access.authorization_server.state import GrantRecord
+
+    monkeypatch.setattr(provider_module, "MAX_UNAPPROVED_CLIENTS", 2)
+    now = [1000.0]
+    settings = ServerSettings(issuer="https://hub.example.com", state_directory=tmp_path)
+    provider = PatchbayProvider(settings, ServerState(tmp_path), clock=lambda: now[0])
+
+    async def scenario() -> None:
+        for name in "abcd":
+            now[0] += 1
+            await provider.register_client(
+                OAuthClientInformationFull(
+                    client_id=name,
+                    redirect_uris=[AnyUrl("https://app.example/cb")],
+                    token_endpoint_auth_method="none",
+                )
+            )
+            if name == "b":
+                provider.state.put_grant(
+                    GrantRecord(
+                        id="g_a",
+                        client_id="a",
+                        role="user",
+                        resource=settings.resource,
+                        approved_by="op",
+                        created_at=0,
+                    )
+                )
+
+    await scenario()
+    assert sorted(provider.state.clients) == ["a", "c", "d"]
+    assert sorted(ServerState(tmp_path).clients) == ["a", "c", "d"]  # and so on disk

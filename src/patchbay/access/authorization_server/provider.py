@@ -56,6 +56,8 @@ REFRESH_PREFIX = "pbrt_"
 CODE_TTL = 300.0  # seconds between approval and the code's exchange
 PENDING_TTL = 900.0  # seconds the consent page stays valid
 METADATA_TTL = 3600.0  # seconds a fetched client metadata document is trusted before it is fetched again
+MAX_UNAPPROVED_CLIENTS = 500  # registration is open to anyone: the oldest never-approved ones go first
+MAX_PENDING = 1000  # consent requests waiting at once (anyone can open /authorize)
 SCOPE = "mcp"  # the one scope: "use patchbay's MCP endpoint"; what the client may do is the approved role
 
 
@@ -145,10 +147,23 @@ class PatchbayProvider:
                 "invalid_client_metadata",
                 f"token_endpoint_auth_method {client_info.token_endpoint_auth_method!r} is not supported",
             )
+        self._forget_unapproved_beyond(MAX_UNAPPROVED_CLIENTS - 1)
         self.state.put_client(ClientRecord(info=client_info, kind="registered", registered_at=self.clock()))
         log.info(
             "registered OAuth client %s (%s)", client_info.client_id, client_info.client_name or "unnamed"
         )
+
+    def _forget_unapproved_beyond(self, keep: int) -> None:
+        """Open registration must not grow the state without bound: past ``keep`` clients that hold no
+        grant, the oldest of them are forgotten (a client that is approved is never dropped here)."""
+        granted = {g.client_id for g in self.state.grants.values()}
+        unapproved = sorted(
+            (r for r in self.state.clients.values() if r.info.client_id not in granted),
+            key=lambda r: r.registered_at,
+        )
+        for record in unapproved[: max(0, len(unapproved) - keep)]:
+            self.state.remove_client(record.info.client_id)
+            log.info("forgot never-approved OAuth client %s (too many registrations)", record.info.client_id)
 
     # authorization
     async def authorize(self, client: OAuthClientInformationFull, params: AuthorizationParams) -> str:
@@ -160,6 +175,8 @@ class PatchbayProvider:
         now = self.clock()
         for stale in [p.id for p in self.pending.values() if now - p.created_at > PENDING_TTL]:
             del self.pending[stale]
+        while len(self.pending) >= MAX_PENDING:
+            del self.pending[next(iter(self.pending))]  # the oldest (dicts keep insertion order)
         request = Pending(secrets.token_urlsafe(24), client, params, secrets.token_urlsafe(32), now)
         self.pending[request.id] = request
         return f"{self.settings.issuer}/authorize/consent?request={request.id}"

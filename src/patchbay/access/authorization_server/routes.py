@@ -30,11 +30,12 @@ from mcp.server.auth.routes import (
     create_auth_routes,
 )
 from mcp.server.auth.settings import ClientRegistrationOptions, RevocationOptions
+from mcp.server.transport_security import DEFAULT_MAX_REQUEST_BODY_SIZE, RequestBodyLimitMiddleware
 from mcp.shared.auth import OAuthMetadata, ProtectedResourceMetadata
 from pydantic import AnyHttpUrl
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import BaseRoute, Route
+from starlette.routing import BaseRoute, Route, request_response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from patchbay.access.authorization_server.client_metadata import ClientMetadataError, is_metadata_url
@@ -129,7 +130,13 @@ def build_routes(
     routes.append(Route(AUTHORIZATION_PATH, endpoint=authorize, methods=["GET", "POST"]))
     page = ConsentPage(provider, admin, profiles)
     routes.append(Route(CONSENT_PATH, endpoint=page.show, methods=["GET"]))
-    routes.append(Route(CONSENT_PATH, endpoint=page.submit, methods=["POST"]))
+    routes.append(
+        Route(
+            CONSENT_PATH,
+            endpoint=RequestBodyLimitMiddleware(request_response(page.submit), DEFAULT_MAX_REQUEST_BODY_SIZE),
+            methods=["POST"],
+        )
+    )
 
     async def resource_metadata(request: Request) -> Response:
         """RFC 9728: one document per resource (``/mcp``, ``/mcp/<profile>``); the bare path is ``/mcp``'s."""
