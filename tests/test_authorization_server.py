@@ -1053,3 +1053,14 @@ async def test_open_registration_cannot_grow_the_state_without_bound(
     await scenario()
     assert sorted(provider.state.clients) == ["a", "c", "d"]
     assert sorted(ServerState(tmp_path).clients) == ["a", "c", "d"]  # and so on disk
+
+
+async def test_a_client_of_a_profile_endpoint_gets_that_profile_preselected(world: World) -> None:
+    hub = world.a
+    redirect = CALLBACK.format(port=free_port())
+    async with anonymous(hub) as http:
+        client_id = await register(http, redirect)
+        _, challenge = pkce()
+        r = await authorize(http, hub, client_id, redirect, challenge, resource=f"{hub.mcp}/adders")
+        page = await http.get(r.headers["location"])
+    assert '<option value="adders" selected>' in page.text and f"{hub.mcp}/adders" in page.text

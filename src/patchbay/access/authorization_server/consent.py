@@ -121,8 +121,16 @@ class ConsentPage:
         roles = "".join(
             f'<option value="{r}"{" selected" if r == "user" else ""}>{r}</option>' for r in reversed(ROLES)
         )
+        # a client that asked for a profile's endpoint (/mcp/<name>) gets that profile preselected
+        resource = pending.params.resource or self._provider.settings.resource
+        asked = (
+            resource.removeprefix(f"{self._provider.settings.resource}/")
+            if resource != self._provider.settings.resource
+            else ""
+        )
         profiles = '<option value="">(all tools)</option>' + "".join(
-            f'<option value="{escape(p)}">{escape(p)}</option>' for p in sorted(self._profiles())
+            f'<option value="{escape(p)}"{" selected" if p == asked else ""}>{escape(p)}</option>'
+            for p in sorted(self._profiles())
         )
         body = f"""<!doctype html><html lang="en"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width,initial-scale=1"><title>Approve a client · patchbay</title>
