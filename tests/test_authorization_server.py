@@ -1064,3 +1064,22 @@ async def test_a_client_of_a_profile_endpoint_gets_that_profile_preselected(worl
         r = await authorize(http, hub, client_id, redirect, challenge, resource=f"{hub.mcp}/adders")
         page = await http.get(r.headers["location"])
     assert '<option value="adders" selected>' in page.text and f"{hub.mcp}/adders" in page.text
+
+
+async def test_an_undecryptable_state_stops_the_start_instead_of_dropping_every_grant(tmp_path: Path) -> None:
+    import os
+
+    state = tmp_path / ".patchbay-authorization-server"
+    state.mkdir()
+    (state / "state").write_bytes(b"not a fernet token")
+    config = tmp_path / "patchbay.json"
+    auth = {"tokens": [ADMIN], "server": {"enabled": True, "issuer": "https://hub.example.com"}}
+    config.write_text(json.dumps({"mcpServers": {}, "auth": auth}))
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "patchbay", "serve", "--config", str(config), "--port", str(free_port()),
+        env={**os.environ, "PATCHBAY_TOKEN": ""},
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    _, err = await proc.communicate()
+    assert proc.returncode == 2 and "cannot be decrypted or read" in err.decode()
+    assert (state / "state").read_bytes() == b"not a fernet token"  # left as it was

@@ -23,6 +23,7 @@ from mcp.shared.auth import OAuthClientInformationFull
 from pydantic import BaseModel, Field, ValidationError
 
 from patchbay.config import atomic_write
+from patchbay.errors import ConfigError
 from patchbay.identity import Role
 
 log = logging.getLogger(__name__)
@@ -105,9 +106,10 @@ class ServerState:
             return _Document.model_validate_json(self._fernet.decrypt(blob))
         except (InvalidToken, ValidationError, ValueError):
             # Refuse to start over silently: that would drop every client's grant without a word.
-            raise RuntimeError(
+            raise ConfigError(
                 f"the authorization server's state {self.path} cannot be decrypted or read; restore its key "
-                "or move the directory away to start with no clients and grants"
+                "or move the directory away to start with no clients and grants",
+                field="auth.server.stateDirectory",
             ) from None
 
     def save(self) -> None:
