@@ -790,6 +790,7 @@ async def test_expired_access_token_is_refused_by_name(tmp_path: Path) -> None:
         authenticator = GrantAuthenticator(provider)
         identity = await authenticator.authenticate(tokens.access_token)
         assert identity is not None and identity.role == "viewer" and identity.kind == "oauth"
+        assert identity.name.startswith("oauth:g_") and identity.client_id == "c1"
         assert await authenticator.authenticate("some-other-kind-of-token") is None
         now[0] += 61
         with pytest.raises(AuthenticationError, match="expired"):

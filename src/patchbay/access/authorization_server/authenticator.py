@@ -25,10 +25,10 @@ class GrantAuthenticator:
         if not self._provider.settings.accepts_resource(grant.resource):
             raise AuthenticationError(f"the access token was issued for {grant.resource}, not this server")
         grant.last_used_at = now  # in memory; saved with the next change (no write per request)
-        client = self._provider.state.clients.get(grant.client_id)
-        label = (client.info.client_name if client else None) or grant.client_id
+        # the grant id, not the client's name: that is the client's own (untrusted) text, and audit
+        # trails and rate limits key on ``name``
         return Identity(
-            name=f"oauth:{label}:{grant.id}",
+            name=f"oauth:{grant.id}",
             role=grant.role,
             profile=grant.profile,
             kind="oauth",
