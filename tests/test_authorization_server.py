@@ -705,6 +705,9 @@ async def test_revocation_endpoint_and_admin_api_end_a_grant(world: World) -> No
         # forgetting the client ends its grants and its registration
         assert (await admin.delete(f"/api/oauth/clients/{flow.client_id}")).status_code == 204
         assert flow.client_id not in {c["client_id"] for c in (await admin.get("/api/oauth/clients")).json()}
+    async with anonymous(hub) as http:  # a forgotten client is told so (401 invalid_client: register again)
+        gone = await refresh(http, flow.client_id, tokens["refresh_token"])
+        assert gone.status_code == 401 and gone.json()["error"] == "invalid_client"
 
 
 async def test_consent_page_deny_csrf_and_wrong_token(world: World) -> None:
