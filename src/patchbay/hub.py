@@ -26,6 +26,7 @@ from patchbay.config import HubConfig, ServerSpec, load_config, parse_config
 from patchbay.dialin import AgentStatus, DialInAgent, token_digest
 from patchbay.errors import (
     CallTimeoutError,
+    ConfigError,
     NotOAuthServerError,
     PatchbayError,
     ServerUnavailableError,
@@ -56,6 +57,7 @@ from patchbay.telemetry import tracing_for
 from patchbay.transports.websocket import WebSocketWire
 
 if TYPE_CHECKING:
+    from patchbay.cluster.node import Cluster
     from patchbay.oauth import OAuthClient, OAuthManager
 
 log = logging.getLogger(__name__)
@@ -159,6 +161,7 @@ class Hub:
         self._pinning = Pinning(pinning_mode(self.config.document), pins_path(self.config.path))
         self._search: SearchIndex | None = None  # built on the first search
         self._profiles = Profiles(self.config.profiles)
+        self.cluster: Cluster | None = None  # cluster mode (``patchbay serve --cluster``): see cluster/
         # who did what (audit.py) and how often they may (ratelimit.py); both from the config's top level
         self.audit = AuditLog(parse_audit(self.config.document, self.config.path))
         self._limits = rate_limiter(self.config.document)
@@ -185,6 +188,9 @@ class Hub:
         return cls(parse_config(json.dumps(data), source="<dict>"), **kwargs)
 
     def _new_supervisor(self, name: str, spec: ServerSpec) -> ServerSupervisor:
+        leased = self.cluster.supervisor(name, spec) if self.cluster is not None else None
+        if leased is not None:  # "replicas": "one" in cluster mode
+            return leased
         return ServerSupervisor(
             name, spec, hooks=self._hooks, base_dir=self.config.base_dir, oauth=lambda: self.oauth
         )
@@ -856,6 +862,12 @@ class Hub:
     async def apply_config(self, new: HubConfig) -> dict[str, list[str]]:
         """Adopt a config read from disk (a reload), all or nothing: see ``RuntimeChanges.apply_config``.
         The audit and rate-limit settings are validated first and adopted with the rest."""
+        if self.cluster is not None:
+            raise ConfigError(
+                "this hub is a cluster replica: its config of record is in Redis, so a local file is not "
+                "reloaded; change the config through the API or CLI of any replica (export it with "
+                "`patchbay config export`)"
+            )
         settings: list[Any] = []
 
         async def apply() -> dict[str, list[str]]:

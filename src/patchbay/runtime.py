@@ -73,7 +73,7 @@ class RuntimeChanges:
                 raise ConfigError(
                     f"server {name!r}: an agent has the same name; server and agent names must differ"
                 )
-            self._commit(lambda cfg: cfg.servers.__setitem__(name, parsed))
+            await self._commit(lambda cfg: cfg.servers.__setitem__(name, parsed))
             sup = hub._new_supervisor(name, parsed)
             hub._sources.add(sup)
             hub._bus.publish(ConfigEvent(action="added", server=name))
@@ -88,7 +88,7 @@ class RuntimeChanges:
         async with self._lock:
             old = hub._supervisor(name)
             parsed = parse_server_spec(name, spec if isinstance(spec, ServerSpec) else dict(spec))
-            self._commit(lambda cfg: cfg.servers.__setitem__(name, parsed))
+            await self._commit(lambda cfg: cfg.servers.__setitem__(name, parsed))
             sup = await self._replace(old, parsed)
             hub._bus.publish(ConfigEvent(action="updated", server=name))
             started = self._start(sup)
@@ -101,7 +101,7 @@ class RuntimeChanges:
         hub = self._hub
         async with self._lock:
             sup = hub._supervisor(name)
-            self._commit(lambda cfg: cfg.servers.pop(name))
+            await self._commit(lambda cfg: cfg.servers.pop(name))
             await sup.stop()  # withdraws its tools first: a call now gets "not running", not a KeyError
             hub._sources.remove(name)
             hub.catalog.remove_source(name)
@@ -113,7 +113,7 @@ class RuntimeChanges:
         async with self._lock:
             sup = hub._supervisor(name)
             new = sup.spec.with_enabled(enabled)
-            self._commit(lambda cfg: cfg.servers.__setitem__(name, new))
+            await self._commit(lambda cfg: cfg.servers.__setitem__(name, new))
             sup.spec = new
             hub._bus.publish(ConfigEvent(action="enabled" if enabled else "disabled", server=name))
             started = False
@@ -259,7 +259,7 @@ class RuntimeChanges:
                 )
             spec = parse_agent_spec(name, {"tokenSha256": token_digest(token).hex(), **settings})
             link = hub._new_agent(name, spec)
-            self._commit(lambda cfg: cfg.agents.__setitem__(name, spec))
+            await self._commit(lambda cfg: cfg.agents.__setitem__(name, spec))
             hub._sources.add(link)
             hub._bus.publish(ConfigEvent(action="agent_added", server=name))
             return link.status()
@@ -271,7 +271,7 @@ class RuntimeChanges:
             link = hub._dialins().get(name)
             if link is None:
                 raise UnknownServerError(name, list(hub._dialins()))
-            self._commit(lambda cfg: cfg.agents.pop(name, None))
+            await self._commit(lambda cfg: cfg.agents.pop(name, None))
             await link.disconnect("the agent's token was revoked")
             hub._sources.remove(name)
             hub.catalog.remove_source(name)
@@ -285,7 +285,7 @@ class RuntimeChanges:
         hub = self._hub
         parsed = parse_profile_spec(name, spec)
         async with self._lock:
-            self._commit(lambda cfg: cfg.profiles.__setitem__(name, parsed))
+            await self._commit(lambda cfg: cfg.profiles.__setitem__(name, parsed))
             hub._set_profiles(hub.config)
 
     @audited("profile.remove")
@@ -300,7 +300,7 @@ class RuntimeChanges:
                     "them first",
                     field="profiles",
                 )
-            self._commit(lambda cfg: cfg.profiles.pop(name, None))
+            await self._commit(lambda cfg: cfg.profiles.pop(name, None))
             hub._set_profiles(hub.config)
 
     # --- tokens (``auth.tokens``) ---------------------------------------------------------------------
@@ -312,7 +312,7 @@ class RuntimeChanges:
         async with self._lock:
             token = new_token()
             entries = with_token(hub.config, name, role, profile, token)  # validated, or ConfigError
-            self._commit(lambda cfg: set_entries(cfg, entries))
+            await self._commit(lambda cfg: set_entries(cfg, entries))
             return token
 
     @audited("token.remove")
@@ -321,7 +321,7 @@ class RuntimeChanges:
         hub = self._hub
         async with self._lock:
             entries = without_token(hub.config, name)  # UnknownTokenError
-            self._commit(lambda cfg: set_entries(cfg, entries))
+            await self._commit(lambda cfg: set_entries(cfg, entries))
 
     # --- helpers -----------------------------------------------------------------------------------
 
@@ -342,15 +342,21 @@ class RuntimeChanges:
         hub._sources.add(sup)  # in the old one's place: same rank
         return sup
 
-    def _commit(self, change: Callable[[HubConfig], Any]) -> None:
-        """Apply ``change`` to a copy of the config, save it, and only then adopt it."""
+    async def _commit(self, change: Callable[[HubConfig], Any]) -> None:
+        """Apply ``change`` to a copy of the config, save it, and only then adopt it.
+
+        In cluster mode it is saved to the cluster's config of record (Redis) instead of the file.
+        """
         hub = self._hub
         candidate = copy.copy(hub.config)
         candidate.servers = dict(hub.config.servers)
         candidate.agents = dict(hub.config.agents)
         candidate.profiles = dict(hub.config.profiles)
         change(candidate)
-        save_config(candidate)
+        if hub.cluster is not None:
+            await hub.cluster.save_config(candidate)
+        else:
+            save_config(candidate)
         hub.config = candidate
 
 

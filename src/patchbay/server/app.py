@@ -25,6 +25,7 @@ from starlette.routing import Route
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from patchbay import __version__
+from patchbay.access.authorization_server.mount import mount_authorization_server
 from patchbay.access.resource_server import PRM_PATH, ResourceServer
 from patchbay.access.roles import RoleGate
 from patchbay.access.tokens import StaticToken, TokenTable
@@ -36,6 +37,7 @@ from patchbay.reload import ConfigWatcher
 from patchbay.server import dashboard
 from patchbay.server.api import build_api, document_errors, install_error_handlers
 from patchbay.server.audit_api import AuditMiddleware, build_audit_api
+from patchbay.server.cluster_api import build_cluster_api
 from patchbay.server.fastpath import McpFastPath
 from patchbay.server.health import build_health
 from patchbay.server.mcp import McpEndpoint
@@ -95,7 +97,8 @@ def create_app(hub: Hub, settings: ServeSettings | None = None) -> FastAPI:
         hub, dns_rebinding_protection=False, session_idle_timeout=settings.session_idle_timeout
     )
     profiles = ProfileEndpoints(hub, session_idle_timeout=settings.session_idle_timeout)  # /mcp/<profile>
-    watcher = ConfigWatcher(hub, hub.config.path) if settings.watch_config and hub.config.path else None
+    path = hub.config.path if hub.cluster is None else None  # a replica's config of record is in Redis
+    watcher = ConfigWatcher(hub, path) if settings.watch_config and path else None
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -117,6 +120,8 @@ def create_app(hub: Hub, settings: ServeSettings | None = None) -> FastAPI:
                 await profiles.stop()
                 starting.cancel()
                 await asyncio.gather(starting, return_exceptions=True)  # owned: awaited, never left behind
+                if hub.cluster is not None:
+                    await hub.cluster.close()
                 await hub.close()
                 if settings.resource_server is not None:
                     await settings.resource_server.close()
@@ -146,9 +151,11 @@ def create_app(hub: Hub, settings: ServeSettings | None = None) -> FastAPI:
         Route("/mcp", endpoint=StreamableHTTPASGIApp(endpoint.manager), methods=["GET", "POST", "DELETE"])
     )
     app.router.routes.append(Route("/mcp/{profile}", endpoint=profiles, methods=["GET", "POST", "DELETE"]))
+    built_in_as = mount_authorization_server(app, hub, tokens)  # auth.server; nothing when off
     app.include_router(build_search_api(hub), prefix="/api")
     app.include_router(build_profiles_api(hub), prefix="/api")  # before build_api: /tools/search
     app.include_router(build_api(hub), prefix="/api")
+    app.include_router(build_cluster_api(hub), prefix="/api")
     app.include_router(build_tokens_api(hub, tokens), prefix="/api")
     app.include_router(build_audit_api(hub), prefix="/api")
     app.include_router(build_health(hub))
@@ -214,6 +221,10 @@ def create_app(hub: Hub, settings: ServeSettings | None = None) -> FastAPI:
     )
     if hub.tracing is not None:  # OpenTelemetry: a SERVER span per REST tool call (telemetry.py)
         app.add_middleware(hub.tracing.rest_middleware)
+    if hub.cluster is not None:  # /mcp sessions held by another replica are routed there (inside the Guard)
+        from patchbay.cluster.sessions import SessionRouter
+
+        app.add_middleware(SessionRouter, cluster=hub.cluster, ttl=settings.session_idle_timeout)
     # Each route's least role (access/roles.py), once the Guard below has said who is asking.
     app.add_middleware(RoleGate)
     # Agents authenticate with their own tokens at /agents; everything else with the hub's.
@@ -221,10 +232,24 @@ def create_app(hub: Hub, settings: ServeSettings | None = None) -> FastAPI:
         Guard,
         tokens=tokens,
         allowed_hosts=settings.host_allowlist(),
-        open_paths={"/healthz", "/agents", CALLBACK_PATH, *dashboard.OPEN_PATHS, *prm_paths},
-        open_prefixes=dashboard.OPEN_PREFIXES,
-        authenticators=[settings.resource_server] if settings.resource_server is not None else [],
-        resource_metadata=settings.resource_server.metadata_url if settings.resource_server else None,
+        open_paths={
+            "/healthz",
+            "/agents",
+            CALLBACK_PATH,
+            *dashboard.OPEN_PATHS,
+            *prm_paths,
+            *built_in_as.open_paths,
+        },
+        open_prefixes=(*dashboard.OPEN_PREFIXES, *built_in_as.open_prefixes),
+        authenticators=[
+            *built_in_as.authenticators,  # first: the resource server refuses tokens of other issuers
+            *([settings.resource_server] if settings.resource_server is not None else []),
+        ],
+        resource_metadata=(
+            settings.resource_server.metadata_url
+            if settings.resource_server is not None
+            else built_in_as.resource_metadata
+        ),
         on_refused=hub.audit.refused,
     )
     return app
@@ -308,6 +333,8 @@ def uvicorn_config(app: FastAPI, settings: ServeSettings, **options: Any) -> uvi
 
 
 async def _start(hub: Hub, app: FastAPI) -> None:
+    if hub.cluster is not None:  # the config of record first, so servers start once, from it
+        await hub.cluster.join()
     await hub.start()
     status = hub.status().values()
     ready = sum(1 for s in status if s.state == "ready")

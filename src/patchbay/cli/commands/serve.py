@@ -11,6 +11,7 @@ import sys
 from typing import TYPE_CHECKING
 
 from patchbay import __version__
+from patchbay.access.authorization_server.settings import public_host
 from patchbay.cli.configfile import announce_config, config_path
 from patchbay.cli.errors import EXIT_USAGE
 from patchbay.cli.output import Output
@@ -19,6 +20,18 @@ from patchbay.events import CatalogEvent, ServerStateEvent
 
 if TYPE_CHECKING:  # the hub (and the MCP SDK under it) is imported only by the commands that run servers
     from patchbay.hub import Hub
+
+
+def advertised(option: str | None, host: str, port: int) -> str:
+    """Where the other replicas reach this one (proxied /mcp sessions): ``--cluster-advertise``, else
+    ``--host:--port``, with the machine's name for a wildcard host."""
+    if option:
+        return option
+    if host in ("0.0.0.0", "::", ""):
+        import socket
+
+        host = socket.getfqdn()
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def _usage_error(message: str) -> int:
@@ -113,13 +126,26 @@ async def cmd_serve(args: argparse.Namespace) -> int:
 
     try:
         resource_server = build_resource_server(hub.config, args.host, args.port)
+        issuer_host = public_host(hub.config)  # auth.server: its issuer's host name is one clients use
     except ConfigError as exc:
         return _usage_error(str(exc))
+
+    from patchbay.cluster.settings import cluster_url
+
+    try:
+        redis_url = cluster_url(args.cluster, hub.config)
+    except ConfigError as exc:
+        return _usage_error(str(exc))
+    if redis_url is not None:  # only now is the Redis client imported
+        from patchbay.cluster.node import Cluster
+
+        address = advertised(args.cluster_advertise, args.host, args.port)
+        hub.cluster = Cluster(redis_url, hub, address=address)
     settings = ServeSettings(
         host=args.host,
         port=args.port,
         tokens=[*args.token, *env_tokens()],  # admin tokens; create_app adds the config's auth.tokens
-        allowed_hosts=args.allow_host,
+        allowed_hosts=[*args.allow_host, *issuer_host],
         watch_config=not args.no_reload,
         header_timeout=args.header_timeout,
         session_idle_timeout=args.session_idle_timeout,
@@ -147,6 +173,8 @@ async def cmd_serve(args: argparse.Namespace) -> int:
     _set_callback_url(hub, base, resource_server.resource if resource_server is not None else None)
     print(f"patchbay {__version__}: {len(hub.servers)} server(s) from {args.config}", flush=True)
     print(f"  MCP endpoint  {base}/mcp", flush=True)
+    if hub.cluster is not None:
+        print(f"  cluster       replica {hub.cluster.id} of {hub.cluster.where}", flush=True)
     required = app.state.tokens.required
     print(f"  API docs      {base}/docs{'   (bearer token required)' if required else ''}", flush=True)
     if resource_server is not None:
