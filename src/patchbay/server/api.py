@@ -134,8 +134,10 @@ def check_redirect_uri(uri: str) -> None:
 
 
 def callback_url(request: Request) -> str:
-    """This hub's redirect URI as the client reached it (``localhost`` as 127.0.0.1, RFC 8252 8.3)."""
-    base = str(request.base_url).rstrip("/")
+    """This hub's redirect URI as the client reached it (``localhost`` as 127.0.0.1, RFC 8252 8.3), under
+    the prefix a host app mounted patchbay at (``root_path``; ``base_url`` would give the host's root)."""
+    url = request.url
+    base = f"{url.scheme}://{url.netloc}{request.scope.get('root_path', '')}".rstrip("/")
     return base.replace("://localhost:", "://127.0.0.1:", 1) + CALLBACK_PATH
 
 
