@@ -11,6 +11,7 @@ from patchbay import __version__
 from patchbay.cli.commands.auth import cmd_auth_login, cmd_auth_logout, cmd_auth_status
 from patchbay.cli.commands.config import cmd_config_check
 from patchbay.cli.commands.import_ import cmd_import
+from patchbay.cli.commands.profiles import add_profiles
 from patchbay.cli.commands.serve import cmd_agent, cmd_run, cmd_serve
 from patchbay.cli.commands.servers import (
     cmd_servers_add,
@@ -186,6 +187,7 @@ def build_parser() -> argparse.ArgumentParser:
     agent.set_defaults(func=cmd_agent)
 
     _add_servers(sub, common, hubopts)
+    add_profiles(sub, common, hubopts)
     _add_auth(sub, common, hubopts)
     _add_tools_and_call(sub, common, hubopts)
     _add_config(sub, common)
