@@ -291,3 +291,32 @@ async def test_a_search_profile_is_told_of_changes_to_its_listing_only(served: S
         assert "gh__fresh" in names and "memory__read_graph" in names and not names & set(META)
         # One notification: the earlier change of gh (already fanned out elsewhere) sent lean none.
         assert lean_seen == ["tools"]
+
+
+async def test_the_rest_call_route_goes_through_a_profile(served: Served) -> None:
+    async with served.http() as http:
+        ok = await http.post("/api/tools/memory__read_graph/call", params={"profile": "lean"}, json={})
+        assert ok.status_code == 200 and '"entities"' in ok.json()["content"][0]["text"]
+        outside = await http.post(
+            "/api/tools/time__get_current_time/call",
+            params={"profile": "lean"},
+            json={"arguments": {"timezone": "UTC"}},
+        )
+        assert outside.status_code == 404
+        assert outside.json()["error"] == "not_in_profile" and outside.json()["profile"] == "lean"
+        assert outside.json()["detail"] == "tool 'time__get_current_time' is not in profile 'lean'"
+        unknown = await http.post("/api/tools/memory__read_graph/call", params={"profile": "nope"})
+        assert unknown.status_code == 404 and unknown.json()["error"] == "unknown_profile"
+        assert "known: lean, ghonly" in unknown.json()["detail"]
+        meta = await http.post(
+            "/api/tools/search_tools/call",
+            params={"profile": "lean"},
+            json={"arguments": {"query": "read the knowledge graph", "limit": 1}},
+        )
+        assert meta.status_code == 200
+        assert meta.json()["structuredContent"]["tools"][0]["name"] == "memory__read_graph"
+        whole = await http.post(
+            "/api/tools/time__get_current_time/call", json={"arguments": {"timezone": "UTC"}}
+        )
+        assert whole.status_code == 200 and not whole.json().get("isError")  # no profile: the whole catalog
+        assert (await http.post("/api/tools/search_tools/call", json={})).status_code == 404

@@ -728,7 +728,9 @@ def build_api(hub: Hub) -> APIRouter:
         tags=["tools"],
         summary="Call a tool",
         description="Call an exposed tool and return the upstream's `CallToolResult` as MCP JSON. A tool "
-        "that fails on its own answers 200 with `isError: true`; the hub's own failures are HTTP errors.",
+        "that fails on its own answers 200 with `isError: true`; the hub's own failures are HTTP errors. "
+        "With `profile`, through that profile: a tool outside it is refused (404 `not_in_profile`), and a "
+        "search profile also answers its meta-tools `search_tools` and `call_tool`.",
         response_model=None,
         responses={
             200: {
@@ -748,10 +750,11 @@ def build_api(hub: Hub) -> APIRouter:
             str, Path(description="The exposed (prefixed) tool name.", examples=["github__search"])
         ],
         body: Annotated[CallToolRequest | None, Body()] = None,
+        profile: Annotated[str | None, Query(description="Call through this profile.")] = None,
     ) -> JSONResponse:
         body = body or CallToolRequest()
         try:
-            result = await hub.call_tool(name, body.arguments, timeout=body.timeout)
+            result = await hub.call_tool(name, body.arguments, timeout=body.timeout, profile=profile)
         except PatchbayError as exc:  # the status from the one error table every surface shares
             content, status = replies.rest_error(exc)
             return JSONResponse(content, status_code=status)
