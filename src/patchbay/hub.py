@@ -33,6 +33,7 @@ from patchbay.errors import (
     UpstreamError,
 )
 from patchbay.events import AgentEvent, CatalogEvent, Event, EventBus, ServerStateEvent, Subscription
+from patchbay.identity import Identity
 from patchbay.jsonrpc import METHOD_NOT_FOUND, ProgressCallback
 from patchbay.llm import run_anthropic_tool_uses, run_openai_tool_calls
 from patchbay.pinning import Pinning, ToolApprovedEvent, ToolChange, ToolChangedEvent, pinning_mode, pins_path
@@ -41,6 +42,7 @@ from patchbay.runtime import RuntimeChanges
 from patchbay.search import DEFAULT_LIMIT, SearchIndex, ToolMatch
 from patchbay.sources import Source, SourceRegistry
 from patchbay.supervisor import ServerStatus, ServerSupervisor
+from patchbay.telemetry import tracing_for
 from patchbay.transports.websocket import WebSocketWire
 
 if TYPE_CHECKING:
@@ -150,6 +152,7 @@ class Hub:
             self._sources.add(self._new_supervisor(name, spec))
         for name, agent in self.config.agents.items():
             self._sources.add(self._new_agent(name, agent))
+        self.tracing = tracing_for(self)  # OpenTelemetry (telemetry.py): None unless configured
 
     # --- construction ------------------------------------------------------------------------------
 
@@ -222,6 +225,8 @@ class Hub:
         )
         if self._oauth is not None:
             await self._oauth.close()
+        if self.tracing is not None:
+            await self.tracing.close()  # the last spans are exported before the hub is gone
 
     # --- status and catalog ------------------------------------------------------------------------
 
@@ -373,11 +378,14 @@ class Hub:
         progress: ProgressCallback | None = None,
         client: DownstreamClient | None = None,
         profile: str | None = None,
+        caller: Identity | None = None,
     ) -> types.CallToolResult:
         """Call an exposed tool; returns the upstream's full ``CallToolResult``.
 
         With ``profile``, a tool outside that profile is refused (``ToolNotInProfileError``); a search
         profile also answers its meta-tools ``search_tools`` and ``call_tool`` (see ``discovery.py``).
+        ``caller`` is who asks (the surfaces pass the identity their gate found; ``None`` is the
+        process owner): a caller bound to a profile is held to it.
 
         Raises ``UnknownToolError`` (with close matches), ``ServerUnavailableError`` (not running, or it
         died during the call), ``CallTimeoutError`` (a cancellation was sent upstream) or
@@ -386,6 +394,8 @@ class Hub:
         ``client``, if given, answers the requests the upstream makes during the call (sampling,
         elicitation, roots): ``/mcp`` passes the downstream session that made the call.
         """
+        if caller is not None and caller.profile is not None:
+            profile = caller.profile
         if not self._call_observers:
             return await self._call_tool(name, arguments, timeout, progress, client, profile)
         started = time.perf_counter()
@@ -460,13 +470,16 @@ class Hub:
             raise ServerUnavailableError(
                 source.name, f"agent {source.name!r} already has {limit} calls in flight (maxInFlight)"
             )
+        params = {"name": entry.original, "arguments": dict(arguments) if arguments else {}}
         request = conn.peer.request(
             "tools/call",
-            {"name": entry.original, "arguments": dict(arguments) if arguments else {}},
+            params,
             timeout=timeout or source.call_timeout or self.default_timeout,
             progress=progress,
             target=entry.original,
         )
+        if self.tracing is not None:  # a CLIENT span; its context goes upstream in params._meta
+            request = self.tracing.upstream(request, source, "tools/call", params, name)
         if client is None:
             raw = await request
         else:
@@ -514,14 +527,21 @@ class Hub:
             raise CallTimeoutError(source.name, name, budget)
         return source, conn, left
 
-    async def read_resource(self, uri: str, *, timeout: float | None = None) -> types.ReadResourceResult:
+    async def read_resource(
+        self, uri: str, *, timeout: float | None = None, caller: Identity | None = None
+    ) -> types.ReadResourceResult:
         await self.wait_started()
         source = self._owner(self.catalog.resource_owner(uri))
         raw = await self._request(source, "resources/read", {"uri": uri}, timeout, uri)
         return self._validate(types.ReadResourceResult, raw, source.name, f"resource {uri!r}")
 
     async def get_prompt(
-        self, name: str, arguments: Mapping[str, str] | None = None, *, timeout: float | None = None
+        self,
+        name: str,
+        arguments: Mapping[str, str] | None = None,
+        *,
+        timeout: float | None = None,
+        caller: Identity | None = None,
     ) -> types.GetPromptResult:
         await self.wait_started()
         entry = self.catalog.prompt(name)
@@ -618,7 +638,10 @@ class Hub:
     ) -> Any:
         budget = timeout or source.call_timeout or self.default_timeout
         conn = source.connection or await source.wait_connection(budget)
-        return await conn.peer.request(method, params, timeout=budget, target=target)
+        request = conn.peer.request(method, params, timeout=budget, target=target)
+        if self.tracing is not None:  # a CLIENT span; its context goes upstream in params._meta
+            request = self.tracing.upstream(request, source, method, params)
+        return await request
 
     @staticmethod
     def _validate(model: type[_R], raw: Any, server: str, what: str) -> _R:

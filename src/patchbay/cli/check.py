@@ -118,6 +118,40 @@ def _entry_warnings(name: str, spec: ServerSpec, base_dir: Path) -> list[dict[st
     return warnings
 
 
+def _oauth_problems(
+    name: str, spec: ServerSpec, base_dir: Path
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """A remote server's ``oauth`` object: (errors, warnings). A wrong shape or value is an error; what
+    only fails at start (an unset variable, an unreadable key file) is a warning, as for the other fields."""
+    from patchbay.oauth.settings import OAuthSettings, oauth_settings, raw_oauth
+
+    raw = raw_oauth(spec)
+    if raw is None:
+        return [], []
+    if not isinstance(raw, Mapping):
+        return [_problem(f"server {name!r}: oauth: expected an object", name, "oauth")], []
+    if spec.transport == "stdio":
+        message = f"server {name!r}: oauth: only remote servers (url) sign in with OAuth"
+        return [_problem(message, name, "oauth")], []
+    from pydantic import ValidationError
+
+    try:
+        OAuthSettings.model_validate(dict(raw))  # the shape, before placeholders are expanded
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            loc = "oauth." + ".".join(str(p) for p in err["loc"])
+            problems.append(_problem(f"server {name!r}: {loc}: {error_message(err)}", name, loc))
+        return problems, []
+    try:
+        oauth_settings(name, spec, base_dir)
+    except ConfigError as exc:
+        unset = "is not set" in str(exc) or "cannot read" in str(exc)
+        problem = _problem(str(exc), name, exc.field)
+        return ([], [problem]) if unset else ([problem], [])
+    return [], []
+
+
 def check_config(path: Path) -> dict[str, Any]:
     """Validate a config file: errors make it unusable, warnings are what would fail when it starts."""
     report: dict[str, Any] = {"path": str(path), "valid": False, "servers": [], "errors": [], "warnings": []}
@@ -164,10 +198,19 @@ def check_config(path: Path) -> dict[str, Any]:
             problems = _entry_errors(name, entry)
             errors += problems
             if not problems:
-                report["warnings"] += _entry_warnings(name, parse_server_spec(name, entry), base_dir)
+                spec = parse_server_spec(name, entry)
+                oauth_errors, oauth_warnings = _oauth_problems(name, spec, base_dir)
+                errors += oauth_errors
+                report["warnings"] += _entry_warnings(name, spec, base_dir) + oauth_warnings
     if config is not None:
         try:
             auth_tokens(config)
+        except ConfigError as exc:
+            report["warnings"].append(_problem(str(exc), field=exc.field))
+        try:  # the tracing settings (config key and OTEL_* variables) would stop the hub at start
+            from patchbay.telemetry import settings_from
+
+            settings_from(config)
         except ConfigError as exc:
             report["warnings"].append(_problem(str(exc), field=exc.field))
         # servers come and go, so a profile naming an unknown one is a warning (likely a typo), not an error

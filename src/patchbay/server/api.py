@@ -45,6 +45,7 @@ from patchbay.errors import (
 )
 from patchbay.events import Event, Subscription
 from patchbay.hub import Hub
+from patchbay.identity import identity_of
 from patchbay.oauth.callback import CALLBACK_PATH
 from patchbay.supervisor import ServerStatus
 
@@ -749,12 +750,19 @@ def build_api(hub: Hub) -> APIRouter:
         name: Annotated[
             str, Path(description="The exposed (prefixed) tool name.", examples=["github__search"])
         ],
+        request: Request,
         body: Annotated[CallToolRequest | None, Body()] = None,
         profile: Annotated[str | None, Query(description="Call through this profile.")] = None,
     ) -> JSONResponse:
         body = body or CallToolRequest()
         try:
-            result = await hub.call_tool(name, body.arguments, timeout=body.timeout, profile=profile)
+            result = await hub.call_tool(
+                name,
+                body.arguments,
+                timeout=body.timeout,
+                profile=profile,
+                caller=identity_of(request.scope),
+            )
         except PatchbayError as exc:  # the status from the one error table every surface shares
             content, status = replies.rest_error(exc)
             return JSONResponse(content, status_code=status)

@@ -187,6 +187,8 @@ def create_app(hub: Hub, settings: ServeSettings | None = None) -> FastAPI:
         sessions=endpoint.fast_sessions,
         server_info=lambda: endpoint.server.server_info_stamp,
     )
+    if hub.tracing is not None:  # OpenTelemetry: a SERVER span per REST tool call (telemetry.py)
+        app.add_middleware(hub.tracing.rest_middleware)
     # Agents authenticate with their own tokens at /agents; everything else with the hub's.
     app.add_middleware(
         Guard,

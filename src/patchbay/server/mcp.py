@@ -45,6 +45,7 @@ from patchbay.config import ProfileSpec
 from patchbay.errors import PatchbayError, UnknownProfileError, UnknownToolError, UpstreamError
 from patchbay.events import CatalogEvent, Subscription
 from patchbay.hub import Hub, UpstreamCapabilities
+from patchbay.identity import Identity, identity_of
 from patchbay.profiles import ProfilesChangedEvent, ProfileView
 from patchbay.server import sdk_adapter
 from patchbay.server.fastpath import FastSessions
@@ -198,6 +199,8 @@ class McpEndpoint:
             )
         self.server.upstream_capabilities = hub.upstream_capabilities  # type: ignore[method-assign]
         self.server.middleware.append(self._track_sessions)
+        if hub.tracing is not None:  # one SERVER span per request: patchbay's, instead of the SDK's
+            self.server.middleware = hub.tracing.sdk_middleware(self.server.middleware)
         security = TransportSecuritySettings(
             enable_dns_rebinding_protection=dns_rebinding_protection,
             allowed_hosts=allowed_hosts or [],
@@ -453,6 +456,7 @@ class McpEndpoint:
                 progress=progress,
                 client=_CallingClient(ctx.session, ctx.request_id),
                 profile=self.profile,
+                caller=_caller(ctx),
             )
         except Exception as exc:
             if not isinstance(exc, PatchbayError):
@@ -492,7 +496,7 @@ class McpEndpoint:
             if self.profile is not None:
                 uri = str(params.uri)
                 self._check_owner(self.hub.catalog.resource_owner(uri), uri, "resource")
-            return await self.hub.read_resource(str(params.uri))
+            return await self.hub.read_resource(str(params.uri), caller=_caller(ctx))
         except PatchbayError as exc:
             raise replies.mcp_error(exc) from None
 
@@ -510,7 +514,7 @@ class McpEndpoint:
         try:
             if self.profile is not None:
                 self._check_owner(self.hub.catalog.prompt(params.name).source, params.name, "prompt")
-            return await self.hub.get_prompt(params.name, params.arguments)
+            return await self.hub.get_prompt(params.name, params.arguments, caller=_caller(ctx))
         except PatchbayError as exc:
             raise replies.mcp_error(exc) from None
 
@@ -649,3 +653,9 @@ def tool_error_result(exc: PatchbayError) -> types.CallToolResult:
 def tool_error_json(exc: PatchbayError) -> dict[str, Any]:
     """Kept for callers (``app.py`` passes it to the fast path, which no longer uses it)."""
     return replies.call_result_json(replies.tool_error_result(exc))
+
+
+def _caller(ctx: Any) -> Identity:
+    """The identity the HTTP gate attached to the request this message came in on."""
+    request = getattr(ctx, "request", None)
+    return identity_of(getattr(request, "scope", None))

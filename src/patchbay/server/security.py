@@ -12,10 +12,12 @@ import hmac
 import ipaddress
 import json
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from urllib.parse import urlsplit
 
 from starlette.types import ASGIApp, Receive, Scope, Send
+
+from patchbay.identity import LOCAL, AuthenticationError, Authenticator, Identity, attach
 
 log = logging.getLogger(__name__)
 
@@ -55,19 +57,33 @@ def _hostname(value: str) -> str:
 
 class Guard:
     """ASGI middleware. ``allowed_hosts=None`` disables the Host check (binding to every interface
-    without knowing the names clients use; tokens are mandatory then)."""
+    without knowing the names clients use; tokens are mandatory then).
+
+    ``tokens`` are static bearer tokens: a plain string is an admin token, a ``(token, Identity)``
+    pair names who holds it. A token none of them matches is offered to each of ``authenticators``
+    in turn (OAuth access tokens). The identity found is stored in the scope (``patchbay.identity``);
+    with no tokens and no authenticators every request is ``LOCAL``.
+    """
 
     def __init__(
         self,
         app: ASGIApp,
         *,
-        tokens: Iterable[str] = (),
+        tokens: Iterable[str | tuple[str, Identity]] = (),
         allowed_hosts: Iterable[str] | None = LOOPBACK_NAMES,
         open_paths: Iterable[str] = OPEN_PATHS,
         open_prefixes: Iterable[str] = (),
+        authenticators: Sequence[Authenticator] = (),
     ) -> None:
         self.app = app
-        self._digests = [_digest(t) for t in tokens if t]
+        self._digests: list[bytes] = []
+        self._identities: list[Identity] = []
+        for n, entry in enumerate(tokens, 1):
+            token, identity = (entry, Identity(f"token-{n}")) if isinstance(entry, str) else entry
+            if token:
+                self._digests.append(_digest(token))
+                self._identities.append(identity)
+        self._authenticators = tuple(authenticators)
         self._hosts = (
             None if allowed_hosts is None else frozenset(h.lower().strip("[]") for h in allowed_hosts)
         )
@@ -76,14 +92,32 @@ class Guard:
 
     @property
     def auth_required(self) -> bool:
-        return bool(self._digests)
+        return bool(self._digests or self._authenticators)
 
     def token_ok(self, presented: str) -> bool:
+        return self.static_identity(presented) is not None
+
+    def static_identity(self, presented: str) -> Identity | None:
+        """The identity of a configured static token, or None."""
         d = _digest(presented)
-        ok = False
-        for expected in self._digests:  # no early exit: the time does not depend on which token matched
-            ok |= hmac.compare_digest(d, expected)
-        return ok
+        found: Identity | None = None
+        for expected, identity in zip(self._digests, self._identities, strict=True):
+            # no early exit: the time does not depend on which token matched
+            if hmac.compare_digest(d, expected):
+                found = identity
+        return found
+
+    async def identify(self, presented: str) -> Identity | None:
+        """A static token's identity, else the first authenticator's that recognises the token.
+        Raises ``AuthenticationError`` when one recognises it and refuses it."""
+        found = self.static_identity(presented)
+        if found is not None:
+            return found
+        for authenticator in self._authenticators:
+            found = await authenticator.authenticate(presented)
+            if found is not None:
+                return found
+        return None
 
     def is_open(self, path: str) -> bool:
         """Served without a token: an exact open path, or under an open prefix (never with a ``..``
@@ -108,13 +142,23 @@ class Guard:
             if origin and origin != "null" and (urlsplit(origin).hostname or "").lower() not in self._hosts:
                 await self._deny(scope, receive, send, 403, f"Origin {origin!r} is not allowed")
                 return
-        if self._digests and not self.is_open(route_path(scope)):
+        if not self.auth_required:
+            attach(scope, LOCAL)
+        elif not self.is_open(route_path(scope)):
             auth = headers.get("authorization", "")
             scheme, _, presented = auth.partition(" ")
-            if scheme.lower() != "bearer" or not presented or not self.token_ok(presented.strip()):
+            identity = None
+            if scheme.lower() == "bearer" and presented.strip():
+                try:
+                    identity = await self.identify(presented.strip())
+                except AuthenticationError as exc:
+                    await self._deny(scope, receive, send, exc.status, str(exc))
+                    return
+            if identity is None:
                 why = "missing bearer token" if not auth else "invalid bearer token"
                 await self._deny(scope, receive, send, 401, why)
                 return
+            attach(scope, identity)
         await self.app(scope, receive, send)
 
     @staticmethod

@@ -28,8 +28,16 @@ log = logging.getLogger(__name__)
 DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 DEFAULT_MAX_UNREAD_BYTES = 32 * 1024 * 1024  # written to stdin, not yet read (one message always fits)
 STREAM_CLOSED_GRACE = 0.2  # a child that closes stdin or stdout normally exits within this
-# patchbay's own secrets: never inherited by a child (a server's explicit ``env`` may still pass one on)
-SECRET_ENV_VARS = frozenset({"PATCHBAY_TOKEN", "PATCHBAY_AGENT_TOKEN"})
+# patchbay's own secrets: never inherited by a child (a server's explicit ``env`` may still pass one on);
+# the OTLP headers carry the trace collector's credentials (telemetry.py)
+SECRET_ENV_VARS = frozenset(
+    {
+        "PATCHBAY_TOKEN",
+        "PATCHBAY_AGENT_TOKEN",
+        "OTEL_EXPORTER_OTLP_HEADERS",
+        "OTEL_EXPORTER_OTLP_TRACES_HEADERS",
+    }
+)
 
 
 def child_env(spec_env: Mapping[str, str]) -> dict[str, str]:
