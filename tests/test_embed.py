@@ -46,6 +46,7 @@ CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-sync"]
 AGENT_TOKEN = "laptop-token-0123456789abcdef"
 TOKEN = "embedded-hub-t0ken"
+CALC_TOKEN = "calc-user-t0ken-0123456789"
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "embed_fastapi.py"
 needs_browser = pytest.mark.skipif(
     async_playwright is None or not Path(CHROMIUM).exists(),
@@ -237,7 +238,8 @@ async def test_the_hosts_shutdown_stops_the_hubs_children(tmp_path: Path) -> Non
 
 
 async def test_tokens_guard_patchbays_paths_and_not_the_hosts(tmp_path: Path) -> None:
-    h = await build_host(write_config(tmp_path), tokens=[TOKEN]).start()
+    calc_user = {"name": "calc-user", "token": CALC_TOKEN, "role": "user", "profile": "calc"}
+    h = await build_host(write_config(tmp_path, auth={"tokens": [calc_user]}), tokens=[TOKEN]).start()
     try:
         async with h.http() as http:
             assert (await http.get("/hello")).status_code == 200
@@ -253,6 +255,21 @@ async def test_tokens_guard_patchbays_paths_and_not_the_hosts(tmp_path: Path) ->
             assert foreign.status_code == 421
         async with h.http(Authorization=f"Bearer {TOKEN}") as http:
             assert (await http.get("/hub/api/servers")).status_code == 200
+        # A user token bound to a profile: roles and the profile hold under the prefix too.
+        async with h.http(Authorization=f"Bearer {CALC_TOKEN}") as http:
+            tools = (await http.get("/hub/api/tools")).json()
+            assert [t["name"] for t in tools] == ["mb__add"]
+            add = await http.post("/hub/api/servers", json={"name": "x", "spec": {"command": "true"}})
+            assert add.status_code == 403 and "needs the 'admin' role" in add.json()["detail"]
+        async with (
+            httpx2.AsyncClient(headers={"Authorization": f"Bearer {CALC_TOKEN}"}, timeout=30) as authed,
+            streamable_http_client(f"{h.base}/hub/mcp", http_client=authed) as (r, w),
+            ClientSession(r, w) as session,
+        ):
+            await session.initialize()  # /hub/mcp serves the token's profile, as /mcp does
+            assert [t.name for t in (await session.list_tools()).tools] == ["mb__add"]
+            added = await session.call_tool("mb__add", {"a": 2, "b": 2})
+            assert added.structured_content == {"result": 4}
     finally:
         await h.stop()
 

@@ -397,13 +397,13 @@ class Hub:
         if caller is not None and caller.profile is not None:
             profile = caller.profile
         if not self._call_observers:
-            return await self._call_tool(name, arguments, timeout, progress, client, profile)
+            return await self._call_tool(name, arguments, timeout, progress, client, profile, caller)
         started = time.perf_counter()
         server, outcome = None, "error"
         try:
             entry = self.catalog.tools.get(name)
             server = entry.source if entry else None
-            result = await self._call_tool(name, arguments, timeout, progress, client, profile)
+            result = await self._call_tool(name, arguments, timeout, progress, client, profile, caller)
             outcome = "tool_error" if result.is_error else "ok"
             return result
         except CallTimeoutError:
@@ -441,6 +441,7 @@ class Hub:
         progress: ProgressCallback | None,
         client: DownstreamClient | None,
         profile: str | None = None,
+        caller: Identity | None = None,
     ) -> types.CallToolResult:
         view = None
         if profile is not None:
@@ -465,6 +466,15 @@ class Hub:
             if view is not None and name not in view.names(self.catalog):
                 raise view.refuse(self.catalog, name)
         assert entry is not None and source is not None
+        route = source.name
+        if source.per_user and caller is not None:  # the caller's own upstream sign-in, never another's
+            from patchbay.oauth.per_user import SignInRequired
+
+            try:
+                conn, route = await source.connection_for(caller)
+            except SignInRequired as exc:
+                text = types.TextContent(type="text", text=str(exc))
+                return types.CallToolResult(content=[text], is_error=True)
         limit = source.max_in_flight
         if limit is not None and conn.peer.in_flight >= limit:
             raise ServerUnavailableError(
@@ -483,7 +493,7 @@ class Hub:
         if client is None:
             raw = await request
         else:
-            clients = self._clients.setdefault(source.name, [])
+            clients = self._clients.setdefault(route, [])
             clients.append(client)
             try:
                 raw = await request
@@ -531,8 +541,10 @@ class Hub:
         self, uri: str, *, timeout: float | None = None, caller: Identity | None = None
     ) -> types.ReadResourceResult:
         await self.wait_started()
-        source = self._owner(self.catalog.resource_owner(uri))
-        raw = await self._request(source, "resources/read", {"uri": uri}, timeout, uri)
+        owner = self.catalog.resource_owner(uri)
+        self._hold_to_profile(caller, owner, uri, "resource")
+        source = self._owner(owner)
+        raw = await self._request(source, "resources/read", {"uri": uri}, timeout, uri, caller)
         return self._validate(types.ReadResourceResult, raw, source.name, f"resource {uri!r}")
 
     async def get_prompt(
@@ -545,12 +557,22 @@ class Hub:
     ) -> types.GetPromptResult:
         await self.wait_started()
         entry = self.catalog.prompt(name)
+        self._hold_to_profile(caller, entry.source, name, "prompt")
         source = self._owner(entry.source)
         params: dict[str, Any] = {"name": entry.original}
         if arguments:
             params["arguments"] = dict(arguments)
-        raw = await self._request(source, "prompts/get", params, timeout, entry.original)
+        raw = await self._request(source, "prompts/get", params, timeout, entry.original, caller)
         return self._validate(types.GetPromptResult, raw, source.name, f"prompt {entry.original!r}")
+
+    def _hold_to_profile(self, caller: Identity | None, owner: str, what: str, kind: str) -> None:
+        """A profile-bound caller reads resources and gets prompts of its profile's servers only."""
+        if (
+            caller is not None
+            and caller.profile is not None
+            and not self.profile(caller.profile).admits_source(owner)
+        ):
+            raise UnknownToolError(what, [], kind=f"{kind} in profile {caller.profile!r}")
 
     async def complete(
         self,
@@ -634,10 +656,18 @@ class Hub:
         return source
 
     async def _request(
-        self, source: Source, method: str, params: dict[str, Any], timeout: float | None, target: str
+        self,
+        source: Source,
+        method: str,
+        params: dict[str, Any],
+        timeout: float | None,
+        target: str,
+        caller: Identity | None = None,
     ) -> Any:
         budget = timeout or source.call_timeout or self.default_timeout
         conn = source.connection or await source.wait_connection(budget)
+        if source.per_user and caller is not None:
+            conn, _ = await source.connection_for(caller)
         request = conn.peer.request(method, params, timeout=budget, target=target)
         if self.tracing is not None:  # a CLIENT span; its context goes upstream in params._meta
             request = self.tracing.upstream(request, source, method, params)
@@ -711,6 +741,31 @@ class Hub:
         """What is known about ``name``'s sign-in (never a token)."""
         return self._oauth_client(name).status()
 
+    def _per_user(self, name: str) -> ServerSupervisor:
+        sup = self._supervisor(name)
+        if not sup.per_user:
+            from patchbay.oauth.per_user import NotPerUserError
+
+            raise NotPerUserError(name)
+        return sup
+
+    async def sign_in_user(self, name: str, caller: Identity, *, redirect_uri: str | None = None) -> str:
+        """The authorization URL for ``caller``'s own sign-in to a ``perUser`` server."""
+        self._per_user(name).user_client(caller)
+        return await self.oauth.sign_in_user(name, caller, redirect_uri=redirect_uri)
+
+    async def sign_out_user(self, name: str, caller: Identity) -> bool:
+        """Revoke and forget ``caller``'s own tokens for a ``perUser`` server, and close its connection."""
+        sup = self._per_user(name)
+        held = await sup.user_client(caller).logout()
+        await sup.drop_user(caller)
+        return held
+
+    def user_auth_status(self, name: str, caller: Identity) -> dict[str, Any]:
+        """``caller``'s own sign-in to a ``perUser`` server (never a token)."""
+        status = self._per_user(name).user_client(caller).status()
+        return {**status, "server": name, "identity": caller.name}
+
     async def set_enabled(self, name: str, enabled: bool) -> ServerStatus:
         return await self._runtime.set_enabled(name, enabled)
 
@@ -766,6 +821,16 @@ class Hub:
     async def revoke_agent(self, name: str) -> None:
         """Forget an agent: its token stops working and a live connection is closed at once."""
         await self._runtime.revoke_agent(name)
+
+    # --- tokens (``auth.tokens``; the gate's table follows ``hub.config``) ---------------------------
+
+    async def add_token(self, name: str, role: str, profile: str | None = None) -> str:
+        """Create a bearer token for ``name``; only its SHA-256 is saved. Returns the token, once."""
+        return await self._runtime.add_token(name, role, profile)
+
+    async def remove_token(self, name: str) -> None:
+        """Forget a token of the config (saved)."""
+        await self._runtime.remove_token(name)
 
     # --- events ------------------------------------------------------------------------------------
 

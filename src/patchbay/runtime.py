@@ -16,6 +16,14 @@ import logging
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
+from patchbay.access.tokens import (
+    new_token,
+    set_entries,
+    token_entries,
+    validate_auth_tokens,
+    with_token,
+    without_token,
+)
 from patchbay.config import (
     HubConfig,
     ProfileSpec,
@@ -144,6 +152,7 @@ class RuntimeChanges:
                 if n in old.servers and new.servers[n].to_json() != old.servers[n].to_json()
             ]
             agents = self._prepare_agents(new)
+            validate_auth_tokens(new)  # tokens naming a profile the new file lacks refuse the reload
             self._validate_servers(new, [*added, *changed])
 
             hub.config = new
@@ -275,8 +284,32 @@ class RuntimeChanges:
         async with self._lock:
             if name not in hub.config.profiles:
                 raise UnknownProfileError(name, list(hub.config.profiles))
+            if bound := _bound_tokens(hub.config, name):
+                raise ConfigError(
+                    f"profile {name!r}: tokens {', '.join(map(repr, bound))} are bound to it; remove "
+                    "them first",
+                    field="profiles",
+                )
             self._commit(lambda cfg: cfg.profiles.pop(name, None))
             hub._set_profiles(hub.config)
+
+    # --- tokens (``auth.tokens``) ---------------------------------------------------------------------
+
+    async def add_token(self, name: str, role: str, profile: str | None = None) -> str:
+        """Create a token: saved as its SHA-256 only; returns the token (shown once, never stored)."""
+        hub = self._hub
+        async with self._lock:
+            token = new_token()
+            entries = with_token(hub.config, name, role, profile, token)  # validated, or ConfigError
+            self._commit(lambda cfg: set_entries(cfg, entries))
+            return token
+
+    async def remove_token(self, name: str) -> None:
+        """Forget a config token by name (saved); the gate's table follows ``hub.config``."""
+        hub = self._hub
+        async with self._lock:
+            entries = without_token(hub.config, name)  # UnknownTokenError
+            self._commit(lambda cfg: set_entries(cfg, entries))
 
     # --- helpers -----------------------------------------------------------------------------------
 
@@ -307,6 +340,14 @@ class RuntimeChanges:
         change(candidate)
         save_config(candidate)
         hub.config = candidate
+
+
+def _bound_tokens(config: HubConfig, profile: str) -> list[str]:
+    return [
+        str(e.get("name"))
+        for e in token_entries(config)
+        if isinstance(e, dict) and e.get("profile") == profile
+    ]
 
 
 def _differs(new: HubConfig, old: HubConfig, name: str) -> bool:

@@ -11,10 +11,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from patchbay.access.tokens import config_tokens, parse_entries
 from patchbay.config import (
     HubConfig,
     ServerSpec,
-    auth_tokens,
     error_message,
     expand,
     field_path,
@@ -204,9 +204,20 @@ def check_config(path: Path) -> dict[str, Any]:
                 report["warnings"] += _entry_warnings(name, spec, base_dir) + oauth_warnings
     if config is not None:
         try:
-            auth_tokens(config)
+            parse_entries(config)  # names, roles, profiles: an error
         except ConfigError as exc:
-            report["warnings"].append(_problem(str(exc), field=exc.field))
+            errors.append(_problem(str(exc), field=exc.field))
+        else:
+            try:
+                config_tokens(config)  # an unset ${VARIABLE}: fails at start, so a warning here
+            except ConfigError as exc:
+                report["warnings"].append(_problem(str(exc), field=exc.field))
+        from patchbay.access.resource_server import resource_server_config
+
+        try:
+            resource_server_config(config, expand_env=False)
+        except ConfigError as exc:
+            errors.append(_problem(str(exc), field=exc.field))
         try:  # the tracing settings (config key and OTEL_* variables) would stop the hub at start
             from patchbay.telemetry import settings_from
 

@@ -21,6 +21,7 @@ from patchbay.cli.commands.servers import (
     cmd_servers_remove,
     cmd_servers_restart,
 )
+from patchbay.cli.commands.tokens import add_tokens_parser
 from patchbay.cli.commands.tools import cmd_call, cmd_tools
 from patchbay.cli.commands.tools_search import add_tools_subcommands
 from patchbay.cli.configfile import user_config_path
@@ -189,6 +190,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_servers(sub, common, hubopts)
     add_profiles(sub, common, hubopts)
     _add_auth(sub, common, hubopts)
+    add_tokens_parser(sub, common, hubopts, HUB_NOTE)
     _add_tools_and_call(sub, common, hubopts)
     _add_config(sub, common)
     _add_import(sub, common)

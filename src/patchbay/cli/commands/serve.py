@@ -14,7 +14,7 @@ from patchbay import __version__
 from patchbay.cli.configfile import announce_config, config_path
 from patchbay.cli.errors import EXIT_USAGE
 from patchbay.cli.output import Output
-from patchbay.config import auth_tokens
+from patchbay.errors import ConfigError
 from patchbay.events import CatalogEvent, ServerStateEvent
 
 if TYPE_CHECKING:  # the hub (and the MCP SDK under it) is imported only by the commands that run servers
@@ -109,18 +109,25 @@ async def cmd_serve(args: argparse.Namespace) -> int:
     args.config = config_path(args)
     announce_config(args, args.config)
     hub = Hub.from_file(args.config)
+    from patchbay.access.resource_server import build_resource_server
+
+    try:
+        resource_server = build_resource_server(hub.config, args.host, args.port)
+    except ConfigError as exc:
+        return _usage_error(str(exc))
     settings = ServeSettings(
         host=args.host,
         port=args.port,
-        tokens=[*args.token, *env_tokens(), *auth_tokens(hub.config)],
+        tokens=[*args.token, *env_tokens()],  # admin tokens; create_app adds the config's auth.tokens
         allowed_hosts=args.allow_host,
         watch_config=not args.no_reload,
         header_timeout=args.header_timeout,
         session_idle_timeout=args.session_idle_timeout,
+        resource_server=resource_server,
     )
     try:
         app = create_app(hub, settings)
-    except ValueError as exc:
+    except (ValueError, ConfigError) as exc:  # a refused binding, an invalid auth.tokens
         return _usage_error(str(exc))
     import uvicorn
 
@@ -137,9 +144,14 @@ async def cmd_serve(args: argparse.Namespace) -> int:
         )
     )
     base = f"http://{args.host if ':' not in args.host else f'[{args.host}]'}:{args.port}"
+    _set_callback_url(hub, base, resource_server.resource if resource_server is not None else None)
     print(f"patchbay {__version__}: {len(hub.servers)} server(s) from {args.config}", flush=True)
     print(f"  MCP endpoint  {base}/mcp", flush=True)
-    print(f"  API docs      {base}/docs{'   (bearer token required)' if settings.tokens else ''}", flush=True)
+    required = app.state.tokens.required
+    print(f"  API docs      {base}/docs{'   (bearer token required)' if required else ''}", flush=True)
+    if resource_server is not None:
+        print(f"  OAuth         tokens from {resource_server.settings.issuer}", flush=True)
+        print(f"                for {resource_server.resource} ({resource_server.metadata_url})", flush=True)
 
     async def report_ready() -> None:
         await app.state.started.wait()
@@ -155,6 +167,22 @@ async def cmd_serve(args: argparse.Namespace) -> int:
         reporter.cancel()
         await asyncio.gather(reporter, return_exceptions=True)
     return 0 if server.started else 1
+
+
+def _set_callback_url(hub: Hub, base: str, resource: str | None) -> None:
+    """Sign-ins started without a request to take the URL from (a per-user server's call from /mcp)
+    come back to this hub's own /oauth/callback, where it is known how clients reach it."""
+    from patchbay.oauth.callback import CALLBACK_PATH
+    from patchbay.server.security import is_loopback
+
+    if resource is not None and resource.endswith("/mcp"):
+        root = resource.removesuffix("/mcp")
+    elif is_loopback(base.split("//", 1)[1].rsplit(":", 1)[0]):
+        root = base.replace("://localhost:", "://127.0.0.1:", 1)  # RFC 8252 §8.3
+    else:
+        return  # bound to every interface: the redirect goes to a loopback listener (manager default)
+    if hub.oauth.callback_url is None:
+        hub.oauth.callback_url = f"{root}{CALLBACK_PATH}"
 
 
 async def cmd_agent(args: argparse.Namespace) -> int:
