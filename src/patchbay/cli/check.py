@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from patchbay.access.authorization_server.settings import server_settings
 from patchbay.access.tokens import config_tokens, parse_entries
 from patchbay.config import (
     HubConfig,
@@ -224,6 +225,10 @@ def check_config(path: Path) -> dict[str, Any]:
             settings_from(config)
         except ConfigError as exc:
             report["warnings"].append(_problem(str(exc), field=exc.field))
+        try:
+            server_settings(config)  # auth.server: the built-in authorization server
+        except ConfigError as exc:
+            errors.append(_problem(str(exc), field=exc.field))
         # servers come and go, so a profile naming an unknown one is a warning (likely a typo), not an error
         report["warnings"] += [_problem(w, field="profiles") for w in profile_warnings(config)]
     report["valid"] = not errors

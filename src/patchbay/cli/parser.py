@@ -11,6 +11,7 @@ from patchbay import __version__
 from patchbay.cli.commands.auth import cmd_auth_login, cmd_auth_logout, cmd_auth_status
 from patchbay.cli.commands.config import cmd_config_check
 from patchbay.cli.commands.import_ import cmd_import
+from patchbay.cli.commands.oauth import cmd_oauth_clients, cmd_oauth_grants, cmd_oauth_revoke
 from patchbay.cli.commands.profiles import add_profiles
 from patchbay.cli.commands.serve import cmd_agent, cmd_run, cmd_serve
 from patchbay.cli.commands.servers import (
@@ -191,6 +192,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_profiles(sub, common, hubopts)
     _add_auth(sub, common, hubopts)
     add_tokens_parser(sub, common, hubopts, HUB_NOTE)
+    _add_oauth(sub, common, hubopts)
     _add_tools_and_call(sub, common, hubopts)
     _add_config(sub, common)
     _add_import(sub, common)
@@ -236,6 +238,39 @@ def _add_auth(sub: Any, common: argparse.ArgumentParser, hubopts: argparse.Argum
     )
     logout.add_argument("name", help="the server's name")
     logout.set_defaults(func=cmd_auth_logout)
+
+
+def _add_oauth(sub: Any, common: argparse.ArgumentParser, hubopts: argparse.ArgumentParser) -> None:
+    oauth = sub.add_parser(
+        "oauth",
+        help="clients and grants of the built-in authorization server (auth.server)",
+        description="The OAuth clients (Claude.ai, ChatGPT, mcp-remote, ...) that registered with this hub's "
+        "built-in authorization server, the grants approved for them on the consent page, and revoking "
+        "either. Needs a running hub and its admin token.\n\n"
+        "examples:\n  patchbay oauth clients\n  patchbay oauth grants --json\n"
+        "  patchbay oauth revoke grant g_3f2a9c1d0b7e4a65\n  patchbay oauth revoke client 6f1c…",
+    )
+    actions = oauth.add_subparsers(dest="action", required=True, metavar="ACTION")
+    clients = actions.add_parser(
+        "clients", help="registered clients (never a secret)", parents=[common, hubopts]
+    )
+    clients.set_defaults(func=cmd_oauth_clients)
+    grants = actions.add_parser(
+        "grants", help="approved grants: client, role, profile, who approved", parents=[common, hubopts]
+    )
+    grants.set_defaults(func=cmd_oauth_grants)
+    revoke = actions.add_parser(
+        "revoke",
+        help="revoke a grant, or forget a client and end all its grants",
+        description="Revoke one grant (its access and refresh tokens stop working at once), or forget a "
+        "client (it must register again, and every grant it held ends).\n\n"
+        "examples:\n  patchbay oauth revoke grant g_3f2a9c1d0b7e4a65\n"
+        "  patchbay oauth revoke client https://app.example/client.json",
+        parents=[common, hubopts],
+    )
+    revoke.add_argument("kind", choices=["grant", "client"], help="what to revoke")
+    revoke.add_argument("id", help="the grant's id or the client's client_id (see `oauth grants|clients`)")
+    revoke.set_defaults(func=cmd_oauth_revoke)
 
 
 def _add_servers(sub: Any, common: argparse.ArgumentParser, hubopts: argparse.ArgumentParser) -> None:

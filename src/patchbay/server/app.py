@@ -25,6 +25,7 @@ from starlette.routing import Route
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from patchbay import __version__
+from patchbay.access.authorization_server.mount import mount_authorization_server
 from patchbay.access.resource_server import PRM_PATH, ResourceServer
 from patchbay.access.roles import RoleGate
 from patchbay.access.tokens import StaticToken, TokenTable
@@ -145,6 +146,7 @@ def create_app(hub: Hub, settings: ServeSettings | None = None) -> FastAPI:
         Route("/mcp", endpoint=StreamableHTTPASGIApp(endpoint.manager), methods=["GET", "POST", "DELETE"])
     )
     app.router.routes.append(Route("/mcp/{profile}", endpoint=profiles, methods=["GET", "POST", "DELETE"]))
+    built_in_as = mount_authorization_server(app, hub, tokens)  # auth.server; nothing when off
     app.include_router(build_search_api(hub), prefix="/api")
     app.include_router(build_profiles_api(hub), prefix="/api")  # before build_api: /tools/search
     app.include_router(build_api(hub), prefix="/api")
@@ -212,10 +214,24 @@ def create_app(hub: Hub, settings: ServeSettings | None = None) -> FastAPI:
         Guard,
         tokens=tokens,
         allowed_hosts=settings.host_allowlist(),
-        open_paths={"/healthz", "/agents", CALLBACK_PATH, *dashboard.OPEN_PATHS, *prm_paths},
-        open_prefixes=dashboard.OPEN_PREFIXES,
-        authenticators=[settings.resource_server] if settings.resource_server is not None else [],
-        resource_metadata=settings.resource_server.metadata_url if settings.resource_server else None,
+        open_paths={
+            "/healthz",
+            "/agents",
+            CALLBACK_PATH,
+            *dashboard.OPEN_PATHS,
+            *prm_paths,
+            *built_in_as.open_paths,
+        },
+        open_prefixes=(*dashboard.OPEN_PREFIXES, *built_in_as.open_prefixes),
+        authenticators=[
+            *built_in_as.authenticators,  # first: the resource server refuses tokens of other issuers
+            *([settings.resource_server] if settings.resource_server is not None else []),
+        ],
+        resource_metadata=(
+            settings.resource_server.metadata_url
+            if settings.resource_server is not None
+            else built_in_as.resource_metadata
+        ),
     )
     return app
 

@@ -11,6 +11,7 @@ import sys
 from typing import TYPE_CHECKING
 
 from patchbay import __version__
+from patchbay.access.authorization_server.settings import public_host
 from patchbay.cli.configfile import announce_config, config_path
 from patchbay.cli.errors import EXIT_USAGE
 from patchbay.cli.output import Output
@@ -113,13 +114,14 @@ async def cmd_serve(args: argparse.Namespace) -> int:
 
     try:
         resource_server = build_resource_server(hub.config, args.host, args.port)
+        issuer_host = public_host(hub.config)  # auth.server: its issuer's host name is one clients use
     except ConfigError as exc:
         return _usage_error(str(exc))
     settings = ServeSettings(
         host=args.host,
         port=args.port,
         tokens=[*args.token, *env_tokens()],  # admin tokens; create_app adds the config's auth.tokens
-        allowed_hosts=args.allow_host,
+        allowed_hosts=[*args.allow_host, *issuer_host],
         watch_config=not args.no_reload,
         header_timeout=args.header_timeout,
         session_idle_timeout=args.session_idle_timeout,
