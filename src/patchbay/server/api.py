@@ -137,8 +137,10 @@ def check_redirect_uri(uri: str) -> None:
 
 
 def callback_url(request: Request) -> str:
-    """This hub's redirect URI as the client reached it (``localhost`` as 127.0.0.1, RFC 8252 8.3)."""
-    base = str(request.base_url).rstrip("/")
+    """This hub's redirect URI as the client reached it (``localhost`` as 127.0.0.1, RFC 8252 8.3), under
+    the prefix a host app mounted patchbay at (``root_path``; ``base_url`` would give the host's root)."""
+    url = request.url
+    base = f"{url.scheme}://{url.netloc}{request.scope.get('root_path', '')}".rstrip("/")
     return base.replace("://localhost:", "://127.0.0.1:", 1) + CALLBACK_PATH
 
 
@@ -793,7 +795,9 @@ def build_api(hub: Hub) -> APIRouter:
         tags=["tools"],
         summary="Call a tool",
         description="Call an exposed tool and return the upstream's `CallToolResult` as MCP JSON. A tool "
-        "that fails on its own answers 200 with `isError: true`; the hub's own failures are HTTP errors.",
+        "that fails on its own answers 200 with `isError: true`; the hub's own failures are HTTP errors. "
+        "With `profile`, through that profile: a tool outside it is refused (404 `not_in_profile`), and a "
+        "search profile also answers its meta-tools `search_tools` and `call_tool`.",
         response_model=None,
         responses={
             200: {
@@ -814,11 +818,16 @@ def build_api(hub: Hub) -> APIRouter:
         ],
         request: Request,
         body: Annotated[CallToolRequest | None, Body()] = None,
+        profile: Annotated[str | None, Query(description="Call through this profile.")] = None,
     ) -> JSONResponse:
         body = body or CallToolRequest()
         try:
             result = await hub.call_tool(
-                name, body.arguments, timeout=body.timeout, caller=identity_of(request.scope)
+                name,
+                body.arguments,
+                timeout=body.timeout,
+                profile=profile,
+                caller=identity_of(request.scope),
             )
         except PatchbayError as exc:  # the status from the one error table every surface shares
             content, status = replies.rest_error(exc)

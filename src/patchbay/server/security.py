@@ -25,6 +25,16 @@ OPEN_PATHS = frozenset({"/healthz"})
 _DENIED = {401: "unauthorized", 403: "forbidden", 421: "misdirected"}
 
 
+def route_path(scope: Scope) -> str:
+    """The request's path inside patchbay's app: ``scope["path"]`` less ``root_path``, the prefix a host app
+    mounted patchbay under (ASGI keeps the full path in ``path``; see ``embed.py``)."""
+    path: str = scope.get("path", "")
+    root = scope.get("root_path", "")
+    if root and path.startswith(root) and (len(path) == len(root) or path[len(root)] == "/"):
+        return path[len(root) :] or "/"
+    return path
+
+
 def is_loopback(host: str) -> bool:
     if host == "localhost":
         return True
@@ -121,7 +131,7 @@ class Guard:
                 return
         if not self.auth_required:
             attach(scope, LOCAL)
-        elif not self.is_open(scope.get("path", "")):
+        elif not self.is_open(route_path(scope)):
             auth = headers.get("authorization", "")
             scheme, _, presented = auth.partition(" ")
             identity = None
