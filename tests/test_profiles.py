@@ -154,7 +154,7 @@ async def test_reload_adds_changes_and_removes_profiles(tmp_path: Path) -> None:
         ({"coding": {"tools": ["!"]}}, "profile 'coding': tools: '!' is not a pattern"),
         ({"co ding": {}}, "invalid profile name 'co ding'"),
         ({"coding": []}, "profile 'coding': expected an object, got list"),
-        ({"coding": {"discovery": "search"}}, "profile 'coding': discovery: 'search'"),
+        ({"coding": {"discovery": "lazy"}}, "coding': discovery: Input should be 'full' or 'search'"),
         ([], "'profiles' must be an object"),
     ],
 )

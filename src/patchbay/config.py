@@ -240,7 +240,8 @@ class ProfileSpec(BaseModel):
 
     servers: list[str] | None = None
     tools: list[str] | None = None
-    discovery: Literal["full"] | None = None  # "search" (meta-tools only) is not implemented yet
+    # "search": the profile lists the meta-tools search_tools and call_tool instead (see discovery.py)
+    discovery: Literal["full", "search"] | None = None
 
     @field_validator("tools")
     @classmethod
@@ -248,13 +249,6 @@ class ProfileSpec(BaseModel):
         for pattern in value or ():
             if not pattern.removeprefix("!"):
                 raise ValueError(f"{pattern!r} is not a pattern: write a glob such as 'github__*'")
-        return value
-
-    @field_validator("discovery", mode="before")
-    @classmethod
-    def _check_discovery(cls, value: Any) -> Any:
-        if value == "search":
-            raise ValueError("'search' (meta-tools instead of the tools) is not supported yet; use 'full'")
         return value
 
     def to_json(self) -> dict[str, Any]:

@@ -24,6 +24,7 @@ from patchbay.audit import AuditLog, ClientInfo, parse_audit
 from patchbay.catalog import Catalog, Format, Listing
 from patchbay.config import HubConfig, ServerSpec, load_config, parse_config
 from patchbay.dialin import AgentStatus, DialInAgent, token_digest
+from patchbay.discovery import META_NAMES, call_meta
 from patchbay.errors import (
     CallTimeoutError,
     ConfigError,
@@ -284,7 +285,9 @@ class Hub:
         """Every exposed tool as JSON-ready dicts: ``mcp`` Tool objects, ``openai`` or ``anthropic``.
 
         With ``query``, only the ``limit`` (default 20) tools that best match it, best first: the tools
-        for one turn of a conversation (see ``search_tools``). With ``profile``, only that profile's.
+        for one turn of a conversation (see ``search_tools``). With ``profile``, only that profile's;
+        without ``query``, a ``"discovery": "search"`` profile gives its meta-tools ``search_tools`` and
+        ``call_tool``, what its MCP clients list (``call_tool(..., profile=)`` answers them).
         """
         if server is not None:
             self._supervisor(server)
@@ -405,7 +408,8 @@ class Hub:
     ) -> types.CallToolResult:
         """Call an exposed tool; returns the upstream's full ``CallToolResult``.
 
-        With ``profile``, a tool outside that profile is refused (``ToolNotInProfileError``).
+        With ``profile``, a tool outside that profile is refused (``ToolNotInProfileError``); a search
+        profile also answers its meta-tools ``search_tools`` and ``call_tool`` (see ``discovery.py``).
         ``caller`` is who asks (the surfaces pass the identity their gate found; ``None`` is the
         process owner): a caller bound to a profile is held to it.
 
@@ -490,6 +494,10 @@ class Hub:
         view = None
         if profile is not None:
             view = self._profiles.get(profile)
+            if view.searching and name in META_NAMES:  # search_tools / call_tool (discovery.py)
+                return await call_meta(
+                    self, profile, name, arguments, timeout=timeout, progress=progress, client=client
+                )
             if name not in view.names(self.catalog):  # a set lookup; the view is rebuilt once per version
                 self._outside_profile(view, name)
         entry = self.catalog.tools.get(name)
@@ -883,19 +891,20 @@ class Hub:
     # --- LLM tool-calling loop ----------------------------------------------------------------------
 
     async def run_openai_tool_calls(
-        self, message: Any, *, timeout: float | None = None
+        self, message: Any, *, timeout: float | None = None, profile: str | None = None
     ) -> list[dict[str, Any]]:
         """Run an OpenAI assistant message's ``tool_calls`` concurrently; returns ``role: tool`` messages.
 
         Bad arguments, unknown tools and failures become error results the model can read (see llm.py).
+        ``profile``: through that profile, as ``tools(format, profile=...)`` listed them.
         """
-        return await run_openai_tool_calls(self, message, timeout=timeout)
+        return await run_openai_tool_calls(self, message, timeout=timeout, profile=profile)
 
     async def run_anthropic_tool_uses(
-        self, content: Any, *, timeout: float | None = None
+        self, content: Any, *, timeout: float | None = None, profile: str | None = None
     ) -> list[dict[str, Any]]:
         """Run Anthropic ``tool_use`` blocks concurrently; returns ``tool_result`` blocks."""
-        return await run_anthropic_tool_uses(self, content, timeout=timeout)
+        return await run_anthropic_tool_uses(self, content, timeout=timeout, profile=profile)
 
     # --- agents ------------------------------------------------------------------------------------
 

@@ -43,6 +43,7 @@ from opentelemetry.trace import Link, Span, SpanKind, StatusCode
 from patchbay import __version__
 from patchbay.config import expand, placeholder_env, redact_url
 from patchbay.errors import ConfigError, PatchbayError, UnknownToolError
+from patchbay.server.security import route_path
 
 if TYPE_CHECKING:
     from opentelemetry.sdk.trace import TracerProvider
@@ -565,7 +566,7 @@ class _RestCalls:
         self.tracing = tracing
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        path = scope.get("path", "") if scope["type"] == "http" else ""
+        path = route_path(scope) if scope["type"] == "http" else ""  # less a host app's mount prefix
         if scope.get("method") != "POST" or not path.startswith("/api/") or not path.endswith("/call"):
             await self.app(scope, receive, send)
             return

@@ -274,7 +274,10 @@ class ProtectedServer:
         await send({"type": "http.response.body", "body": data})
 
 
-CALLBACK_RE = re.compile(r"^http://127\.0\.0\.1:\d+/(oauth/callback|api/oauth/callback).*")
+# Also under a prefix: a hub mounted in a host app (tests/test_embed.py) has /hub/oauth/callback.
+CALLBACK_RE = re.compile(
+    r"^http://127\.0\.0\.1:\d+/(?:[A-Za-z0-9_-]+/)?(oauth/callback|api/oauth/callback).*"
+)
 
 
 async def consent(

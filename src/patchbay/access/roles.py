@@ -23,7 +23,7 @@ from patchbay.catalog import Catalog
 from patchbay.events import CatalogEvent, ConfigReloadEvent, Event
 from patchbay.identity import SCOPE_KEY, Identity, Role
 from patchbay.profiles import ProfileView
-from patchbay.server.security import deny
+from patchbay.server.security import deny, route_path
 
 log = logging.getLogger(__name__)
 
@@ -105,7 +105,7 @@ class RoleGate:
         if not isinstance(identity, Identity):
             await self.app(scope, receive, send)
             return
-        path: str = scope.get("path", "")
+        path = route_path(scope)  # less the prefix of a host app that mounted patchbay (embed.py)
         method = scope.get("method", WEBSOCKET) if scope["type"] == "http" else WEBSOCKET
         needed = self.table.needed(method, path)
         if not identity.allows(needed):
@@ -130,9 +130,10 @@ def _hold_to_profile(scope: Scope, identity: Identity) -> tuple[str | None, Scop
     ``profile`` query parameter set to the identity's own (REST lists and search)."""
     profile = identity.profile
     assert profile is not None
-    path: str = scope.get("path", "")
+    path = route_path(scope)
     if path == "/mcp":
-        target = f"/mcp/{profile}"
+        full: str = scope.get("path", "")
+        target = full[: len(full) - len(path)] + f"/mcp/{profile}"  # under a mount, keep its prefix
         return None, {**scope, "path": target, "raw_path": target.encode()}
     if path.startswith("/mcp/"):
         if path != f"/mcp/{profile}":

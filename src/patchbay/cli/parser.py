@@ -14,6 +14,7 @@ from patchbay.cli.commands.config import cmd_config_check
 from patchbay.cli.commands.config_export import cmd_config_export
 from patchbay.cli.commands.import_ import cmd_import
 from patchbay.cli.commands.oauth import cmd_oauth_clients, cmd_oauth_grants, cmd_oauth_revoke
+from patchbay.cli.commands.profiles import add_profiles
 from patchbay.cli.commands.serve import cmd_agent, cmd_run, cmd_serve
 from patchbay.cli.commands.servers import (
     cmd_servers_add,
@@ -204,6 +205,7 @@ def build_parser() -> argparse.ArgumentParser:
     agent.set_defaults(func=cmd_agent)
 
     _add_servers(sub, common, hubopts)
+    add_profiles(sub, common, hubopts)
     _add_auth(sub, common, hubopts)
     add_audit_subcommands(sub, common, hubopts)
     add_tokens_parser(sub, common, hubopts, HUB_NOTE)

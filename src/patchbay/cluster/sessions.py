@@ -23,6 +23,7 @@ import httpx2
 from redis.exceptions import RedisError
 
 from patchbay.cluster.keys import PREFIX
+from patchbay.server.security import route_path
 
 if TYPE_CHECKING:
     from patchbay.cluster.node import Cluster
@@ -65,7 +66,7 @@ class SessionRouter:
         cluster.on_close(self.close)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not _is_mcp(scope["path"]):
+        if scope["type"] != "http" or not _is_mcp(route_path(scope)):
             await self.app(scope, receive, send)
             return
         headers = dict(scope["headers"])

@@ -138,8 +138,10 @@ def check_redirect_uri(uri: str) -> None:
 
 
 def callback_url(request: Request) -> str:
-    """This hub's redirect URI as the client reached it (``localhost`` as 127.0.0.1, RFC 8252 8.3)."""
-    base = str(request.base_url).rstrip("/")
+    """This hub's redirect URI as the client reached it (``localhost`` as 127.0.0.1, RFC 8252 8.3), under
+    the prefix a host app mounted patchbay at (``root_path``; ``base_url`` would give the host's root)."""
+    url = request.url
+    base = f"{url.scheme}://{url.netloc}{request.scope.get('root_path', '')}".rstrip("/")
     return base.replace("://localhost:", "://127.0.0.1:", 1) + CALLBACK_PATH
 
 
@@ -794,7 +796,9 @@ def build_api(hub: Hub) -> APIRouter:
         tags=["tools"],
         summary="Call a tool",
         description="Call an exposed tool and return the upstream's `CallToolResult` as MCP JSON. A tool "
-        "that fails on its own answers 200 with `isError: true`; the hub's own failures are HTTP errors.",
+        "that fails on its own answers 200 with `isError: true`; the hub's own failures are HTTP errors. "
+        "With `profile`, through that profile: a tool outside it is refused (404 `not_in_profile`), and a "
+        "search profile also answers its meta-tools `search_tools` and `call_tool`.",
         response_model=None,
         responses={
             200: {
@@ -815,6 +819,7 @@ def build_api(hub: Hub) -> APIRouter:
         ],
         request: Request,
         body: Annotated[CallToolRequest | None, Body()] = None,
+        profile: Annotated[str | None, Query(description="Call through this profile.")] = None,
     ) -> JSONResponse:
         body = body or CallToolRequest()
         try:
@@ -822,6 +827,7 @@ def build_api(hub: Hub) -> APIRouter:
                 name,
                 body.arguments,
                 timeout=body.timeout,
+                profile=profile,
                 caller=identity_of(request.scope),
                 client_info=rest_client(request),
             )

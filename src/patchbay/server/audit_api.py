@@ -29,6 +29,7 @@ from patchbay.errors import ConfigError
 from patchbay.hub import Hub
 from patchbay.identity import identity_of
 from patchbay.server.api import ErrorBody
+from patchbay.server.security import route_path
 
 READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
@@ -47,7 +48,7 @@ class AuditMiddleware:
             return
         identity = identity_of(scope)
         token = ACTING.set(identity)
-        path: str = scope.get("path", "")
+        path = route_path(scope)  # less a host app's mount prefix (embed.py)
         method: str = scope.get("method", "GET")
         record = method not in READ_METHODS and path.startswith(self.prefix) and not _is_call(path)
         status = 500

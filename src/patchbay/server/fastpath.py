@@ -37,6 +37,7 @@ from patchbay.errors import PatchbayError
 from patchbay.hub import Hub
 from patchbay.identity import Identity, identity_of
 from patchbay.server import sdk_adapter
+from patchbay.server.security import route_path
 
 log = logging.getLogger(__name__)
 
@@ -134,7 +135,7 @@ class McpFastPath:
             not self.enabled
             or scope["type"] != "http"
             or scope["method"] != "POST"
-            or scope["path"] != self.path
+            or route_path(scope) != self.path
         ):
             await self.app(scope, receive, send)
             return

@@ -28,6 +28,16 @@ REFUSAL_HOOK = "patchbay.on_refused"  # scope key: who is told of a refusal (the
 RefusalHook = Callable[[Mapping[str, Any], int, str], None]
 
 
+def route_path(scope: Scope) -> str:
+    """The request's path inside patchbay's app: ``scope["path"]`` less ``root_path``, the prefix a host app
+    mounted patchbay under (ASGI keeps the full path in ``path``; see ``embed.py``)."""
+    path: str = scope.get("path", "")
+    root = scope.get("root_path", "")
+    if root and path.startswith(root) and (len(path) == len(root) or path[len(root)] == "/"):
+        return path[len(root) :] or "/"
+    return path
+
+
 def is_loopback(host: str) -> bool:
     if host == "localhost":
         return True
@@ -128,7 +138,7 @@ class Guard:
                 return
         if not self.auth_required:
             attach(scope, LOCAL)
-        elif not self.is_open(scope.get("path", "")):
+        elif not self.is_open(route_path(scope)):
             auth = headers.get("authorization", "")
             scheme, _, presented = auth.partition(" ")
             identity = None

@@ -17,7 +17,7 @@ import shutil
 import signal
 import time
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, cast
 
 from patchbay.config import ResolvedSpec
 from patchbay.errors import ConfigError, ServerExitedError
@@ -64,8 +64,9 @@ class _Protocol(asyncio.SubprocessProtocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # Before subprocess_exec returns: a process that dies at once reports its exit through this.
-        assert isinstance(transport, asyncio.SubprocessTransport)
-        self._owner._transport = transport
+        # uvloop's process transport (uvicorn picks uvloop when it is installed, e.g. in a host app that
+        # embeds patchbay) has the SubprocessTransport methods without deriving from it.
+        self._owner._transport = cast(asyncio.SubprocessTransport, transport)
 
     def pipe_data_received(self, fd: int, data: bytes) -> None:
         if fd == 1:
@@ -151,8 +152,9 @@ class StdioTransport:
         self._transport = transport
         self.pid = transport.get_pid()
         stdin = transport.get_pipe_transport(0)
-        assert isinstance(stdin, asyncio.WriteTransport)
-        self._stdin = stdin
+        if stdin is None:  # it was asked for (PIPE): only a broken event loop gives none
+            raise RuntimeError(f"{spec.name}: the event loop gave no stdin pipe for the child")
+        self._stdin = cast(asyncio.WriteTransport, stdin)  # uvloop's pipe has the methods, not the class
         log.debug("%s: started pid %s: %s %s", spec.name, self.pid, exe, " ".join(spec.args))
 
     # --- writing -----------------------------------------------------------------------------------
