@@ -739,6 +739,11 @@ async def test_consent_page_deny_csrf_and_wrong_token(world: World) -> None:
     )
     query = await consent_in_browser(world.browser, url, redirect, deny=True)
     assert query["error"] == "access_denied" and query["state"] == "keep-me"
+    # the audit trail has both, naming the client, never the token typed in
+    records = await admin_get(hub, "/api/audit?event=consent")
+    mine = [r for r in records if r.get("client") == client_id]
+    assert [r["outcome"] for r in mine] == ["refused", "denied"], mine
+    assert "not-the-admin-token" not in json.dumps(records)
 
 
 async def test_state_survives_a_restart_encrypted(world: World) -> None:

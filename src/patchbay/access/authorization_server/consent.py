@@ -42,6 +42,10 @@ _STYLE = (
 )
 
 
+def _no_record(event: str, **fields: object) -> None:
+    return None
+
+
 class ConsentPage:
     """GET shows the request; POST approves or denies it. ``admin`` maps a presented token to its
     identity (the hub's static tokens); ``profiles`` lists the profiles a grant may be bound to."""
@@ -51,10 +55,12 @@ class ConsentPage:
         provider: PatchbayProvider,
         admin: Callable[[str], Identity | None],
         profiles: Callable[[], Iterable[str]],
+        record: Callable[..., None] | None = None,
     ) -> None:
         self._provider = provider
         self._admin = admin
         self._profiles = profiles
+        self._record = record or _no_record  # the audit trail's consent records
 
     async def show(self, request: Request) -> Response:
         pending = self._provider.take_pending(request.query_params.get("request", ""))
@@ -87,10 +93,12 @@ class ConsentPage:
             )
         if text("action") == "deny":
             log.info("consent denied for client %s", pending.client.client_id)
+            self._record("consent", client=pending.client.client_id, outcome="denied")
             return _redirect(self._provider.deny(pending))
         identity = self._admin(text("token").strip()) if text("token").strip() else None
         if identity is None or not identity.allows("admin"):
             pending.failures += 1
+            self._record("consent", client=pending.client.client_id, outcome="refused", reason="bad token")
             if pending.failures >= MAX_FAILURES:
                 self._provider.pending.pop(pending.id, None)
                 return _message(403, "Too many wrong tokens; this sign-in request is closed.")
@@ -108,6 +116,14 @@ class ConsentPage:
             pending.client.client_id,
             role,
             f", profile {profile}" if profile else "",
+        )
+        self._record(
+            "consent",
+            client=pending.client.client_id,
+            outcome="approved",
+            identity=identity.name,
+            granted_role=granted,
+            granted_profile=profile,
         )
         return _redirect(
             self._provider.approve(pending, role=granted, profile=profile, approved_by=identity.name)

@@ -48,7 +48,9 @@ def mount_authorization_server(app: FastAPI, hub: Hub, tokens: TokenTable) -> Gu
             field="auth.server",
         )
     provider = PatchbayProvider(settings, ServerState(settings.state_directory))
-    app.router.routes.extend(build_routes(provider, tokens.identify, lambda: hub.config.profiles))
+    app.router.routes.extend(
+        build_routes(provider, tokens.identify, lambda: hub.config.profiles, hub.audit.record)
+    )
     app.include_router(build_oauth_api(provider), prefix="/api")
     app.state.authorization_server = provider
     return GuardHooks(

@@ -87,6 +87,7 @@ def build_routes(
     provider: PatchbayProvider,
     admin: Callable[[str], Identity | None],
     profiles: Callable[[], Iterable[str]],
+    record: Callable[..., None] | None = None,
 ) -> list[BaseRoute]:
     settings = provider.settings
     sdk_routes = create_auth_routes(
@@ -128,7 +129,7 @@ def build_routes(
         )
     )
     routes.append(Route(AUTHORIZATION_PATH, endpoint=authorize, methods=["GET", "POST"]))
-    page = ConsentPage(provider, admin, profiles)
+    page = ConsentPage(provider, admin, profiles, record)
     routes.append(Route(CONSENT_PATH, endpoint=page.show, methods=["GET"]))
     routes.append(
         Route(
