@@ -9,7 +9,10 @@ has arrived (not parsed):
 
 - the whole list in one answer, handshake era (a session) and 2026-07-28 (no session);
 - the first page at ``--page-size``, handshake era (goal: p50 ≤ 30 ms);
-- every page, following ``nextCursor`` from the first to the last (the time of the whole walk).
+- every page, following ``nextCursor`` from the first to the last (the time of the whole walk, the client
+  parsing each page to find its cursor);
+- in process, on the same listings: ``McpEndpoint.tools_list_json`` (what the fast path sends) of the whole
+  list right after one server re-listed (``Catalog.set_source``): only that server's tools are encoded again.
 
 Each row's answers are checked once before timing (every tool exactly once across the pages).
 
@@ -31,8 +34,11 @@ from typing import Any
 
 import httpx2
 
+from bench.catalog import listing, server_name
 from bench.http import ACCEPT, LEGACY, MODERN, Server, body_messages, free_port, start, wait_until
 from bench.rounds import TIMES, Column, Section, finish, latency_metrics, run_sync
+from patchbay import Hub
+from patchbay.server.mcp import McpEndpoint
 
 ROOT = Path(__file__).resolve().parent.parent
 FLOOR = [sys.executable, str(ROOT / "bench" / "floor_server.py")]
@@ -143,6 +149,31 @@ def timed(requests: int, call: Callable[[], Any]) -> dict[str, float]:
     return latency_metrics(lat)
 
 
+class Encoder:
+    """The fast path's encoding in process: a hub's catalog of the same listings, one endpoint."""
+
+    def __init__(self, servers: int, per_server: int) -> None:
+        self.hub = Hub.from_dict({"mcpServers": {}})
+        for i in range(servers):
+            self.relist(i, per_server)
+        self.endpoint = McpEndpoint(self.hub)
+        self.victim, self.per = servers // 2, per_server
+        self.endpoint.tools_list_json(LEGACY, None)
+
+    def relist(self, i: int, per_server: int) -> None:
+        name = server_name(i)
+        self.hub.catalog.set_source(name, listing(per_server - 2), prefix=name, rank=(0, i, name))
+
+    def after_relist(self, requests: int) -> dict[str, float]:
+        lat = []
+        for _ in range(requests):
+            self.relist(self.victim, self.per)
+            t = time.perf_counter()
+            self.endpoint.tools_list_json(LEGACY, None)
+            lat.append(time.perf_counter() - t)
+        return latency_metrics(lat)
+
+
 def main(ns: argparse.Namespace) -> None:
     total = ns.servers * ns.tools
     with tempfile.TemporaryDirectory(prefix="bench-lists-") as tmp, hubs(ns, Path(tmp)) as servers:
@@ -157,6 +188,7 @@ def main(ns: argparse.Namespace) -> None:
             era = "modern" if lister.modern else "legacy"
             print(f"  {lister.url} {era}: {total} tools in {pages} page(s)")
         _, paged_pages = paged.walk()
+        encoder = Encoder(ns.servers, ns.tools)
 
         def walk_row() -> dict[str, float]:
             return timed(max(1, ns.requests // max(paged_pages, 1)), paged.walk)
@@ -166,12 +198,13 @@ def main(ns: argparse.Namespace) -> None:
             "one page, 2026-07-28": lambda rnd: timed(ns.requests, lambda: unpaged_modern.request(None)),
             "first page, handshake era": lambda rnd: timed(ns.requests, lambda: paged.request(None)),
             "every page": lambda rnd: walk_row(),
+            "after a re-list": lambda rnd: encoder.after_relist(ns.requests),
         }
         results = run_sync(rows, ns.rounds, verbose=ns.verbose)
         for lister in (unpaged_legacy, unpaged_modern, paged):
             lister.close()
 
-    one_legacy, one_modern, first, walk = rows
+    one_legacy, one_modern, first, walk, relisted = rows
     section = Section(
         name="lists",
         title=f"tools/list through /mcp: {ns.servers} servers {TIMES} {ns.tools} tools",
@@ -189,6 +222,7 @@ def main(ns: argparse.Namespace) -> None:
             one_modern: f"all {total} tools in one answer, 2026-07-28",
             first: f"first page (`listPageSize` {ns.page_size}), handshake era",
             walk: f"every page ({paged_pages}), following `nextCursor`",
+            relisted: f"in process: the encoded list of {total} tools after one server re-listed",
         },
         params=vars(ns),
         results=results,

@@ -72,6 +72,11 @@ class Pager:
         next_cursor = self._cursor(kind, current.epoch, end) if end < len(current.items) else None
         return Page(current.items[start:end], next_cursor, (current.key, start, end, next_cursor))
 
+    def items(self, kind: str) -> Sequence[Any]:
+        """The whole list ``kind`` as last built (empty before its first page)."""
+        current = self._lists.get(kind)
+        return current.items if current is not None else ()
+
     def _cursor(self, kind: str, epoch: int, offset: int) -> str:
         raw = f"{kind}:{self._nonce}:{epoch}:{offset}".encode()
         return base64.urlsafe_b64encode(raw).decode().rstrip("=")
