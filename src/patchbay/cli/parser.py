@@ -158,6 +158,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="close an /mcp session nobody used for this long (default: 300)",
     )
     serve.add_argument(
+        "--http",
+        choices=("auto", "h11", "httptools"),
+        default="auto",
+        help="HTTP/1.1 implementation (default: auto, httptools if installed, else h11)",
+    )
+    serve.add_argument(
+        "--loop",
+        choices=("asyncio", "uvloop"),
+        default="asyncio",
+        help="event loop (default: asyncio; uvloop needs the 'uvloop' extra, measured in bench/http.py)",
+    )
+    serve.add_argument(
         "--agent-max-frame",
         type=int,
         default=16 * 1024 * 1024,

@@ -56,8 +56,8 @@ class _Protocol(asyncio.SubprocessProtocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # Before subprocess_exec returns: a process that dies at once reports its exit through this.
-        assert isinstance(transport, asyncio.SubprocessTransport)
-        self._owner._transport = transport
+        # A SubprocessTransport (uvloop's is one in all but its class, hence no isinstance check)
+        self._owner._transport = transport  # type: ignore[assignment]
 
     def pipe_data_received(self, fd: int, data: bytes) -> None:
         if fd == 1:
@@ -143,8 +143,8 @@ class StdioTransport:
         self._transport = transport
         self.pid = transport.get_pid()
         stdin = transport.get_pipe_transport(0)
-        assert isinstance(stdin, asyncio.WriteTransport)
-        self._stdin = stdin
+        assert stdin is not None  # a WriteTransport (uvloop's is one in all but its class)
+        self._stdin = stdin  # type: ignore[assignment]
         log.debug("%s: started pid %s: %s %s", spec.name, self.pid, exe, " ".join(spec.args))
 
     # --- writing -----------------------------------------------------------------------------------

@@ -5,20 +5,36 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.util
 import os
 import signal
 import sys
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from patchbay import __version__
 from patchbay.cli.configfile import announce_config, config_path
-from patchbay.cli.errors import EXIT_USAGE
+from patchbay.cli.errors import EXIT_USAGE, CliError
 from patchbay.cli.output import Output
 from patchbay.config import auth_tokens
 from patchbay.events import CatalogEvent, ServerStateEvent
 
 if TYPE_CHECKING:  # the hub (and the MCP SDK under it) is imported only by the commands that run servers
     from patchbay.hub import Hub
+
+
+def event_loop_factory(kind: str | None) -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """The event loop ``serve --loop`` asks for: asyncio's (None, the default) or uvloop.
+
+    uvloop is optional (the ``uvloop`` extra; it does not exist on Windows): it saved only a few percent of
+    CPU per call next to httptools (``bench/http.py --stacks``), and the test suite runs on asyncio."""
+    if kind in (None, "asyncio"):
+        return None
+    if importlib.util.find_spec("uvloop") is None:
+        raise CliError("--loop uvloop: uvloop is not installed (pip install 'patchbay[uvloop]')")
+    import uvloop
+
+    return uvloop.new_event_loop
 
 
 def _usage_error(message: str) -> int:
@@ -117,6 +133,7 @@ async def cmd_serve(args: argparse.Namespace) -> int:
         watch_config=not args.no_reload,
         header_timeout=args.header_timeout,
         session_idle_timeout=args.session_idle_timeout,
+        http=args.http,
     )
     try:
         app = create_app(hub, settings)
