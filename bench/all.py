@@ -30,7 +30,7 @@ from bench.rounds import DASH, render
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
-BENCHES = ("core", "catalog", "lists", "startup", "agents", "http")
+BENCHES = ("core", "catalog", "lists", "startup", "sessions", "agents", "http")
 
 
 def commands(ns: argparse.Namespace) -> dict[str, list[str]]:
@@ -40,6 +40,7 @@ def commands(ns: argparse.Namespace) -> dict[str, list[str]]:
         "catalog": ["--rounds", str(r or 10)],
         "lists": ["--rounds", str(r or 5)],
         "startup": ["--rounds", str(r or 5)],
+        "sessions": ["--rounds", str(r or 5)],
         "agents": ["--calls", str(min(ns.calls, 500)), "--rounds", str(r or 10)],
         "http": ["--duration", f"{ns.http_duration:g}", "--rounds", str(ns.http_rounds)],
     }
@@ -107,7 +108,9 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument(
-        "--rounds", type=int, help="rounds of core, catalog, lists, startup, agents (default 20/10/5/5/10)"
+        "--rounds",
+        type=int,
+        help="rounds of core, catalog, lists, startup, sessions, agents (default 20/10/5/5/5/10)",
     )
     parser.add_argument("--calls", type=int, default=500, help="calls per row and round (default 500)")
     parser.add_argument("--slow-rounds", type=int, default=3, help="rounds of core's concurrency/start-up")

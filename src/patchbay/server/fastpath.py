@@ -70,6 +70,11 @@ class FastSessions:
         # (protocol version, cursor) -> the encoded result; raises CursorError (the SDK then answers)
         self.tools_list: Callable[[str, str | None], bytes] | None = None
 
+    def forget(self, session_id: str) -> None:
+        """The session ended."""
+        self.eligible.discard(session_id)
+        self.listable.pop(session_id, None)
+
 
 def _accepts(headers: dict[str, str]) -> bool:
     return _accepts_value(headers.get("accept", ""))

@@ -366,22 +366,19 @@ class McpEndpoint:
         negotiated = getattr(result, "protocol_version", None)
         if isinstance(result, dict):
             negotiated = result.get("protocolVersion")
-        if (
-            session_id
-            and isinstance(negotiated, str)
-            and sdk_adapter.on_connection_close(conn, self.fast_sessions.listable.pop, session_id, None)
-        ):
-            self.fast_sessions.listable[session_id] = negotiated
         caps = (ctx.params or {}).get("capabilities")
         asks_back = not isinstance(caps, dict) or any(
             caps.get(k) is not None for k in ("sampling", "elicitation")
         )
         if (
             session_id
-            and not asks_back
-            and sdk_adapter.on_connection_close(conn, self.fast_sessions.eligible.discard, session_id)
+            and isinstance(negotiated, str)
+            # one callback for both (each costs ~0.45 KiB per session, and sessions are many)
+            and sdk_adapter.on_connection_close(conn, self.fast_sessions.forget, session_id)
         ):
-            self.fast_sessions.eligible.add(session_id)
+            self.fast_sessions.listable[session_id] = negotiated
+            if not asks_back:
+                self.fast_sessions.eligible.add(session_id)
 
     def _forget(self, key: int) -> None:
         self._legacy.pop(key, None)
