@@ -644,9 +644,9 @@ def main() -> None:
     )
     parser.add_argument(
         "--stacks",
-        default="auto/asyncio",
+        default="auto/auto",
         help="comma-separated HTTP/loop pairs (`patchbay serve --http/--loop`) for bare ASGI and patchbay, "
-        "e.g. h11/asyncio,httptools/uvloop (default auto/asyncio: what `patchbay serve` picks)",
+        "e.g. h11/asyncio,httptools/uvloop (default auto/auto: what `patchbay serve` picks)",
     )
     parser.add_argument("--json", help="write the results here (default bench/results/http-<time>.json)")
     parser.add_argument("--profile", action="store_true", help="then profile patchbay under load with py-spy")

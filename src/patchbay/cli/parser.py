@@ -165,9 +165,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument(
         "--loop",
-        choices=("asyncio", "uvloop"),
-        default="asyncio",
-        help="event loop (default: asyncio; uvloop needs the 'uvloop' extra, measured in bench/http.py)",
+        choices=("auto", "asyncio", "uvloop"),
+        default="auto",
+        help="event loop (default: auto, uvloop if installed (the 'uvloop' extra), else asyncio)",
     )
     serve.add_argument(
         "--agent-max-frame",
