@@ -7,7 +7,6 @@ import argparse
 from pathlib import Path
 from typing import Any, NoReturn
 
-from patchbay import __version__
 from patchbay.cli.commands.auth import cmd_auth_login, cmd_auth_logout, cmd_auth_status
 from patchbay.cli.commands.config import cmd_config_check
 from patchbay.cli.commands.import_ import cmd_import
@@ -90,6 +89,19 @@ HUB_NOTE = (
 )
 
 
+class _Version(argparse.Action):
+    """``--version``, looking the version up only when asked (see ``patchbay.__getattr__``)."""
+
+    def __init__(self, option_strings: list[str], dest: str = argparse.SUPPRESS, **kwargs: Any) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, help=kwargs.get("help"))
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: Any, **kwargs: Any) -> NoReturn:
+        from patchbay import __version__
+
+        print(f"patchbay {__version__}")  # on stdout, as argparse's own version action does
+        parser.exit()
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(
         prog="patchbay",
@@ -104,7 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
         "exit codes: 0 ok, 1 operation failed, 2 usage or config error, 3 hub not reachable, 130 Ctrl-C.\n"
         "Every command has --help with examples.",
     )
-    parser.add_argument("--version", action="version", version=f"patchbay {__version__}")
+    parser.add_argument("--version", action=_Version, help="show the version and exit")
     parser.add_argument("--debug", action="store_true", help="verbose logs and full tracebacks")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     common, hubopts = _common_options(), _hub_options()

@@ -12,7 +12,6 @@ import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from patchbay import __version__
 from patchbay.cli.configfile import announce_config, config_path
 from patchbay.cli.errors import EXIT_USAGE, CliError
 from patchbay.cli.output import Output
@@ -74,6 +73,7 @@ def _print_tools(hub: Hub) -> None:
 
 
 async def cmd_run(args: argparse.Namespace) -> int:
+    from patchbay import __version__
     from patchbay.hub import Hub
 
     args.config = config_path(args)
@@ -121,6 +121,7 @@ async def cmd_run(args: argparse.Namespace) -> int:
 
 
 async def cmd_serve(args: argparse.Namespace) -> int:
+    from patchbay import __version__
     from patchbay.hub import Hub
     from patchbay.server.app import ServeSettings, create_app, env_tokens, uvicorn_config
 
@@ -177,6 +178,7 @@ async def cmd_serve(args: argparse.Namespace) -> int:
 
 
 async def cmd_agent(args: argparse.Namespace) -> int:
+    from patchbay import __version__
     from patchbay.agent import AgentRefused, run_agent
 
     token = args.token or os.environ.get("PATCHBAY_AGENT_TOKEN", "")
