@@ -28,6 +28,8 @@ SDK1_VENV := tests/.venv-sdk1
 tests/.stamp-servers: tests/npm/package.json tests/npm/package-lock.json tests/requirements-servers.txt tests/requirements-sdk1.txt $(BIN)/.installed
 	command -v chromium >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium)
 	command -v tinyproxy >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq tinyproxy)
+	command -v redis-server >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server)
+	test -x /usr/sbin/haproxy || command -v haproxy >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq haproxy)
 	cd tests/npm && npm ci --no-audit --no-fund --loglevel=error
 	$(BIN)/python -m pip install -q -r tests/requirements-servers.txt
 	test -x $(SDK1_VENV)/bin/python || $(PYTHON) -m venv $(SDK1_VENV)

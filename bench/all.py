@@ -5,7 +5,8 @@ table next to it. Each benchmark runs in a process of its own (its own event loo
 after another, and writes its sections as JSON (``--json``); this script adds the machine's facts (CPU
 count, load, Python, platform, date, commit) and renders everything.
 
-Run with ``make bench-all`` or ``python -m bench.all [--rounds N] [--http-duration S] [--only core,http]``.
+Run with ``make bench-all`` or ``python -m bench.all [--rounds N] [--http-duration S] [--only core,http]``;
+``--with-cluster`` adds bench/cluster.py (Redis, haproxy and four replicas).
 On this 2-core machine the defaults take about 6 minutes.
 """
 
@@ -31,6 +32,7 @@ from bench.rounds import DASH, render
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
 BENCHES = ("core", "catalog", "lists", "startup", "sessions", "agents", "http")
+OPTIONAL = ("cluster",)  # needs redis-server and haproxy: only with --with-cluster (or --only cluster)
 
 
 def commands(ns: argparse.Namespace) -> dict[str, list[str]]:
@@ -43,6 +45,7 @@ def commands(ns: argparse.Namespace) -> dict[str, list[str]]:
         "sessions": ["--rounds", str(r or 5)],
         "agents": ["--calls", str(min(ns.calls, 500)), "--rounds", str(r or 10)],
         "http": ["--duration", f"{ns.http_duration:g}", "--rounds", str(ns.http_rounds)],
+        "cluster": ["--calls", str(min(ns.calls, 300)), "--rounds", str(r or 8)],
     }
 
 
@@ -116,9 +119,19 @@ def main() -> None:
     parser.add_argument("--slow-rounds", type=int, default=3, help="rounds of core's concurrency/start-up")
     parser.add_argument("--http-duration", type=float, default=5.0, help="seconds per wrk cell (default 5)")
     parser.add_argument("--http-rounds", type=int, default=3, help="rounds of bench.http (default 3)")
-    parser.add_argument("--only", default=",".join(BENCHES), help=f"comma-separated subset of {BENCHES}")
+    parser.add_argument(
+        "--only", default=",".join(BENCHES), help=f"comma-separated subset of {BENCHES + OPTIONAL}"
+    )
+    parser.add_argument(
+        "--with-cluster", action="store_true", help="also bench.cluster (redis-server, haproxy, 4 replicas)"
+    )
     ns = parser.parse_args()
     only = [b.strip() for b in ns.only.split(",") if b.strip()]
+    if ns.with_cluster and "cluster" not in only:
+        only.append("cluster")
+    unknown = [b for b in only if b not in BENCHES + OPTIONAL]
+    if unknown:
+        raise SystemExit(f"unknown benchmark {unknown[0]!r}; choose from {', '.join(BENCHES + OPTIONAL)}")
     if "http" in only and shutil.which("wrk") is None:
         raise SystemExit("wrk not found: apt-get install -y wrk (make bench-all installs it)")
     RESULTS.mkdir(exist_ok=True)

@@ -11,6 +11,9 @@ Rows, against the hand-written stdio server (bench/floor_server.py):
 - patchbay: ``Hub.call_tool``, no call observer (the library as embedded)
 - patchbay + metrics: ``Hub.call_tool`` on a hub with the Prometheus observer of ``patchbay serve``
   (server/metrics.py): what metrics cost on the call path
+- patchbay + metrics + otel: the same with OpenTelemetry on (telemetry.py), exporting over OTLP/HTTP to a
+  sink in another process (bench/otlp_sink.py), each call made as ``/mcp`` makes it: inside a SERVER span
+  whose parent comes from a ``traceparent`` header, with a CLIENT span and ``_meta`` injection upstream
 Then the same SDK/patchbay pair against an SDK ``MCPServer`` (the bundled demo), and, in a few rounds of
 their own, 50 concurrent 1 s calls and the start-up of 10 servers against the slowest one alone.
 """
@@ -20,6 +23,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import os
+import socket
+import subprocess
 import sys
 import time
 from collections.abc import Awaitable, Callable
@@ -73,14 +79,57 @@ async def sdk_session(stack: AsyncExitStack, command: list[str]) -> ClientSessio
     return session
 
 
-async def hub_for(stack: AsyncExitStack, command: list[str], *, metrics: bool = False) -> Hub:
-    hub = Hub.from_dict({"mcpServers": {"s": {"command": command[0], "args": command[1:]}}})
+async def hub_for(
+    stack: AsyncExitStack, command: list[str], *, metrics: bool = False, otlp: str | None = None
+) -> Hub:
+    config: dict[str, Any] = {"mcpServers": {"s": {"command": command[0], "args": command[1:]}}}
+    if otlp is not None:
+        config["telemetry"] = {"otlpEndpoint": otlp}
+    hub = Hub.from_dict(config)
     await stack.enter_async_context(hub)
     if metrics:
         from patchbay.server.metrics import build_metrics
 
         build_metrics(hub)  # registers the call observer `patchbay serve` runs with
     return hub
+
+
+def otlp_sink(stack: AsyncExitStack) -> str:
+    """A collector stand-in in a process of its own; its OTLP/HTTP base URL."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-m", "bench.otlp_sink", str(port)], cwd=ROOT)
+    stack.callback(proc.wait)
+    stack.callback(proc.kill)
+    deadline = time.monotonic() + 30
+    while True:  # bench set-up, not a test: wait until it listens
+        try:
+            socket.create_connection(("127.0.0.1", port), 0.5).close()
+            return f"http://127.0.0.1:{port}"
+        except OSError:
+            if time.monotonic() > deadline or proc.poll() is not None:
+                raise RuntimeError("the OTLP sink did not start") from None
+            time.sleep(0.02)
+
+
+def served_call(hub: Hub, name: str, arguments: dict[str, Any]) -> Callable[[], Awaitable[Any]]:
+    """A call as ``/mcp``'s fast path makes it with tracing on: in a SERVER span, parent from the headers."""
+    tracing = hub.tracing
+    assert tracing is not None
+    headers = {"traceparent": f"00-{os.urandom(16).hex()}-{os.urandom(8).hex()}-01"}
+
+    def call() -> Awaitable[Any]:
+        return tracing.served(
+            hub.call_tool(name, arguments),
+            "tools/call",
+            {"name": name},
+            meta={},
+            headers=headers,
+            protocol="streamable-http",
+        )
+
+    return call
 
 
 def latency_row(n: int, call: Callable[[], Awaitable[Any]]) -> Callable[[int], Awaitable[dict[str, float]]]:
@@ -145,6 +194,7 @@ async def main(ns: argparse.Namespace) -> None:
         sdk = await sdk_session(stack, FLOOR_SERVER)
         hub = await hub_for(stack, FLOOR_SERVER)
         hub_m = await hub_for(stack, FLOOR_SERVER, metrics=True)
+        hub_otel = await hub_for(stack, FLOOR_SERVER, metrics=True, otlp=otlp_sink(stack))
         sdk_demo = await sdk_session(stack, DEMO_SERVER)
         hub_demo = await hub_for(stack, DEMO_SERVER)
         demo_calls = max(calls // 4, 50)
@@ -153,6 +203,7 @@ async def main(ns: argparse.Namespace) -> None:
             "sdk": latency_row(calls, lambda: sdk.call_tool("echo", ECHO)),
             "patchbay": latency_row(calls, lambda: hub.call_tool("s__echo", ECHO)),
             "patchbay+metrics": latency_row(calls, lambda: hub_m.call_tool("s__echo", ECHO)),
+            "patchbay+metrics+otel": latency_row(calls, served_call(hub_otel, "s__echo", ECHO)),
             "demo sdk": latency_row(demo_calls, lambda: sdk_demo.call_tool("add", {"a": 1, "b": 2})),
             "demo patchbay": latency_row(demo_calls, lambda: hub_demo.call_tool("s__add", {"a": 1, "b": 2})),
         }
@@ -169,6 +220,7 @@ async def main(ns: argparse.Namespace) -> None:
             "sdk": "floor",
             "patchbay": "floor",
             "patchbay+metrics": "patchbay",
+            "patchbay+metrics+otel": "patchbay+metrics",
             "demo patchbay": "demo sdk",
         },
         vs_header="ratio (per round)",
@@ -177,6 +229,7 @@ async def main(ns: argparse.Namespace) -> None:
             "sdk": "SDK `ClientSession.call_tool`, same server",
             "patchbay": "patchbay `Hub.call_tool`, same server",
             "patchbay+metrics": "patchbay `Hub.call_tool` + Prometheus observer",
+            "patchbay+metrics+otel": "… + OpenTelemetry on (SERVER and CLIENT span, OTLP/HTTP export)",
             "demo sdk": "SDK against an SDK `MCPServer` (the demo)",
             "demo patchbay": "patchbay against the demo",
         },
@@ -193,6 +246,17 @@ async def main(ns: argparse.Namespace) -> None:
     section.notes.append(
         f"metrics on / off: {metrics_cost.median:.3f} per round (rounds {metrics_cost.min:.3f}-"
         f"{metrics_cost.max:.3f}); the observer alone costs {observer_cost():.2f} µs per call"
+    )
+
+    otel_cost = results.ratio("patchbay+metrics+otel", "patchbay+metrics", "median_ms")
+    otel_us = (
+        results.stat("patchbay+metrics+otel", "median_ms").median
+        - results.stat("patchbay+metrics", "median_ms").median
+    ) * 1000
+    section.notes.append(
+        f"tracing on / off: {otel_cost.median:.3f} per round (rounds {otel_cost.min:.3f}-"
+        f"{otel_cost.max:.3f}), {otel_us:.0f} µs per call for two spans and their export; off, the call "
+        "path has one attribute check (`self.tracing is not None`)"
     )
 
     sections = [section]

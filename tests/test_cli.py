@@ -515,6 +515,36 @@ def test_config_check(tmp_path: Path, in_process: InProcess) -> None:
     assert "server 'a': timeout: Input should be greater than 0" in fields.out
 
 
+def test_config_check_validates_the_oauth_object(tmp_path: Path, in_process: InProcess) -> None:
+    url = "https://example.com/mcp"
+    write(
+        tmp_path / "oauth.json",
+        {
+            "mcpServers": {
+                "ok": {"url": url, "oauth": {"clientId": "c", "clientSecret": "${CLI_TEST_UNSET_SECRET}"}},
+                "typo": {"url": url, "oauth": {"clientID": "c"}},
+                "grant": {"url": url, "oauth": {"grant": "password"}},
+                "public": {"url": url, "oauth": {"grant": "client_credentials", "clientId": "c"}},
+                "shape": {"url": url, "oauth": "yes"},
+                "local": {"command": "${PATCHBAY_PYTHON}", "oauth": {}},
+            }
+        },
+    )
+    result = in_process("config", "check", "oauth.json", "--json", cwd=tmp_path)
+    assert result.code == 1, result
+    report = result.json()
+    assert {(e["server"], e["field"]) for e in report["errors"]} == {
+        ("typo", "oauth.clientID"),
+        ("grant", "oauth.grant"),
+        ("public", "oauth.grant"),
+        ("shape", "oauth"),
+        ("local", "oauth"),
+    }
+    assert any("client_credentials needs a confidential client" in e["message"] for e in report["errors"])
+    assert [(w["server"], w["field"]) for w in report["warnings"]] == [("ok", "oauth.clientSecret")]
+    assert "'CLI_TEST_UNSET_SECRET' is not set" in report["warnings"][0]["message"]
+
+
 # --- import ---------------------------------------------------------------------------------------------
 
 

@@ -154,7 +154,7 @@ async def test_reload_adds_changes_and_removes_profiles(tmp_path: Path) -> None:
         ({"coding": {"tools": ["!"]}}, "profile 'coding': tools: '!' is not a pattern"),
         ({"co ding": {}}, "invalid profile name 'co ding'"),
         ({"coding": []}, "profile 'coding': expected an object, got list"),
-        ({"coding": {"discovery": "search"}}, "profile 'coding': discovery: 'search'"),
+        ({"coding": {"discovery": "lazy"}}, "coding': discovery: Input should be 'full' or 'search'"),
         ([], "'profiles' must be an object"),
     ],
 )
@@ -172,3 +172,15 @@ def test_unknown_servers_are_warnings_and_profiles_are_saved_as_written() -> Non
     config = parse_config(json.dumps(doc))
     assert profile_warnings(config) == ["profile 'p': servers: 'gone' is not a configured server or agent"]
     assert config.to_document()["profiles"] == doc["profiles"]
+
+
+async def test_a_caller_bound_to_a_profile_is_held_to_it(hub: Hub) -> None:
+    from patchbay.identity import Identity
+
+    bound = Identity("ci", "user", profile="coding")
+    result = await hub.call_tool("gh__echo", {"text": "in"}, caller=bound)
+    assert not result.is_error
+    with pytest.raises(ToolNotInProfileError, match="'fs__echo' is not in profile 'coding'"):
+        await hub.call_tool("fs__echo", {"text": "out"}, caller=bound)
+    with pytest.raises(ToolNotInProfileError):  # naming another profile does not widen the view
+        await hub.call_tool("fs__echo", {"text": "out"}, profile="everything", caller=bound)

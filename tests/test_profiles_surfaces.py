@@ -49,6 +49,7 @@ async def test_rest_lists_profiles_and_their_tools(served: Served) -> None:
             "name": "math",
             "servers": None,
             "tools": ["*__add"],
+            "discovery": "full",
             "tool_count": 2,
             "unknown_servers": [],
         }

@@ -23,6 +23,7 @@ _EXPORTS = {
     "ServerStateEvent": "patchbay.events",
     "Hub": "patchbay.hub",
     "result_text": "patchbay.results",
+    "mount": "patchbay.server.embed",
     "ServerState": "patchbay.supervisor",
     "ServerStatus": "patchbay.supervisor",
 }
@@ -44,6 +45,7 @@ if TYPE_CHECKING:
     from patchbay.events import CatalogEvent, ConfigEvent, Event, ServerStateEvent
     from patchbay.hub import Hub
     from patchbay.results import result_text
+    from patchbay.server.embed import mount
     from patchbay.supervisor import ServerState, ServerStatus
 
 
@@ -92,5 +94,6 @@ __all__ = [
     "UpstreamError",
     "__version__",
     "load_config",
+    "mount",
     "result_text",
 ]

@@ -56,10 +56,15 @@ async def serve_over_websocket(endpoint: McpEndpoint, ws: ClientConnection) -> N
     calls: dict[Any, asyncio.Task[None]] = {}
     initialized = False
 
-    async def answer(rid: str | int, name: str, arguments: dict[str, Any]) -> None:
+    async def answer(rid: str | int, name: str, arguments: dict[str, Any], meta: Any) -> None:
         outcome: types.CallToolResult | Exception
+        call = endpoint.hub.call_tool(name, arguments)
+        if endpoint.hub.tracing is not None:  # OpenTelemetry: in a SERVER span, parent from the hub's _meta
+            call = endpoint.hub.tracing.served(
+                call, "tools/call", {"name": name}, meta=meta, headers=None, protocol="agent", request_id=rid
+            )
         try:
-            outcome = await endpoint.hub.call_tool(name, arguments)
+            outcome = await call
         except Exception as exc:  # answered as /mcp answers it (replies.py), never left unanswered
             if not isinstance(exc, PatchbayError):
                 log.exception("tools/call %r failed", name)
@@ -92,7 +97,8 @@ async def serve_over_websocket(endpoint: McpEndpoint, ws: ClientConnection) -> N
                         and _plain_call(params)
                     ):
                         assert isinstance(params, dict)
-                        task = asyncio.create_task(answer(rid, params["name"], params.get("arguments") or {}))
+                        name, arguments = params["name"], params.get("arguments") or {}
+                        task = asyncio.create_task(answer(rid, name, arguments, params.get("_meta")))
                         task.add_done_callback(_report_failure)
                         calls[rid] = task
                         continue

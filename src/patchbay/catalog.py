@@ -527,3 +527,10 @@ def _render_anthropic(e: ToolEntry) -> dict[str, Any]:
 
 
 _RENDER = {"mcp": _render_mcp, "openai": _render_openai, "anthropic": _render_anthropic}
+
+
+def render_entry(entry: ToolEntry, fmt: Format) -> dict[str, Any]:
+    """One tool in one format, as ``Catalog.render`` renders it (for tools that are not in a catalog)."""
+    if fmt not in FORMATS:
+        raise ValueError(f"unknown format {fmt!r}; use one of {', '.join(FORMATS)}")
+    return _RENDER[fmt](entry)

@@ -139,6 +139,8 @@ class ServerSpec(BaseModel):
     disabled_tools: list[str] = Field(default_factory=list, alias="disabledTools")
     max_restarts: int = Field(default=5, ge=0, alias="maxRestarts")
     tools: dict[str, ToolOverride] = Field(default_factory=dict)
+    # "perUser": every downstream identity signs in upstream for itself (patchbay.oauth.per_user)
+    credentials: Literal["shared", "perUser"] | None = None
 
     @field_validator("proxy")
     @classmethod
@@ -161,6 +163,18 @@ class ServerSpec(BaseModel):
             raise ValueError(f"a {kind} server needs 'url'")
         if self.command and self.url:
             raise ValueError("give either 'command' (stdio) or 'url' (remote), not both")
+        if self.credentials == "perUser":
+            oauth = (self.model_extra or {}).get("oauth")
+            if kind not in ("http", "sse"):
+                raise ValueError(
+                    "credentials 'perUser' is for remote servers (http, sse) that sign in with OAuth"
+                )
+            if isinstance(oauth, dict) and oauth.get("grant") == "client_credentials":
+                raise ValueError(
+                    "credentials 'perUser' needs people signing in: not oauth.grant client_credentials"
+                )
+            if any(k.lower() == "authorization" for k in self.headers):
+                raise ValueError("credentials 'perUser' cannot be used with a static Authorization header")
         return self
 
     @property
@@ -228,7 +242,8 @@ class ProfileSpec(BaseModel):
 
     servers: list[str] | None = None
     tools: list[str] | None = None
-    discovery: Literal["full"] | None = None  # "search" (meta-tools only) is not implemented yet
+    # "search": the profile lists the meta-tools search_tools and call_tool instead (see discovery.py)
+    discovery: Literal["full", "search"] | None = None
 
     @field_validator("tools")
     @classmethod
@@ -236,13 +251,6 @@ class ProfileSpec(BaseModel):
         for pattern in value or ():
             if not pattern.removeprefix("!"):
                 raise ValueError(f"{pattern!r} is not a pattern: write a glob such as 'github__*'")
-        return value
-
-    @field_validator("discovery", mode="before")
-    @classmethod
-    def _check_discovery(cls, value: Any) -> Any:
-        if value == "search":
-            raise ValueError("'search' (meta-tools instead of the tools) is not supported yet; use 'full'")
         return value
 
     def to_json(self) -> dict[str, Any]:
@@ -585,30 +593,6 @@ def atomic_write(path: Path, data: bytes) -> None:
         os.fsync(dfd)
     finally:
         os.close(dfd)
-
-
-def auth_tokens(config: HubConfig) -> list[str]:
-    """Bearer tokens from the config's top-level ``auth.tokens`` (placeholders expanded)."""
-    auth = config.document.get("auth")
-    if auth is None:
-        return []
-    tokens = auth.get("tokens") if isinstance(auth, dict) else None
-    if not isinstance(tokens, list) or not all(isinstance(t, str) for t in tokens):
-        raise ConfigError(
-            'auth.tokens must be a list of strings, e.g. ["${PATCHBAY_TOKEN}"]', field="auth.tokens"
-        )
-    env = placeholder_env(config.base_dir)
-    out = []
-    for i, token in enumerate(tokens):
-        try:
-            value = expand(token, env, server="auth", field=f"tokens[{i}]")
-        except ConfigError as exc:
-            raise ConfigError(
-                str(exc).replace("server 'auth': ", "auth."), field=f"auth.tokens[{i}]"
-            ) from None
-        if value:
-            out.append(value)
-    return out
 
 
 # --- placeholders -----------------------------------------------------------------------------------

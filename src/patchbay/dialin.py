@@ -166,7 +166,7 @@ class DialInAgent(Source):
         await asyncio.shield(conn.closed)  # cancelling us must not cancel it
         await conn.close()
 
-    def _withdraw(self, conn: Connection, reason: str) -> None:
+    def _withdraw(self, conn: Any, reason: str) -> None:
         """Synchronously, before waiting callers are failed (as for servers)."""
         if self.connection is not conn:
             return
@@ -179,10 +179,25 @@ class DialInAgent(Source):
         self._report("disconnected", self.address, reason)
         log.warning("agent %r %s", self.name, reason)
 
-    async def disconnect(self, reason: str) -> None:
+    def adopt(self, conn: Any, address: str, since: float | None) -> None:
+        """Cluster mode: take the agent's connection to another replica (calls are forwarded there)."""
+        self.connection = conn
+        self.address = address
+        self.connected_since = since
+        self.last_error = None
+        self.state = "connected"
+        self.hooks.listing_changed(self, conn.listing)
+        self._report("connected", address, None)
+
+    def release(self, conn: Any, reason: str) -> None:
+        """Cluster mode: an adopted connection is gone (the agent left, or its replica did)."""
+        self._withdraw(conn, reason)
+
+    async def disconnect(self, reason: str, *, replaced: bool = False) -> None:
+        """Close the live connection; ``replaced``: a newer one took over (the agent then backs off)."""
         wire = self._wire
         if wire is not None:
-            await wire.close(CLOSE_POLICY, reason)
+            await wire.close(CLOSE_REPLACED if replaced else CLOSE_POLICY, reason)
 
     def status(self, conflicts: list[str] | None = None) -> AgentStatus:
         conn = self.connection

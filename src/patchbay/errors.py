@@ -160,3 +160,11 @@ class ToolNotInProfileError(UnknownToolError):
         else:
             what = f"unknown tool {name!r} in profile {profile!r}"
         self.args = (what + hint,)
+
+
+class ClusterUnavailableError(PatchbayError):
+    """Cluster mode: Redis, where the config of record lives, cannot be reached; changes are refused."""
+
+
+class ConfigConflictError(PatchbayError):
+    """Cluster mode: another replica changed the config first; this change was not applied (try again)."""

@@ -22,8 +22,10 @@ from pydantic import ValidationError
 from patchbay.catalog import Catalog, Format, Listing
 from patchbay.config import HubConfig, ServerSpec, load_config, parse_config
 from patchbay.dialin import AgentStatus, DialInAgent, token_digest
+from patchbay.discovery import META_NAMES, call_meta
 from patchbay.errors import (
     CallTimeoutError,
+    ConfigError,
     NotOAuthServerError,
     PatchbayError,
     ServerUnavailableError,
@@ -32,6 +34,7 @@ from patchbay.errors import (
     UpstreamError,
 )
 from patchbay.events import AgentEvent, CatalogEvent, Event, EventBus, ServerStateEvent, Subscription
+from patchbay.identity import Identity
 from patchbay.jsonrpc import METHOD_NOT_FOUND, ProgressCallback
 from patchbay.llm import run_anthropic_tool_uses, run_openai_tool_calls
 from patchbay.pinning import Pinning, ToolApprovedEvent, ToolChange, ToolChangedEvent, pinning_mode, pins_path
@@ -40,9 +43,11 @@ from patchbay.runtime import RuntimeChanges
 from patchbay.search import DEFAULT_LIMIT, SearchIndex, ToolMatch
 from patchbay.sources import Source, SourceRegistry
 from patchbay.supervisor import ServerStatus, ServerSupervisor
+from patchbay.telemetry import tracing_for
 from patchbay.transports.websocket import WebSocketWire
 
 if TYPE_CHECKING:
+    from patchbay.cluster.node import Cluster
     from patchbay.oauth import OAuthClient, OAuthManager
 
 log = logging.getLogger(__name__)
@@ -145,10 +150,12 @@ class Hub:
         self._pinning = Pinning(pinning_mode(self.config.document), pins_path(self.config.path))
         self._search: SearchIndex | None = None  # built on the first search
         self._profiles = Profiles(self.config.profiles)
+        self.cluster: Cluster | None = None  # cluster mode (``patchbay serve --cluster``): see cluster/
         for name, spec in self.config.servers.items():
             self._sources.add(self._new_supervisor(name, spec))
         for name, agent in self.config.agents.items():
             self._sources.add(self._new_agent(name, agent))
+        self.tracing = tracing_for(self)  # OpenTelemetry (telemetry.py): None unless configured
 
     # --- construction ------------------------------------------------------------------------------
 
@@ -165,6 +172,9 @@ class Hub:
         return cls(parse_config(json.dumps(data), source="<dict>"), **kwargs)
 
     def _new_supervisor(self, name: str, spec: ServerSpec) -> ServerSupervisor:
+        leased = self.cluster.supervisor(name, spec) if self.cluster is not None else None
+        if leased is not None:  # "replicas": "one" in cluster mode
+            return leased
         return ServerSupervisor(
             name, spec, hooks=self._hooks, base_dir=self.config.base_dir, oauth=lambda: self.oauth
         )
@@ -221,6 +231,8 @@ class Hub:
         )
         if self._oauth is not None:
             await self._oauth.close()
+        if self.tracing is not None:
+            await self.tracing.close()  # the last spans are exported before the hub is gone
 
     # --- status and catalog ------------------------------------------------------------------------
 
@@ -254,7 +266,9 @@ class Hub:
         """Every exposed tool as JSON-ready dicts: ``mcp`` Tool objects, ``openai`` or ``anthropic``.
 
         With ``query``, only the ``limit`` (default 20) tools that best match it, best first: the tools
-        for one turn of a conversation (see ``search_tools``). With ``profile``, only that profile's.
+        for one turn of a conversation (see ``search_tools``). With ``profile``, only that profile's;
+        without ``query``, a ``"discovery": "search"`` profile gives its meta-tools ``search_tools`` and
+        ``call_tool``, what its MCP clients list (``call_tool(..., profile=)`` answers them).
         """
         if server is not None:
             self._supervisor(server)
@@ -370,10 +384,14 @@ class Hub:
         progress: ProgressCallback | None = None,
         client: DownstreamClient | None = None,
         profile: str | None = None,
+        caller: Identity | None = None,
     ) -> types.CallToolResult:
         """Call an exposed tool; returns the upstream's full ``CallToolResult``.
 
-        With ``profile``, a tool outside that profile is refused (``ToolNotInProfileError``).
+        With ``profile``, a tool outside that profile is refused (``ToolNotInProfileError``); a search
+        profile also answers its meta-tools ``search_tools`` and ``call_tool`` (see ``discovery.py``).
+        ``caller`` is who asks (the surfaces pass the identity their gate found; ``None`` is the
+        process owner): a caller bound to a profile is held to it.
 
         Raises ``UnknownToolError`` (with close matches), ``ServerUnavailableError`` (not running, or it
         died during the call), ``CallTimeoutError`` (a cancellation was sent upstream) or
@@ -382,14 +400,16 @@ class Hub:
         ``client``, if given, answers the requests the upstream makes during the call (sampling,
         elicitation, roots): ``/mcp`` passes the downstream session that made the call.
         """
+        if caller is not None and caller.profile is not None:
+            profile = caller.profile
         if not self._call_observers:
-            return await self._call_tool(name, arguments, timeout, progress, client, profile)
+            return await self._call_tool(name, arguments, timeout, progress, client, profile, caller)
         started = time.perf_counter()
         server, outcome = None, "error"
         try:
             entry = self.catalog.tools.get(name)
             server = entry.source if entry else None
-            result = await self._call_tool(name, arguments, timeout, progress, client, profile)
+            result = await self._call_tool(name, arguments, timeout, progress, client, profile, caller)
             outcome = "tool_error" if result.is_error else "ok"
             return result
         except CallTimeoutError:
@@ -427,10 +447,15 @@ class Hub:
         progress: ProgressCallback | None,
         client: DownstreamClient | None,
         profile: str | None = None,
+        caller: Identity | None = None,
     ) -> types.CallToolResult:
         view = None
         if profile is not None:
             view = self._profiles.get(profile)
+            if view.searching and name in META_NAMES:  # search_tools / call_tool (discovery.py)
+                return await call_meta(
+                    self, profile, name, arguments, timeout=timeout, progress=progress, client=client
+                )
             if name not in view.names(self.catalog):  # a set lookup; the view is rebuilt once per version
                 self._outside_profile(view, name)
         entry = self.catalog.tools.get(name)
@@ -447,22 +472,34 @@ class Hub:
             if view is not None and name not in view.names(self.catalog):
                 raise view.refuse(self.catalog, name)
         assert entry is not None and source is not None
+        route = source.name
+        if source.per_user and caller is not None:  # the caller's own upstream sign-in, never another's
+            from patchbay.oauth.per_user import SignInRequired
+
+            try:
+                conn, route = await source.connection_for(caller)
+            except SignInRequired as exc:
+                text = types.TextContent(type="text", text=str(exc))
+                return types.CallToolResult(content=[text], is_error=True)
         limit = source.max_in_flight
         if limit is not None and conn.peer.in_flight >= limit:
             raise ServerUnavailableError(
                 source.name, f"agent {source.name!r} already has {limit} calls in flight (maxInFlight)"
             )
+        params = {"name": entry.original, "arguments": dict(arguments) if arguments else {}}
         request = conn.peer.request(
             "tools/call",
-            {"name": entry.original, "arguments": dict(arguments) if arguments else {}},
+            params,
             timeout=timeout or source.call_timeout or self.default_timeout,
             progress=progress,
             target=entry.original,
         )
+        if self.tracing is not None:  # a CLIENT span; its context goes upstream in params._meta
+            request = self.tracing.upstream(request, source, "tools/call", params, name)
         if client is None:
             raw = await request
         else:
-            clients = self._clients.setdefault(source.name, [])
+            clients = self._clients.setdefault(route, [])
             clients.append(client)
             try:
                 raw = await request
@@ -506,23 +543,42 @@ class Hub:
             raise CallTimeoutError(source.name, name, budget)
         return source, conn, left
 
-    async def read_resource(self, uri: str, *, timeout: float | None = None) -> types.ReadResourceResult:
+    async def read_resource(
+        self, uri: str, *, timeout: float | None = None, caller: Identity | None = None
+    ) -> types.ReadResourceResult:
         await self.wait_started()
-        source = self._owner(self.catalog.resource_owner(uri))
-        raw = await self._request(source, "resources/read", {"uri": uri}, timeout, uri)
+        owner = self.catalog.resource_owner(uri)
+        self._hold_to_profile(caller, owner, uri, "resource")
+        source = self._owner(owner)
+        raw = await self._request(source, "resources/read", {"uri": uri}, timeout, uri, caller)
         return self._validate(types.ReadResourceResult, raw, source.name, f"resource {uri!r}")
 
     async def get_prompt(
-        self, name: str, arguments: Mapping[str, str] | None = None, *, timeout: float | None = None
+        self,
+        name: str,
+        arguments: Mapping[str, str] | None = None,
+        *,
+        timeout: float | None = None,
+        caller: Identity | None = None,
     ) -> types.GetPromptResult:
         await self.wait_started()
         entry = self.catalog.prompt(name)
+        self._hold_to_profile(caller, entry.source, name, "prompt")
         source = self._owner(entry.source)
         params: dict[str, Any] = {"name": entry.original}
         if arguments:
             params["arguments"] = dict(arguments)
-        raw = await self._request(source, "prompts/get", params, timeout, entry.original)
+        raw = await self._request(source, "prompts/get", params, timeout, entry.original, caller)
         return self._validate(types.GetPromptResult, raw, source.name, f"prompt {entry.original!r}")
+
+    def _hold_to_profile(self, caller: Identity | None, owner: str, what: str, kind: str) -> None:
+        """A profile-bound caller reads resources and gets prompts of its profile's servers only."""
+        if (
+            caller is not None
+            and caller.profile is not None
+            and not self.profile(caller.profile).admits_source(owner)
+        ):
+            raise UnknownToolError(what, [], kind=f"{kind} in profile {caller.profile!r}")
 
     async def complete(
         self,
@@ -606,11 +662,22 @@ class Hub:
         return source
 
     async def _request(
-        self, source: Source, method: str, params: dict[str, Any], timeout: float | None, target: str
+        self,
+        source: Source,
+        method: str,
+        params: dict[str, Any],
+        timeout: float | None,
+        target: str,
+        caller: Identity | None = None,
     ) -> Any:
         budget = timeout or source.call_timeout or self.default_timeout
         conn = source.connection or await source.wait_connection(budget)
-        return await conn.peer.request(method, params, timeout=budget, target=target)
+        if source.per_user and caller is not None:
+            conn, _ = await source.connection_for(caller)
+        request = conn.peer.request(method, params, timeout=budget, target=target)
+        if self.tracing is not None:  # a CLIENT span; its context goes upstream in params._meta
+            request = self.tracing.upstream(request, source, method, params)
+        return await request
 
     @staticmethod
     def _validate(model: type[_R], raw: Any, server: str, what: str) -> _R:
@@ -680,6 +747,31 @@ class Hub:
         """What is known about ``name``'s sign-in (never a token)."""
         return self._oauth_client(name).status()
 
+    def _per_user(self, name: str) -> ServerSupervisor:
+        sup = self._supervisor(name)
+        if not sup.per_user:
+            from patchbay.oauth.per_user import NotPerUserError
+
+            raise NotPerUserError(name)
+        return sup
+
+    async def sign_in_user(self, name: str, caller: Identity, *, redirect_uri: str | None = None) -> str:
+        """The authorization URL for ``caller``'s own sign-in to a ``perUser`` server."""
+        self._per_user(name).user_client(caller)
+        return await self.oauth.sign_in_user(name, caller, redirect_uri=redirect_uri)
+
+    async def sign_out_user(self, name: str, caller: Identity) -> bool:
+        """Revoke and forget ``caller``'s own tokens for a ``perUser`` server, and close its connection."""
+        sup = self._per_user(name)
+        held = await sup.user_client(caller).logout()
+        await sup.drop_user(caller)
+        return held
+
+    def user_auth_status(self, name: str, caller: Identity) -> dict[str, Any]:
+        """``caller``'s own sign-in to a ``perUser`` server (never a token)."""
+        status = self._per_user(name).user_client(caller).status()
+        return {**status, "server": name, "identity": caller.name}
+
     async def set_enabled(self, name: str, enabled: bool) -> ServerStatus:
         return await self._runtime.set_enabled(name, enabled)
 
@@ -689,24 +781,31 @@ class Hub:
 
     async def apply_config(self, new: HubConfig) -> dict[str, list[str]]:
         """Adopt a config read from disk (a reload), all or nothing: see ``RuntimeChanges.apply_config``."""
+        if self.cluster is not None:
+            raise ConfigError(
+                "this hub is a cluster replica: its config of record is in Redis, so a local file is not "
+                "reloaded; change the config through the API or CLI of any replica (export it with "
+                "`patchbay config export`)"
+            )
         return await self._runtime.apply_config(new)
 
     # --- LLM tool-calling loop ----------------------------------------------------------------------
 
     async def run_openai_tool_calls(
-        self, message: Any, *, timeout: float | None = None
+        self, message: Any, *, timeout: float | None = None, profile: str | None = None
     ) -> list[dict[str, Any]]:
         """Run an OpenAI assistant message's ``tool_calls`` concurrently; returns ``role: tool`` messages.
 
         Bad arguments, unknown tools and failures become error results the model can read (see llm.py).
+        ``profile``: through that profile, as ``tools(format, profile=...)`` listed them.
         """
-        return await run_openai_tool_calls(self, message, timeout=timeout)
+        return await run_openai_tool_calls(self, message, timeout=timeout, profile=profile)
 
     async def run_anthropic_tool_uses(
-        self, content: Any, *, timeout: float | None = None
+        self, content: Any, *, timeout: float | None = None, profile: str | None = None
     ) -> list[dict[str, Any]]:
         """Run Anthropic ``tool_use`` blocks concurrently; returns ``tool_result`` blocks."""
-        return await run_anthropic_tool_uses(self, content, timeout=timeout)
+        return await run_anthropic_tool_uses(self, content, timeout=timeout, profile=profile)
 
     # --- agents ------------------------------------------------------------------------------------
 
@@ -734,6 +833,16 @@ class Hub:
     async def revoke_agent(self, name: str) -> None:
         """Forget an agent: its token stops working and a live connection is closed at once."""
         await self._runtime.revoke_agent(name)
+
+    # --- tokens (``auth.tokens``; the gate's table follows ``hub.config``) ---------------------------
+
+    async def add_token(self, name: str, role: str, profile: str | None = None) -> str:
+        """Create a bearer token for ``name``; only its SHA-256 is saved. Returns the token, once."""
+        return await self._runtime.add_token(name, role, profile)
+
+    async def remove_token(self, name: str) -> None:
+        """Forget a token of the config (saved)."""
+        await self._runtime.remove_token(name)
 
     # --- events ------------------------------------------------------------------------------------
 

@@ -24,7 +24,12 @@ class ToolCaller(Protocol):
     """What these helpers need of a hub: just ``call_tool`` (so llm.py does not depend on hub.py)."""
 
     async def call_tool(
-        self, name: str, arguments: Mapping[str, Any] | None = None, *, timeout: float | None = None
+        self,
+        name: str,
+        arguments: Mapping[str, Any] | None = None,
+        *,
+        timeout: float | None = None,
+        profile: str | None = None,
     ) -> types.CallToolResult: ...
 
 
@@ -35,7 +40,7 @@ def _plain(obj: Any) -> Any:
 
 
 async def _run(
-    hub: ToolCaller, name: str, arguments: Any, timeout: float | None
+    hub: ToolCaller, name: str, arguments: Any, timeout: float | None, profile: str | None = None
 ) -> tuple[types.CallToolResult, bool]:
     """One call; (result, is_error). Never raises for anything the model can cause."""
     if isinstance(arguments, str):
@@ -50,7 +55,7 @@ async def _run(
             f"the arguments for {name!r} must be a JSON object, not {type(arguments).__name__}"
         ), True
     try:
-        result = await hub.call_tool(name, arguments, timeout=timeout)
+        result = await hub.call_tool(name, arguments, timeout=timeout, profile=profile)
     except PatchbayError as exc:  # every hub error is for the model to read, an unknown tool included
         return replies.tool_error_result(exc), True
     return result, bool(result.is_error)
@@ -61,9 +66,12 @@ def _error(message: str) -> types.CallToolResult:
 
 
 async def run_openai_tool_calls(
-    hub: ToolCaller, message: Any, *, timeout: float | None = None
+    hub: ToolCaller, message: Any, *, timeout: float | None = None, profile: str | None = None
 ) -> list[dict[str, Any]]:
     """Run an OpenAI assistant message's ``tool_calls`` (or the list itself) concurrently.
+
+    With ``profile``, through that profile (tools outside it are refused; a search profile's meta-tools
+    are answered), the pair of ``hub.tools(format, profile=...)``.
 
     Returns one ``{"role": "tool", "tool_call_id", "content"}`` message per call, in order, ready to append
     to the conversation. Errors are returned as content starting with ``Error:``.
@@ -75,7 +83,7 @@ async def run_openai_tool_calls(
     async def one(call: Mapping[str, Any]) -> dict[str, Any]:
         fn = _plain(call.get("function")) or {}
         name = str(fn.get("name", ""))
-        result, is_error = await _run(hub, name, fn.get("arguments"), timeout)
+        result, is_error = await _run(hub, name, fn.get("arguments"), timeout, profile)
         text = result_text(result)
         if is_error and not text.startswith("Error:"):
             text = f"Error: {text}"
@@ -85,7 +93,7 @@ async def run_openai_tool_calls(
 
 
 async def run_anthropic_tool_uses(
-    hub: ToolCaller, content: Any, *, timeout: float | None = None
+    hub: ToolCaller, content: Any, *, timeout: float | None = None, profile: str | None = None
 ) -> list[dict[str, Any]]:
     """Run the ``tool_use`` blocks of an Anthropic assistant message (its ``content``, or the message).
 
@@ -100,7 +108,7 @@ async def run_anthropic_tool_uses(
     ]
 
     async def one(block: Mapping[str, Any]) -> dict[str, Any]:
-        result, is_error = await _run(hub, str(block.get("name", "")), block.get("input"), timeout)
+        result, is_error = await _run(hub, str(block.get("name", "")), block.get("input"), timeout, profile)
         out: dict[str, Any] = {
             "type": "tool_result",
             "tool_use_id": block.get("id", ""),

@@ -5,6 +5,10 @@ names (``tools``; ``!`` excludes). The view is recomputed once per catalog versi
 call path asks only ``name in view.names(catalog)``, a version compare and a set lookup. Whether a name is
 admitted depends only on the name and its source, so that decision is cached across versions too.
 
+A profile with ``"discovery": "search"`` lists the two meta-tools of ``discovery.py`` instead of its tools
+(``mcp_tools``, ``render`` and ``snapshot`` say what its clients see); ``names`` stays its tools, the ones
+``call_tool`` may call and ``search_tools`` searches.
+
 Resources and prompts follow ``servers`` (a profile without ``servers`` has all of them): tool patterns
 name tools, and a profile restricted to some servers should not read the others' resources.
 """
@@ -20,6 +24,7 @@ from typing import Any, Literal
 import mcp.types as types
 from pydantic import Field
 
+from patchbay import discovery
 from patchbay.catalog import Catalog, Format
 from patchbay.config import ProfileSpec
 from patchbay.errors import ToolNotInProfileError, UnknownProfileError
@@ -50,12 +55,14 @@ class ProfileInfo:
     tools: list[str] | None
     tool_count: int
     unknown_servers: list[str]
+    discovery: str = "full"  # "search": its clients list the meta-tools search_tools and call_tool
 
     def to_json(self) -> dict[str, Any]:
         return {
             "name": self.name,
             "servers": self.servers,
             "tools": self.tools,
+            "discovery": self.discovery,
             "tool_count": self.tool_count,
             "unknown_servers": self.unknown_servers,
         }
@@ -67,6 +74,8 @@ class ProfileView:
     def __init__(self, name: str, spec: ProfileSpec) -> None:
         self.name = name
         self.spec = spec
+        self.searching = spec.discovery == "search"  # clients list the meta-tools, not the tools
+        self._meta = discovery.meta_tools(name) if self.searching else []
         self._servers = frozenset(spec.servers) if spec.servers is not None else None
         patterns = spec.tools or []
         self._include = _globs([p for p in patterns if not p.startswith("!")])
@@ -111,7 +120,10 @@ class ProfileView:
     def render(
         self, catalog: Catalog, fmt: Format = "mcp", source: str | None = None
     ) -> list[dict[str, Any]]:
-        """The profile's tools in one format, in catalog order (cached per version; ``source`` filters)."""
+        """What the profile's clients list, in one format: its tools in catalog order (cached per version;
+        ``source`` filters), or for a search profile the meta-tools (none of them is a source's)."""
+        if self.searching:
+            return discovery.render(self.name, fmt) if source is None else []
         names = self.names(catalog)
         if source is not None:
             pairs = zip(catalog.render(fmt), catalog.tools.values(), strict=True)
@@ -125,6 +137,9 @@ class ProfileView:
         return out  # type: ignore[no-any-return]
 
     def mcp_tools(self, catalog: Catalog) -> list[types.Tool]:
+        """What ``tools/list`` answers on ``/mcp/<profile>``."""
+        if self.searching:
+            return self._meta
         names = self.names(catalog)
         out = self._cache.get("mcp_tools")
         if out is None:
@@ -133,12 +148,21 @@ class ProfileView:
 
     def snapshot(self, catalog: Catalog) -> tuple[Any, ...]:
         """What a client of this profile can list, comparable by value: a change means ``list_changed``."""
-        names = self.names(catalog)
-        tools = {n: catalog.tools[n].tool for n in names}
+        if self.searching:  # the meta-tools never change: nothing to tell about tools
+            tools = {t.name: t for t in self._meta}
+        else:
+            tools = {n: catalog.tools[n].tool for n in self.names(catalog)}
         resources = {u: e.resource for u, e in catalog.resources.items() if self.admits_source(e.source)}
         templates = [(t.name, t.template) for t in catalog.templates if self.admits_source(t.source)]
         prompts = {n: e.prompt for n, e in catalog.prompts.items() if self.admits_source(e.source)}
         return tools, resources, templates, prompts
+
+    def input_schema(self, catalog: Catalog, name: str) -> dict[str, Any] | None:
+        """The input schema of a tool callable through this profile (a meta-tool too); None if none is."""
+        if self.searching and name in discovery.META_NAMES:
+            return next(t.input_schema for t in self._meta if t.name == name)
+        entry = catalog.tools.get(name)
+        return entry.tool.input_schema if entry is not None and name in self.names(catalog) else None
 
     def refuse(self, catalog: Catalog, name: str) -> ToolNotInProfileError:
         """The error for a call of ``name`` through this profile that is not in it."""
@@ -155,6 +179,7 @@ class ProfileView:
             tools=list(self.spec.tools) if self.spec.tools is not None else None,
             tool_count=len(self.names(catalog)),
             unknown_servers=[s for s in servers or () if s not in known_sources],
+            discovery="search" if self.searching else "full",
         )
 
 

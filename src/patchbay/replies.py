@@ -22,6 +22,8 @@ from mcp.shared.exceptions import MCPError
 from patchbay.catalog import Catalog
 from patchbay.errors import (
     CallTimeoutError,
+    ClusterUnavailableError,
+    ConfigConflictError,
     ConfigError,
     DuplicateServerError,
     NotOAuthServerError,
@@ -57,6 +59,8 @@ ERROR_TABLE: tuple[tuple[type[PatchbayError], ErrorKind], ...] = (
     (ToolNotInProfileError, ErrorKind("not_in_profile", types.INVALID_PARAMS, False, 404)),
     (UnknownToolError, ErrorKind("unknown_tool", types.INVALID_PARAMS, False, 404)),
     (DuplicateServerError, ErrorKind("duplicate_server", types.INVALID_PARAMS, False, 409)),
+    (ConfigConflictError, ErrorKind("config_conflict", types.INTERNAL_ERROR, False, 409)),
+    (ClusterUnavailableError, ErrorKind("cluster_unavailable", types.INTERNAL_ERROR, False, 503)),
     (ConfigError, ErrorKind("config", types.INVALID_PARAMS, False, 422)),
     (MessageEncodeError, ErrorKind("invalid_arguments", types.INVALID_PARAMS, False, 422)),
     (ServerUnavailableError, ErrorKind("unavailable", types.INTERNAL_ERROR, True, 503)),

@@ -16,6 +16,14 @@ import logging
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
+from patchbay.access.tokens import (
+    new_token,
+    set_entries,
+    token_entries,
+    validate_auth_tokens,
+    with_token,
+    without_token,
+)
 from patchbay.config import (
     HubConfig,
     ProfileSpec,
@@ -63,7 +71,7 @@ class RuntimeChanges:
                 raise ConfigError(
                     f"server {name!r}: an agent has the same name; server and agent names must differ"
                 )
-            self._commit(lambda cfg: cfg.servers.__setitem__(name, parsed))
+            await self._commit(lambda cfg: cfg.servers.__setitem__(name, parsed))
             sup = hub._new_supervisor(name, parsed)
             hub._sources.add(sup)
             hub._bus.publish(ConfigEvent(action="added", server=name))
@@ -77,7 +85,7 @@ class RuntimeChanges:
         async with self._lock:
             old = hub._supervisor(name)
             parsed = parse_server_spec(name, spec if isinstance(spec, ServerSpec) else dict(spec))
-            self._commit(lambda cfg: cfg.servers.__setitem__(name, parsed))
+            await self._commit(lambda cfg: cfg.servers.__setitem__(name, parsed))
             sup = await self._replace(old, parsed)
             hub._bus.publish(ConfigEvent(action="updated", server=name))
             started = self._start(sup)
@@ -89,7 +97,7 @@ class RuntimeChanges:
         hub = self._hub
         async with self._lock:
             sup = hub._supervisor(name)
-            self._commit(lambda cfg: cfg.servers.pop(name))
+            await self._commit(lambda cfg: cfg.servers.pop(name))
             await sup.stop()  # withdraws its tools first: a call now gets "not running", not a KeyError
             hub._sources.remove(name)
             hub.catalog.remove_source(name)
@@ -100,7 +108,7 @@ class RuntimeChanges:
         async with self._lock:
             sup = hub._supervisor(name)
             new = sup.spec.with_enabled(enabled)
-            self._commit(lambda cfg: cfg.servers.__setitem__(name, new))
+            await self._commit(lambda cfg: cfg.servers.__setitem__(name, new))
             sup.spec = new
             hub._bus.publish(ConfigEvent(action="enabled" if enabled else "disabled", server=name))
             started = False
@@ -144,6 +152,7 @@ class RuntimeChanges:
                 if n in old.servers and new.servers[n].to_json() != old.servers[n].to_json()
             ]
             agents = self._prepare_agents(new)
+            validate_auth_tokens(new)  # tokens naming a profile the new file lacks refuse the reload
             self._validate_servers(new, [*added, *changed])
 
             hub.config = new
@@ -243,7 +252,7 @@ class RuntimeChanges:
                 )
             spec = parse_agent_spec(name, {"tokenSha256": token_digest(token).hex(), **settings})
             link = hub._new_agent(name, spec)
-            self._commit(lambda cfg: cfg.agents.__setitem__(name, spec))
+            await self._commit(lambda cfg: cfg.agents.__setitem__(name, spec))
             hub._sources.add(link)
             hub._bus.publish(ConfigEvent(action="agent_added", server=name))
             return link.status()
@@ -254,7 +263,7 @@ class RuntimeChanges:
             link = hub._dialins().get(name)
             if link is None:
                 raise UnknownServerError(name, list(hub._dialins()))
-            self._commit(lambda cfg: cfg.agents.pop(name, None))
+            await self._commit(lambda cfg: cfg.agents.pop(name, None))
             await link.disconnect("the agent's token was revoked")
             hub._sources.remove(name)
             hub.catalog.remove_source(name)
@@ -267,7 +276,7 @@ class RuntimeChanges:
         hub = self._hub
         parsed = parse_profile_spec(name, spec)
         async with self._lock:
-            self._commit(lambda cfg: cfg.profiles.__setitem__(name, parsed))
+            await self._commit(lambda cfg: cfg.profiles.__setitem__(name, parsed))
             hub._set_profiles(hub.config)
 
     async def remove_profile(self, name: str) -> None:
@@ -275,8 +284,32 @@ class RuntimeChanges:
         async with self._lock:
             if name not in hub.config.profiles:
                 raise UnknownProfileError(name, list(hub.config.profiles))
-            self._commit(lambda cfg: cfg.profiles.pop(name, None))
+            if bound := _bound_tokens(hub.config, name):
+                raise ConfigError(
+                    f"profile {name!r}: tokens {', '.join(map(repr, bound))} are bound to it; remove "
+                    "them first",
+                    field="profiles",
+                )
+            await self._commit(lambda cfg: cfg.profiles.pop(name, None))
             hub._set_profiles(hub.config)
+
+    # --- tokens (``auth.tokens``) ---------------------------------------------------------------------
+
+    async def add_token(self, name: str, role: str, profile: str | None = None) -> str:
+        """Create a token: saved as its SHA-256 only; returns the token (shown once, never stored)."""
+        hub = self._hub
+        async with self._lock:
+            token = new_token()
+            entries = with_token(hub.config, name, role, profile, token)  # validated, or ConfigError
+            await self._commit(lambda cfg: set_entries(cfg, entries))
+            return token
+
+    async def remove_token(self, name: str) -> None:
+        """Forget a config token by name (saved); the gate's table follows ``hub.config``."""
+        hub = self._hub
+        async with self._lock:
+            entries = without_token(hub.config, name)  # UnknownTokenError
+            await self._commit(lambda cfg: set_entries(cfg, entries))
 
     # --- helpers -----------------------------------------------------------------------------------
 
@@ -297,16 +330,30 @@ class RuntimeChanges:
         hub._sources.add(sup)  # in the old one's place: same rank
         return sup
 
-    def _commit(self, change: Callable[[HubConfig], Any]) -> None:
-        """Apply ``change`` to a copy of the config, save it, and only then adopt it."""
+    async def _commit(self, change: Callable[[HubConfig], Any]) -> None:
+        """Apply ``change`` to a copy of the config, save it, and only then adopt it.
+
+        In cluster mode it is saved to the cluster's config of record (Redis) instead of the file.
+        """
         hub = self._hub
         candidate = copy.copy(hub.config)
         candidate.servers = dict(hub.config.servers)
         candidate.agents = dict(hub.config.agents)
         candidate.profiles = dict(hub.config.profiles)
         change(candidate)
-        save_config(candidate)
+        if hub.cluster is not None:
+            await hub.cluster.save_config(candidate)
+        else:
+            save_config(candidate)
         hub.config = candidate
+
+
+def _bound_tokens(config: HubConfig, profile: str) -> list[str]:
+    return [
+        str(e.get("name"))
+        for e in token_entries(config)
+        if isinstance(e, dict) and e.get("profile") == profile
+    ]
 
 
 def _differs(new: HubConfig, old: HubConfig, name: str) -> bool:

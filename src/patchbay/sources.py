@@ -18,6 +18,7 @@ from patchbay.errors import ServerUnavailableError
 if TYPE_CHECKING:
     from patchbay.catalog import Listing
     from patchbay.config import ToolOverride
+    from patchbay.identity import Identity
     from patchbay.upstream import Connection
 
 Rank = tuple[int, int, str]
@@ -76,6 +77,15 @@ class Source:
     def coming(self) -> bool:
         """Whether it is on its way (back) up by itself, so a call may wait for it."""
         return False
+
+    @property
+    def per_user(self) -> bool:
+        """Whether each caller gets its own upstream connection (``connection_for``)."""
+        return False
+
+    async def connection_for(self, caller: Identity) -> tuple[Connection, str]:
+        """The connection ``caller``'s calls go out on, and the name its upstream requests route by."""
+        raise NotImplementedError
 
     def unavailable(self) -> ServerUnavailableError:
         """The error for a call that finds no connection: says why."""

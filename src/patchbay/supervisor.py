@@ -30,7 +30,9 @@ from patchbay.transports.stdio import StdioTransport
 from patchbay.upstream import Connection
 
 if TYPE_CHECKING:
+    from patchbay.identity import Identity
     from patchbay.oauth import OAuthClient, OAuthManager
+    from patchbay.oauth.per_user import PerUserConnections
 
 log = logging.getLogger(__name__)
 
@@ -100,6 +102,12 @@ def make_wire(
     )
 
 
+class _Route(Source):
+    """Names where a per-user connection's upstream requests go (the hub routes them by name)."""
+
+    kind = SourceKind.SERVER
+
+
 class ServerSupervisor(Source):
     """The lifecycle of one configured server, local (stdio) or remote (HTTP, SSE)."""
 
@@ -127,6 +135,7 @@ class ServerSupervisor(Source):
         self._settled = asyncio.Event()
         self._last_wire: Wire | None = None
         self._stopping = False
+        self._users: PerUserConnections | None = None  # credentials "perUser": a connection per caller
 
     # --- what the router needs ---------------------------------------------------------------------
 
@@ -149,6 +158,68 @@ class ServerSupervisor(Source):
     @property
     def coming(self) -> bool:
         return self.state in (ServerState.STARTING, ServerState.BACKOFF) and not self._stopping
+
+    @property
+    def per_user(self) -> bool:
+        return self.spec.credentials == "perUser"
+
+    async def connection_for(self, caller: Identity) -> tuple[Connection, str]:
+        """The caller's own connection (``LOCAL``, the process owner, uses the shared one). Raises
+        ``SignInRequired`` (with the URL to open) when the caller has not signed in upstream."""
+        if caller.kind == "local":
+            if self.connection is None:
+                raise self.unavailable()
+            return self.connection, self.name
+        from patchbay.oauth.per_user import user_key
+
+        conn = await self._per_user_pool().acquire(caller)
+        return conn, f"{self.name}~{user_key(caller)}"
+
+    def _per_user_pool(self) -> PerUserConnections:
+        if self._users is None:
+            from patchbay.oauth.per_user import PerUserConnections
+
+            if self.oauth_client() is None or self.oauth_manager is None:
+                from patchbay.errors import NotOAuthServerError
+
+                raise NotOAuthServerError(self.name)
+            manager = self.oauth_manager()
+
+            async def sign_in_url(identity: Identity) -> str:
+                return await manager.sign_in_user(self.name, identity)
+
+            self._users = PerUserConnections(
+                self.name,
+                client_for=lambda identity: manager.user_client(self.name, identity),
+                connect=self._connect_user,
+                sign_in_url=sign_in_url,
+                start_timeout=self.spec.start_timeout,
+            )
+        return self._users
+
+    def user_client(self, caller: Identity) -> OAuthClient:
+        """The caller's own OAuth client for this per-user server."""
+        self._per_user_pool()
+        assert self.oauth_manager is not None
+        return self.oauth_manager().user_client(self.name, caller)
+
+    async def drop_user(self, caller: Identity) -> None:
+        if self._users is not None:
+            await self._users.drop(caller)
+
+    def _connect_user(self, client: OAuthClient, key: str) -> Connection:
+        """A connection carrying only ``client``'s tokens. Its listings and notifications are not the
+        catalog's (the shared connection's are), and its upstream requests (elicitation, sampling) go to
+        the downstream client of this user's call only."""
+        route = _Route(f"{self.name}~{key}", self.hooks)
+        pool = self._users
+        assert pool is not None
+        return Connection(
+            self.name,
+            make_wire(self.spec, self.name, self.base_dir, client),
+            on_lost=lambda conn, reason: pool.lost(conn),
+            on_request=lambda m, p: self.hooks.upstream_request(route, m, p),
+        )
 
     def unavailable(self) -> ServerUnavailableError:
         why = f": {self.last_error}" if self.last_error and self.state != ServerState.DISABLED else ""
@@ -176,6 +247,9 @@ class ServerSupervisor(Source):
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        users, self._users = self._users, None
+        if users is not None:
+            await users.close()
         self._settled.set()
         self.retry_at = None
         self._set_state(ServerState.DISABLED if disabled else ServerState.STOPPED)

@@ -24,7 +24,7 @@ from urllib.parse import parse_qsl, urlsplit
 import httpx2
 import jwt
 import uvicorn
-from mcp.server.mcpserver import MCPServer
+from mcp.server.mcpserver import Context, MCPServer
 from starlette.types import Message, Receive, Scope, Send
 
 NPM_DIR = Path(__file__).resolve().parent.parent / "npm"
@@ -117,6 +117,13 @@ class ProtectedServer:
         def admin_echo(text: str) -> str:
             """Return the text; needs the mcp:admin scope."""
             return f"admin: {text}"
+
+        @mcp.tool()
+        def whoami(ctx: Context) -> str:
+            """The subject (sub) of the access token this call came with (checked by the ASGI layer)."""
+            request: Any = ctx.request_context.request
+            token = str(request.headers.get("authorization", "")).partition(" ")[2]
+            return str(jwt.decode(token, options={"verify_signature": False})["sub"])
 
         self._inner = mcp.streamable_http_app()
 
@@ -267,10 +274,15 @@ class ProtectedServer:
         await send({"type": "http.response.body", "body": data})
 
 
-CALLBACK_RE = re.compile(r"^http://127\.0\.0\.1:\d+/(oauth/callback|api/oauth/callback).*")
+# Also under a prefix: a hub mounted in a host app (tests/test_embed.py) has /hub/oauth/callback.
+CALLBACK_RE = re.compile(
+    r"^http://127\.0\.0\.1:\d+/(?:[A-Za-z0-9_-]+/)?(oauth/callback|api/oauth/callback).*"
+)
 
 
-async def consent(browser: Any, url: str, *, intercept: bool = False) -> dict[str, str] | None:
+async def consent(
+    browser: Any, url: str, *, intercept: bool = False, login: str = "alice"
+) -> dict[str, str] | None:
     """Sign in through the provider's own login and consent pages in a fresh Chromium context.
 
     The redirect then reaches the real callback; with ``intercept`` it is captured instead and its query
@@ -288,7 +300,7 @@ async def consent(browser: Any, url: str, *, intercept: bool = False) -> dict[st
 
             await page.route(CALLBACK_RE, capture)
         await page.goto(url)
-        await page.fill('input[name="login"]', "alice")
+        await page.fill('input[name="login"]', login)
         await page.fill('input[name="password"]', "secret")
         await page.click('button[type="submit"]')
         await page.click('button:has-text("Continue")')

@@ -1,7 +1,11 @@
 // A real OAuth 2.1 / OpenID authorization server for patchbay's sign-in tests: node-oidc-provider.
 //
-// Usage: node provider.mjs CONFIG_JSON   (CONFIG_JSON: {"clients": [...], "cimd": bool, "accessTokenTTL": s})
-// Listens on 127.0.0.1, a free port, and prints "listening <issuer>" on stdout once it accepts requests.
+// Usage: node provider.mjs CONFIG_JSON   (CONFIG_JSON: {"clients": [...], "cimd": bool, "accessTokenTTL": s,
+//   "port": n, "jwks": {"keys": [private JWKs]}, "opaque": bool, "tokenClaims": {"<client_id>": {claims}}})
+// Listens on 127.0.0.1 (``port``, else a free one) and prints "listening <issuer>" once it accepts requests.
+// ``jwks`` are its signing keys (the first signs: restart it with a new key first to rotate keys),
+// ``opaque`` makes access tokens for resources opaque (for introspection), ``tokenClaims`` adds claims to
+// the access tokens a client gets (roles, a profile).
 // Dynamic registration, PKCE (S256), resource indicators (JWT access tokens whose audience is the resource,
 // any loopback http(s) URL), refresh-token rotation on every use, client credentials, revocation, and its
 // own development login and consent pages (any login and password).
@@ -25,11 +29,13 @@ function isLoopbackResource(indicator) {
 }
 
 const server = http.createServer();
-await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
+await new Promise((resolve) => server.listen(options.port || 0, '127.0.0.1', resolve));
 const issuer = `http://127.0.0.1:${server.address().port}`;
 
 const configuration = {
   clients: options.clients || [],
+  ...(options.jwks ? { jwks: options.jwks } : {}),
+  extraTokenClaims: async (_ctx, token) => (options.tokenClaims || {})[token.clientId],
   scopes: ['openid', 'offline_access'],
   claims: { openid: ['sub'] },
   pkce: { required: () => true },
@@ -62,7 +68,7 @@ const configuration = {
         return {
           scope: RESOURCE_SCOPES,
           audience: indicator,
-          accessTokenFormat: 'jwt',
+          accessTokenFormat: options.opaque ? 'opaque' : 'jwt',
           accessTokenTTL: options.accessTokenTTL || 3600,
           jwt: { sign: { alg: 'RS256' } },
         };

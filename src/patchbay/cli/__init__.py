@@ -1,11 +1,12 @@
 """The ``patchbay`` command line.
 
-Long-running commands: ``run``, ``serve`` and ``agent``. Management commands: ``servers``, ``tools``,
-``call``, ``config check`` and ``import``.
+Long-running commands: ``run``, ``serve`` and ``agent``. Management commands: ``servers``, ``profiles``,
+``tools``, ``call``, ``config check`` and ``import``.
 
-``servers``, ``tools`` and ``call`` talk to a running hub through its REST API when one answers at ``--url``
-(default ``$PATCHBAY_URL``, else http://127.0.0.1:8765); otherwise they work on the config file directly
-(``tools`` and ``call`` start the servers in-process for the one command). They always say which on stderr.
+``servers``, ``profiles``, ``tools`` and ``call`` talk to a running hub through its REST API when one
+answers at ``--url`` (default ``$PATCHBAY_URL``, else http://127.0.0.1:8765); otherwise they work on the
+config file directly (``tools`` and ``call`` start the servers in-process for the one command). They always
+say which on stderr.
 
 Output: results on stdout (tables, coloured on a terminal unless ``NO_COLOR`` is set), ``--json`` for
 machines; notes and progress on stderr; an error is one line, ``patchbay: error: …`` (``--debug`` for the

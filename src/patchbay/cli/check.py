@@ -11,10 +11,11 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from patchbay.access.authorization_server.settings import server_settings
+from patchbay.access.tokens import config_tokens, parse_entries
 from patchbay.config import (
     HubConfig,
     ServerSpec,
-    auth_tokens,
     error_message,
     expand,
     field_path,
@@ -118,6 +119,42 @@ def _entry_warnings(name: str, spec: ServerSpec, base_dir: Path) -> list[dict[st
     return warnings
 
 
+def _oauth_problems(
+    name: str, spec: ServerSpec, base_dir: Path
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """A remote server's ``oauth`` object: (errors, warnings). A wrong shape or value is an error; what
+    only fails at start (an unset variable, an unreadable key file) is a warning, as for the other fields."""
+    if getattr(spec, "oauth", None) is None and (spec.model_extra or {}).get("oauth") is None:
+        return [], []  # no oauth (raw_oauth's rule): the OAuth package (and the MCP SDK under it) stays out
+    from patchbay.oauth.settings import OAuthSettings, oauth_settings, raw_oauth
+
+    raw = raw_oauth(spec)
+    if raw is None:
+        return [], []
+    if not isinstance(raw, Mapping):
+        return [_problem(f"server {name!r}: oauth: expected an object", name, "oauth")], []
+    if spec.transport == "stdio":
+        message = f"server {name!r}: oauth: only remote servers (url) sign in with OAuth"
+        return [_problem(message, name, "oauth")], []
+    from pydantic import ValidationError
+
+    try:
+        OAuthSettings.model_validate(dict(raw))  # the shape, before placeholders are expanded
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            loc = "oauth." + ".".join(str(p) for p in err["loc"])
+            problems.append(_problem(f"server {name!r}: {loc}: {error_message(err)}", name, loc))
+        return problems, []
+    try:
+        oauth_settings(name, spec, base_dir)
+    except ConfigError as exc:
+        unset = "is not set" in str(exc) or "cannot read" in str(exc)
+        problem = _problem(str(exc), name, exc.field)
+        return ([], [problem]) if unset else ([problem], [])
+    return [], []
+
+
 def check_config(path: Path) -> dict[str, Any]:
     """Validate a config file: errors make it unusable, warnings are what would fail when it starts."""
     report: dict[str, Any] = {"path": str(path), "valid": False, "servers": [], "errors": [], "warnings": []}
@@ -164,12 +201,40 @@ def check_config(path: Path) -> dict[str, Any]:
             problems = _entry_errors(name, entry)
             errors += problems
             if not problems:
-                report["warnings"] += _entry_warnings(name, parse_server_spec(name, entry), base_dir)
+                spec = parse_server_spec(name, entry)
+                oauth_errors, oauth_warnings = _oauth_problems(name, spec, base_dir)
+                errors += oauth_errors
+                report["warnings"] += _entry_warnings(name, spec, base_dir) + oauth_warnings
     if config is not None:
         try:
-            auth_tokens(config)
+            parse_entries(config)  # names, roles, profiles: an error
+        except ConfigError as exc:
+            errors.append(_problem(str(exc), field=exc.field))
+        else:
+            try:
+                config_tokens(config)  # an unset ${VARIABLE}: fails at start, so a warning here
+            except ConfigError as exc:
+                report["warnings"].append(_problem(str(exc), field=exc.field))
+        auth = config.document.get("auth")
+        if isinstance(auth, dict) and auth.get("oauth") is not None:  # else the HTTP/JWT stack stays out
+            from patchbay.access.resource_server import resource_server_config
+
+            try:
+                resource_server_config(config, expand_env=False)
+            except ConfigError as exc:
+                errors.append(_problem(str(exc), field=exc.field))
+        traced = "telemetry" in config.document or any(k.startswith("OTEL_") for k in os.environ)
+        try:  # the tracing settings (config key and OTEL_* variables) would stop the hub at start
+            if traced:  # else nothing to check, and the tracing (and web) modules stay out
+                from patchbay.telemetry import settings_from
+
+                settings_from(config)
         except ConfigError as exc:
             report["warnings"].append(_problem(str(exc), field=exc.field))
+        try:
+            server_settings(config)  # auth.server: the built-in authorization server
+        except ConfigError as exc:
+            errors.append(_problem(str(exc), field=exc.field))
         # servers come and go, so a profile naming an unknown one is a warning (likely a typo), not an error
         report["warnings"] += [_problem(w, field="profiles") for w in profile_warnings(config)]
     report["valid"] = not errors

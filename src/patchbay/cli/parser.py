@@ -9,7 +9,10 @@ from typing import Any, NoReturn
 
 from patchbay.cli.commands.auth import cmd_auth_login, cmd_auth_logout, cmd_auth_status
 from patchbay.cli.commands.config import cmd_config_check
+from patchbay.cli.commands.config_export import cmd_config_export
 from patchbay.cli.commands.import_ import cmd_import
+from patchbay.cli.commands.oauth import cmd_oauth_clients, cmd_oauth_grants, cmd_oauth_revoke
+from patchbay.cli.commands.profiles import add_profiles
 from patchbay.cli.commands.serve import cmd_agent, cmd_run, cmd_serve
 from patchbay.cli.commands.servers import (
     cmd_servers_add,
@@ -19,6 +22,7 @@ from patchbay.cli.commands.servers import (
     cmd_servers_remove,
     cmd_servers_restart,
 )
+from patchbay.cli.commands.tokens import add_tokens_parser
 from patchbay.cli.commands.tools import cmd_call, cmd_tools
 from patchbay.cli.commands.tools_search import add_tools_subcommands
 from patchbay.cli.configfile import user_config_path
@@ -155,6 +159,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--no-reload", action="store_true", help="do not watch the config file")
     serve.add_argument(
+        "--cluster",
+        metavar="REDIS_URL",
+        default=None,
+        help="join a cluster of replicas sharing this Redis (redis://HOST:PORT/DB); the config of record is "
+        'then kept there (also "cluster": {"redis": "…"} in the config); see docs/cluster.md',
+    )
+    serve.add_argument(
+        "--cluster-advertise",
+        metavar="HOST:PORT",
+        default=None,
+        help="where the other replicas reach this one (default: --host:--port; the machine's name if --host "
+        "is 0.0.0.0)",
+    )
+    serve.add_argument(
         "--header-timeout",
         type=seconds,
         default=10.0,
@@ -210,7 +228,10 @@ def build_parser() -> argparse.ArgumentParser:
     agent.set_defaults(func=cmd_agent)
 
     _add_servers(sub, common, hubopts)
+    add_profiles(sub, common, hubopts)
     _add_auth(sub, common, hubopts)
+    add_tokens_parser(sub, common, hubopts, HUB_NOTE)
+    _add_oauth(sub, common, hubopts)
     _add_tools_and_call(sub, common, hubopts)
     _add_config(sub, common)
     _add_import(sub, common)
@@ -256,6 +277,39 @@ def _add_auth(sub: Any, common: argparse.ArgumentParser, hubopts: argparse.Argum
     )
     logout.add_argument("name", help="the server's name")
     logout.set_defaults(func=cmd_auth_logout)
+
+
+def _add_oauth(sub: Any, common: argparse.ArgumentParser, hubopts: argparse.ArgumentParser) -> None:
+    oauth = sub.add_parser(
+        "oauth",
+        help="clients and grants of the built-in authorization server (auth.server)",
+        description="The OAuth clients (Claude.ai, ChatGPT, mcp-remote, ...) that registered with this hub's "
+        "built-in authorization server, the grants approved for them on the consent page, and revoking "
+        "either. Needs a running hub and its admin token.\n\n"
+        "examples:\n  patchbay oauth clients\n  patchbay oauth grants --json\n"
+        "  patchbay oauth revoke grant g_3f2a9c1d0b7e4a65\n  patchbay oauth revoke client 6f1c…",
+    )
+    actions = oauth.add_subparsers(dest="action", required=True, metavar="ACTION")
+    clients = actions.add_parser(
+        "clients", help="registered clients (never a secret)", parents=[common, hubopts]
+    )
+    clients.set_defaults(func=cmd_oauth_clients)
+    grants = actions.add_parser(
+        "grants", help="approved grants: client, role, profile, who approved", parents=[common, hubopts]
+    )
+    grants.set_defaults(func=cmd_oauth_grants)
+    revoke = actions.add_parser(
+        "revoke",
+        help="revoke a grant, or forget a client and end all its grants",
+        description="Revoke one grant (its access and refresh tokens stop working at once), or forget a "
+        "client (it must register again, and every grant it held ends).\n\n"
+        "examples:\n  patchbay oauth revoke grant g_3f2a9c1d0b7e4a65\n"
+        "  patchbay oauth revoke client https://app.example/client.json",
+        parents=[common, hubopts],
+    )
+    revoke.add_argument("kind", choices=["grant", "client"], help="what to revoke")
+    revoke.add_argument("id", help="the grant's id or the client's client_id (see `oauth grants|clients`)")
+    revoke.set_defaults(func=cmd_oauth_revoke)
 
 
 def _add_servers(sub: Any, common: argparse.ArgumentParser, hubopts: argparse.ArgumentParser) -> None:
@@ -393,7 +447,7 @@ def _add_tools_and_call(sub: Any, common: argparse.ArgumentParser, hubopts: argp
 def _add_config(sub: Any, common: argparse.ArgumentParser) -> None:
     config = sub.add_parser(
         "config",
-        help="check a config file",
+        help="check a config file, or export a cluster's",
         description="Config file commands.\n\nexample:\n  patchbay config check patchbay.json",
     )
     actions = config.add_subparsers(dest="action", required=True, metavar="ACTION")
@@ -415,6 +469,20 @@ def _add_config(sub: Any, common: argparse.ArgumentParser) -> None:
     )
     check.add_argument("--config", type=Path, help=argparse.SUPPRESS)
     check.set_defaults(func=cmd_config_check)
+    export = actions.add_parser(
+        "export",
+        help="write a cluster's config of record (in Redis) to a file",
+        description="In cluster mode (patchbay serve --cluster) the config of record is kept in Redis and "
+        "changed through any replica's API or CLI. This prints it (or writes it atomically to --output), "
+        "for a backup or to seed another cluster.\n\nexamples:\n"
+        "  patchbay config export --cluster redis://127.0.0.1:6379/0 -o patchbay.json\n"
+        '  patchbay config export --config patchbay.json   # its "cluster": {"redis": …}',
+        parents=[common],
+    )
+    export.add_argument("--cluster", metavar="REDIS_URL", help="the cluster's Redis (redis://HOST:PORT/DB)")
+    export.add_argument("-o", "--output", type=Path, help="write to this file (default: print it)")
+    export.add_argument("--config", type=Path, help="a config file whose cluster.redis names the Redis")
+    export.set_defaults(func=cmd_config_export)
 
 
 def _add_import(sub: Any, common: argparse.ArgumentParser) -> None:

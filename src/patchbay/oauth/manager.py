@@ -10,13 +10,17 @@ import asyncio
 import logging
 from collections.abc import Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from patchbay.config import ServerSpec
 from patchbay.oauth.callback import LoopbackCallback
 from patchbay.oauth.client import OAuthClient, PendingAuthorization
 from patchbay.oauth.errors import NotOAuthServerError, OAuthError
 from patchbay.oauth.settings import oauth_settings
-from patchbay.oauth.store import TokenStore
+from patchbay.oauth.store import TokenRecord, TokenStore
+
+if TYPE_CHECKING:
+    from patchbay.identity import Identity
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +43,7 @@ class OAuthManager:
         self.store = store or TokenStore()
         self.callback_url = callback_url
         self.clients: dict[str, OAuthClient] = {}
+        self.labels: dict[str, str] = {}  # a per-user client's store name → "server (for identity)"
         self._pending: dict[str, PendingAuthorization] = {}
         self._loopback: LoopbackCallback | None = None
         self._closing: asyncio.Task[None] | None = None  # owned: awaited by close() and the next listener
@@ -56,6 +61,54 @@ class OAuthManager:
         client = OAuthClient(name, url, settings, self.store)
         self.clients[name] = client
         return client
+
+    def user_client(self, server: str, identity: Identity) -> OAuthClient:
+        """``identity``'s own client for a per-user server: the server's settings, its own tokens.
+
+        A client registration the server's shared sign-in already made (dynamic registration) is reused,
+        so each person does not register patchbay again; the tokens are never shared.
+        """
+        from patchbay.oauth.per_user import store_name
+
+        shared = self.get(server)
+        name = store_name(server, identity)
+        existing = self.clients.get(name)
+        if (
+            existing is not None
+            and existing.server_url == shared.server_url
+            and existing.settings == shared.settings
+        ):
+            return existing
+        if not self.store.records(name):
+            registered = self.store.get(server)
+            if registered is not None and registered.client is not None:
+                self.store.save(
+                    name,
+                    TokenRecord(
+                        issuer=registered.issuer,
+                        resource=registered.resource,
+                        client=registered.client,
+                        grant=registered.grant,
+                    ),
+                )
+        client = OAuthClient(
+            name, shared.server_url, shared.settings if shared.configured else None, self.store
+        )
+        self.clients[name] = client
+        self.labels[name] = f"{server} (for {identity.name})"
+        return client
+
+    async def sign_in_user(self, server: str, identity: Identity, *, redirect_uri: str | None = None) -> str:
+        """The authorization URL for ``identity``'s own sign-in (a pending one is reused while it lasts)."""
+        client = self.user_client(server, identity)
+        for pending in self._pending.values():
+            if (
+                pending.server == client.name
+                and not pending.expired
+                and (redirect_uri is None or pending.redirect_uri == redirect_uri)
+            ):
+                return pending.url
+        return await self.sign_in(client.name, redirect_uri=redirect_uri)
 
     def get(self, name: str) -> OAuthClient:
         client = self.clients.get(name)
@@ -87,13 +140,13 @@ class OAuthManager:
             )
         try:
             await self.get(pending.server).complete(pending, params)
+            return self.labels.get(pending.server, pending.server)
         finally:
             if not self._pending and self._loopback is not None and self._closing is None:
                 # Not awaited here: this may run inside the listener's own request, which must finish first.
                 self._closing = asyncio.create_task(
                     self._close_listener(), name="patchbay-oauth-listener-close"
                 )
-        return pending.server
 
     async def logout(self, name: str) -> bool:
         return await self.get(name).logout()
@@ -105,6 +158,20 @@ class OAuthManager:
             await client.logout()
         else:
             self.store.delete(name)
+        from patchbay.oauth.per_user import SEPARATOR
+
+        users = {n for n in self.clients if n.startswith(f"{name}{SEPARATOR}")}
+        users |= {
+            p.name.removeprefix("server-").removesuffix(".tokens")
+            for p in self.store.directory.glob(f"server-{name}{SEPARATOR}*.tokens")
+        }
+        for user in sorted(users):  # every identity's own tokens go with the server
+            self.labels.pop(user, None)
+            held = self.clients.pop(user, None)
+            if held is not None:
+                await held.logout()
+            else:
+                self.store.delete(user)
 
     async def _listener(self) -> LoopbackCallback:
         if self._closing is not None:

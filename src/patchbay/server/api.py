@@ -36,15 +36,18 @@ from starlette.background import BackgroundTask
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from patchbay import replies
+from patchbay.access.roles import visible_event
 from patchbay.catalog import Format
 from patchbay.config import ServerSpec, error_message, field_path, redact_url
 from patchbay.dialin import AgentStatus
 from patchbay.errors import (
     ConfigError,
     PatchbayError,
+    UnknownServerError,
 )
 from patchbay.events import Event, Subscription
 from patchbay.hub import Hub
+from patchbay.identity import Identity, identity_of
 from patchbay.oauth.callback import CALLBACK_PATH
 from patchbay.supervisor import ServerStatus
 
@@ -134,8 +137,10 @@ def check_redirect_uri(uri: str) -> None:
 
 
 def callback_url(request: Request) -> str:
-    """This hub's redirect URI as the client reached it (``localhost`` as 127.0.0.1, RFC 8252 8.3)."""
-    base = str(request.base_url).rstrip("/")
+    """This hub's redirect URI as the client reached it (``localhost`` as 127.0.0.1, RFC 8252 8.3), under
+    the prefix a host app mounted patchbay at (``root_path``; ``base_url`` would give the host's root)."""
+    url = request.url
+    base = f"{url.scheme}://{url.netloc}{request.scope.get('root_path', '')}".rstrip("/")
     return base.replace("://localhost:", "://127.0.0.1:", 1) + CALLBACK_PATH
 
 
@@ -176,6 +181,14 @@ class CallToolRequest(BaseModel):
         gt=0,
         description="Seconds to wait for the answer (default: the server's `timeout`, else the hub's).",
     )
+
+
+class GetPromptRequest(BaseModel):
+    """Arguments of one prompt."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"arguments": {"topic": "x"}}]})
+
+    arguments: dict[str, str] = Field(default_factory=dict, description="The prompt's arguments.")
 
 
 class ErrorBody(BaseModel):
@@ -223,7 +236,8 @@ def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
 # What any route may answer besides its own errors; added to every operation of the OpenAPI document.
 COMMON_ERRORS: dict[str, str] = {
     "401": "Missing or invalid bearer token (when the hub has tokens).",
-    "403": "The request's Origin is not allowed (DNS-rebinding protection).",
+    "403": "The token's role may not use this route (the message names the role it needs), or the "
+    "request's Origin is not allowed (DNS-rebinding protection).",
     "405": "The route does not have this method (`Allow` lists the ones it has).",
     "421": "The request's Host is not allowed (DNS-rebinding protection).",
     "500": "A bug in patchbay (logged with its traceback); never an expected answer.",
@@ -500,8 +514,14 @@ def build_api(hub: Hub) -> APIRouter:
     """
     router = APIRouter(route_class=_HubErrorRoute)
 
-    def view(status: ServerStatus) -> ServerView:
+    def view(status: ServerStatus, caller: Identity) -> ServerView:
+        if not caller.allows("admin"):  # config entries and stderr are the admin's (they may hold secrets)
+            return ServerView(**status.model_dump(exclude={"stderr_tail"}), spec={})
         return ServerView(**status.model_dump(), spec=redact_spec(hub.server_spec(status.name)))
+
+    def visible(caller: Identity, source: str) -> bool:
+        """A profile-bound caller sees only its profile's servers."""
+        return caller.profile is None or hub.profile(caller.profile).admits_source(source)
 
     # --- servers -------------------------------------------------------------------------------------
 
@@ -509,10 +529,12 @@ def build_api(hub: Hub) -> APIRouter:
         "/servers",
         tags=["servers"],
         summary="List servers",
-        description="Every configured server in config order: live status and its (redacted) config entry.",
+        description="Every configured server in config order: live status and its (redacted) config entry "
+        "(for a non-admin token: status only, `spec` empty).",
     )
-    async def list_servers() -> list[ServerView]:
-        return [view(s) for s in hub.status().values()]
+    async def list_servers(request: Request) -> list[ServerView]:
+        caller = identity_of(request.scope)
+        return [view(s, caller) for s in hub.status().values() if visible(caller, s.name)]
 
     @router.get(
         "/servers/{name}",
@@ -523,14 +545,18 @@ def build_api(hub: Hub) -> APIRouter:
         responses=_errors(404),
     )
     async def get_server(
+        request: Request,
         name: ServerName,
         tail: Annotated[
             int, Query(ge=0, le=200, description="How many of the last stderr lines to show.")
         ] = 50,
     ) -> ServerView:
+        caller = identity_of(request.scope)
+        if not visible(caller, name):
+            raise UnknownServerError(name, [n for n in hub.status() if visible(caller, n)])
         status = hub.server_status(name)
         status.stderr_tail = _stderr_tail(hub, name, tail)
-        return view(status)
+        return view(status, caller)
 
     @router.post(
         "/servers",
@@ -546,7 +572,7 @@ def build_api(hub: Hub) -> APIRouter:
         spec = _restore_secrets(body.name, body.spec, None)
         status = await hub.add_server(body.name, spec)
         response.headers["Location"] = str(request.url_for("get_server", name=body.name))
-        return view(status)
+        return view(status, identity_of(request.scope))
 
     @router.put(
         "/servers/{name}",
@@ -557,13 +583,14 @@ def build_api(hub: Hub) -> APIRouter:
         responses=_errors(404, 422),
     )
     async def update_server(
+        request: Request,
         name: ServerName,
         spec: Annotated[
             ServerSpec, Body(description="The whole new config entry.", examples=[_SPEC_EXAMPLE])
         ],
     ) -> ServerView:
         spec = _restore_secrets(name, spec, hub.server_spec(name))
-        return view(await hub.update_server(name, spec))
+        return view(await hub.update_server(name, spec), identity_of(request.scope))
 
     @router.delete(
         "/servers/{name}",
@@ -584,8 +611,8 @@ def build_api(hub: Hub) -> APIRouter:
         description="Save `enabled` and start the server if it is not running.",
         responses=_errors(404),
     )
-    async def enable_server(name: ServerName) -> ServerView:
-        return view(await hub.set_enabled(name, True))
+    async def enable_server(request: Request, name: ServerName) -> ServerView:
+        return view(await hub.set_enabled(name, True), identity_of(request.scope))
 
     @router.post(
         "/servers/{name}/disable",
@@ -594,8 +621,8 @@ def build_api(hub: Hub) -> APIRouter:
         description="Save `enabled: false` (or `disabled: true`, as the file had it) and stop the server.",
         responses=_errors(404),
     )
-    async def disable_server(name: ServerName) -> ServerView:
-        return view(await hub.set_enabled(name, False))
+    async def disable_server(request: Request, name: ServerName) -> ServerView:
+        return view(await hub.set_enabled(name, False), identity_of(request.scope))
 
     @router.post(
         "/servers/{name}/restart",
@@ -605,8 +632,8 @@ def build_api(hub: Hub) -> APIRouter:
         "server). 503 if the server is disabled.",
         responses=_errors(404, 503),
     )
-    async def restart_server(name: ServerName) -> ServerView:
-        return view(await hub.restart_server(name))
+    async def restart_server(request: Request, name: ServerName) -> ServerView:
+        return view(await hub.restart_server(name), identity_of(request.scope))
 
     # --- signing in (OAuth) -------------------------------------------------------------------------
 
@@ -664,6 +691,47 @@ def build_api(hub: Hub) -> APIRouter:
         await hub.sign_out(name)
         return Response(status_code=204)
 
+    # per-user sign-in ("credentials": "perUser"): the caller signs in for itself, never for anyone else
+
+    @router.post(
+        "/servers/{name}/sign-in",
+        tags=["servers"],
+        summary="Sign yourself in to a per-user server",
+        description='For a server with `"credentials": "perUser"`: start the sign-in of the identity '
+        "making this request (its bearer token or OAuth subject) and return the authorization URL. The "
+        "tokens are stored for that identity only, and its calls use them; 409 for a shared server.",
+        responses=_errors(404, 409, 502),
+    )
+    async def start_user_sign_in(request: Request, name: ServerName) -> AuthStart:
+        caller = identity_of(request.scope)
+        return AuthStart(
+            server=name, url=await hub.sign_in_user(name, caller, redirect_uri=callback_url(request))
+        )
+
+    @router.get(
+        "/servers/{name}/sign-in",
+        tags=["servers"],
+        summary="Your own sign-in status for a per-user server",
+        description="Whether the identity making this request is signed in, issuer, scope, expiry. "
+        "Never a token.",
+        responses=_errors(404, 409),
+    )
+    async def user_sign_in_status(request: Request, name: ServerName) -> dict[str, Any]:
+        return hub.user_auth_status(name, identity_of(request.scope))
+
+    @router.delete(
+        "/servers/{name}/sign-in",
+        tags=["servers"],
+        status_code=204,
+        summary="Sign yourself out of a per-user server",
+        description="Revoke and delete the tokens of the identity making this request, and close its "
+        "upstream connection; other identities stay signed in.",
+        responses=_errors(404, 409),
+    )
+    async def user_sign_out(request: Request, name: ServerName) -> Response:
+        await hub.sign_out_user(name, identity_of(request.scope))
+        return Response(status_code=204)
+
     # --- agents --------------------------------------------------------------------------------------
 
     @router.get(
@@ -673,8 +741,9 @@ def build_api(hub: Hub) -> APIRouter:
         description="Every agent the hub accepts: connected or not, address, connected since, protocol "
         "version, tool count, calls in flight. Tokens are never shown.",
     )
-    async def list_agents() -> list[AgentStatus]:
-        return list(hub.agents().values())
+    async def list_agents(request: Request) -> list[AgentStatus]:
+        caller = identity_of(request.scope)
+        return [a for n, a in hub.agents().items() if visible(caller, n)]
 
     @router.post(
         "/agents",
@@ -726,7 +795,9 @@ def build_api(hub: Hub) -> APIRouter:
         tags=["tools"],
         summary="Call a tool",
         description="Call an exposed tool and return the upstream's `CallToolResult` as MCP JSON. A tool "
-        "that fails on its own answers 200 with `isError: true`; the hub's own failures are HTTP errors.",
+        "that fails on its own answers 200 with `isError: true`; the hub's own failures are HTTP errors. "
+        "With `profile`, through that profile: a tool outside it is refused (404 `not_in_profile`), and a "
+        "search profile also answers its meta-tools `search_tools` and `call_tool`.",
         response_model=None,
         responses={
             200: {
@@ -745,11 +816,19 @@ def build_api(hub: Hub) -> APIRouter:
         name: Annotated[
             str, Path(description="The exposed (prefixed) tool name.", examples=["github__search"])
         ],
+        request: Request,
         body: Annotated[CallToolRequest | None, Body()] = None,
+        profile: Annotated[str | None, Query(description="Call through this profile.")] = None,
     ) -> JSONResponse:
         body = body or CallToolRequest()
         try:
-            result = await hub.call_tool(name, body.arguments, timeout=body.timeout)
+            result = await hub.call_tool(
+                name,
+                body.arguments,
+                timeout=body.timeout,
+                profile=profile,
+                caller=identity_of(request.scope),
+            )
         except PatchbayError as exc:  # the status from the one error table every surface shares
             content, status = replies.rest_error(exc)
             return JSONResponse(content, status_code=status)
@@ -761,11 +840,32 @@ def build_api(hub: Hub) -> APIRouter:
         summary="List resources",
         description="Every exposed resource (MCP `Resource` objects, names prefixed).",
     )
-    async def list_resources() -> list[dict[str, Any]]:
+    async def list_resources(request: Request) -> list[dict[str, Any]]:
         # the first start settled (each server within its startTimeout): a complete list, not an
         # empty one a client may keep
         await hub.wait_started()
-        return [_mcp_json(r) for r in hub.resources()]
+        caller = identity_of(request.scope)
+        entries = [e for e in hub.catalog.resources.values() if visible(caller, e.source)]
+        return [_mcp_json(e.resource.model_copy(update={"name": e.name})) for e in entries]
+
+    @router.get(
+        "/resources/read",
+        tags=["resources"],
+        summary="Read a resource",
+        description="Read one resource (or a URI matching a resource template) from the server that "
+        "exposes it; the answer is the upstream's `ReadResourceResult` as MCP JSON.",
+        response_model=None,
+        responses={
+            200: {"model": types.ReadResourceResult, "description": "The contents (camelCase)."},
+            **_errors(404, 502, 503, 504),
+        },
+    )
+    async def read_resource(
+        request: Request,
+        uri: Annotated[str, Query(min_length=1, description="The resource's URI, as listed.")],
+    ) -> JSONResponse:
+        result = await hub.read_resource(uri, caller=identity_of(request.scope))
+        return JSONResponse(_mcp_json(result))
 
     @router.get(
         "/resources/templates",
@@ -773,11 +873,13 @@ def build_api(hub: Hub) -> APIRouter:
         summary="List resource templates",
         description="Every exposed resource template (MCP `ResourceTemplate` objects, names prefixed).",
     )
-    async def list_resource_templates() -> list[dict[str, Any]]:
+    async def list_resource_templates(request: Request) -> list[dict[str, Any]]:
         # the first start settled (each server within its startTimeout): a complete list, not an
         # empty one a client may keep
         await hub.wait_started()
-        return [_mcp_json(t) for t in hub.resource_templates()]
+        caller = identity_of(request.scope)
+        entries = [t for t in hub.catalog.templates if visible(caller, t.source)]
+        return [_mcp_json(t.template.model_copy(update={"name": t.name})) for t in entries]
 
     @router.get(
         "/prompts",
@@ -785,11 +887,34 @@ def build_api(hub: Hub) -> APIRouter:
         summary="List prompts",
         description="Every exposed prompt (MCP `Prompt` objects, names prefixed).",
     )
-    async def list_prompts() -> list[dict[str, Any]]:
+    async def list_prompts(request: Request) -> list[dict[str, Any]]:
         # the first start settled (each server within its startTimeout): a complete list, not an
         # empty one a client may keep
         await hub.wait_started()
-        return [_mcp_json(p) for p in hub.prompts()]
+        caller = identity_of(request.scope)
+        entries = [e for e in hub.catalog.prompts.values() if visible(caller, e.source)]
+        return [_mcp_json(e.prompt.model_copy(update={"name": e.name})) for e in entries]
+
+    @router.post(
+        "/prompts/{name:path}/get",
+        tags=["prompts"],
+        summary="Get a prompt",
+        description="Render an exposed (prefixed) prompt with its arguments; the answer is the upstream's "
+        "`GetPromptResult` as MCP JSON.",
+        response_model=None,
+        responses={
+            200: {"model": types.GetPromptResult, "description": "The prompt's messages (camelCase)."},
+            **_errors(404, 502, 503, 504),
+        },
+    )
+    async def get_prompt(
+        request: Request,
+        name: Annotated[str, Path(description="The exposed (prefixed) prompt name.")],
+        body: Annotated[GetPromptRequest | None, Body()] = None,
+    ) -> JSONResponse:
+        body = body or GetPromptRequest()
+        result = await hub.get_prompt(name, body.arguments, caller=identity_of(request.scope))
+        return JSONResponse(_mcp_json(result))
 
     # --- events --------------------------------------------------------------------------------------
 
@@ -814,11 +939,18 @@ def build_api(hub: Hub) -> APIRouter:
             }
         },
     )
-    async def events() -> EventSourceResponse:
+    async def events(request: Request) -> EventSourceResponse:
         sub = hub.events()  # subscribed now, so nothing that happens after this request is missed
         shutdown = anyio.Event()  # set by sse-starlette when the server begins to shut down
+        profile = identity_of(request.scope).profile
+        visible_to: Callable[[Event], Event | None] | None = None
+        if profile is not None:  # a profile-bound token sees its profile's tools and servers only
+
+            def visible_to(event: Event) -> Event | None:
+                return visible_event(event, hub.profile(profile), hub.catalog)
+
         return EventSourceResponse(
-            _event_stream(sub, shutdown),
+            _event_stream(sub, shutdown, visible_to),
             ping=EVENT_PING_SECONDS,
             shutdown_event=shutdown,
             shutdown_grace_period=SHUTDOWN_GRACE_SECONDS,
@@ -828,7 +960,9 @@ def build_api(hub: Hub) -> APIRouter:
     return router
 
 
-async def _event_stream(sub: Subscription, shutdown: anyio.Event) -> AsyncIterator[ServerSentEvent]:
+async def _event_stream(
+    sub: Subscription, shutdown: anyio.Event, visible_to: Callable[[Event], Event | None] | None = None
+) -> AsyncIterator[ServerSentEvent]:
     """The hub's events as SSE until the server shuts down (then the stream ends properly, with its final
     chunk) or the client goes away (then this generator is cancelled); the subscription is closed either way.
     """
@@ -840,8 +974,13 @@ async def _event_stream(sub: Subscription, shutdown: anyio.Event) -> AsyncIterat
             await asyncio.wait((pending, stop), return_when=asyncio.FIRST_COMPLETED)
             if not pending.done():
                 return
-            event, pending = pending.result(), None
-            yield ServerSentEvent(data=event.model_dump_json(), event=event.type)
+            shown: Event | None = pending.result()
+            pending = None
+            if visible_to is not None and shown is not None:
+                shown = visible_to(shown)
+            if shown is None:
+                continue
+            yield ServerSentEvent(data=shown.model_dump_json(), event=shown.type)
     finally:
         stop.cancel()
         if pending is not None:

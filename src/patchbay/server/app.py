@@ -15,6 +15,7 @@ import os
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 import h11
 import uvicorn
@@ -25,12 +26,18 @@ from starlette.routing import Route
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from patchbay import __version__
+from patchbay.access.authorization_server.mount import mount_authorization_server
+from patchbay.access.resource_server import PRM_PATH, ResourceServer
+from patchbay.access.roles import RoleGate
+from patchbay.access.tokens import StaticToken, TokenTable
 from patchbay.errors import PatchbayError
 from patchbay.hub import Hub
+from patchbay.identity import Identity
 from patchbay.oauth.callback import CALLBACK_PATH, result_page
 from patchbay.reload import ConfigWatcher
 from patchbay.server import dashboard
 from patchbay.server.api import build_api, document_errors, install_error_handlers
+from patchbay.server.cluster_api import build_cluster_api
 from patchbay.server.fastpath import McpFastPath
 from patchbay.server.health import build_health
 from patchbay.server.mcp import McpEndpoint
@@ -39,6 +46,7 @@ from patchbay.server.profile_mcp import ProfileEndpoints
 from patchbay.server.profiles_api import build_profiles_api
 from patchbay.server.search_api import build_search_api
 from patchbay.server.security import LOOPBACK_NAMES, Guard, is_loopback
+from patchbay.server.tokens_api import build_tokens_api
 
 log = logging.getLogger(__name__)
 
@@ -47,12 +55,15 @@ log = logging.getLogger(__name__)
 class ServeSettings:
     host: str = "127.0.0.1"
     port: int = 8765
-    tokens: list[str] = field(default_factory=list)
+    # admin tokens given outside the config (--token, PATCHBAY_TOKEN); the config's auth.tokens are read
+    # from the hub's config by create_app (and followed when it changes)
+    tokens: list[str | tuple[str, Identity] | StaticToken] = field(default_factory=list)
     allowed_hosts: list[str] = field(default_factory=list)  # extra Host names clients may use
     watch_config: bool = True
     header_timeout: float = 10.0  # seconds a client has to send a request's headers (slowloris)
     session_idle_timeout: float = 300.0  # seconds an /mcp session may stay unused before it is closed
     http: str = "auto"  # uvicorn's HTTP/1.1 parser: "h11", "httptools", or "auto" (httptools if installed)
+    resource_server: ResourceServer | None = None  # auth.oauth: tokens from an identity provider
 
     def host_allowlist(self) -> list[str] | None:
         """Names accepted in Host/Origin headers; None (no check) when bound to every interface."""
@@ -67,9 +78,10 @@ class InsecureBindError(ValueError):
     pass
 
 
-def check_binding(settings: ServeSettings) -> None:
+def check_binding(settings: ServeSettings, tokens: TokenTable | None = None) -> None:
     """With no token configured, patchbay listens on loopback only."""
-    if not settings.tokens and not is_loopback(settings.host):
+    required = tokens.required if tokens is not None else bool(settings.tokens)
+    if not required and settings.resource_server is None and not is_loopback(settings.host):
         raise InsecureBindError(
             f"refusing to listen on {settings.host} without a bearer token: anyone who can reach it could "
             "run commands through the management API. Set PATCHBAY_TOKEN (or auth.tokens in the config), "
@@ -79,13 +91,15 @@ def check_binding(settings: ServeSettings) -> None:
 
 def create_app(hub: Hub, settings: ServeSettings | None = None) -> FastAPI:
     settings = settings or ServeSettings()
-    check_binding(settings)
+    tokens = TokenTable(settings.tokens, config=lambda: hub.config)  # ConfigError for a bad auth.tokens
+    check_binding(settings, tokens)
     # Host/Origin checks are done once, for every path, by Guard; the SDK's own check is redundant.
     endpoint = McpEndpoint(
         hub, dns_rebinding_protection=False, session_idle_timeout=settings.session_idle_timeout
     )
     profiles = ProfileEndpoints(hub, session_idle_timeout=settings.session_idle_timeout)  # /mcp/<profile>
-    watcher = ConfigWatcher(hub, hub.config.path) if settings.watch_config and hub.config.path else None
+    path = hub.config.path if hub.cluster is None else None  # a replica's config of record is in Redis
+    watcher = ConfigWatcher(hub, path) if settings.watch_config and path else None
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -107,7 +121,11 @@ def create_app(hub: Hub, settings: ServeSettings | None = None) -> FastAPI:
                 await profiles.stop()
                 starting.cancel()
                 await asyncio.gather(starting, return_exceptions=True)  # owned: awaited, never left behind
+                if hub.cluster is not None:
+                    await hub.cluster.close()
                 await hub.close()
+                if settings.resource_server is not None:
+                    await settings.resource_server.close()
 
     app = FastAPI(
         title="patchbay",
@@ -118,6 +136,7 @@ def create_app(hub: Hub, settings: ServeSettings | None = None) -> FastAPI:
     app.state.hub = hub
     app.state.mcp = endpoint
     app.state.profiles = profiles
+    app.state.tokens = tokens
     install_error_handlers(app)
 
     def openapi() -> dict[str, Any]:
@@ -133,9 +152,12 @@ def create_app(hub: Hub, settings: ServeSettings | None = None) -> FastAPI:
         Route("/mcp", endpoint=StreamableHTTPASGIApp(endpoint.manager), methods=["GET", "POST", "DELETE"])
     )
     app.router.routes.append(Route("/mcp/{profile}", endpoint=profiles, methods=["GET", "POST", "DELETE"]))
+    built_in_as = mount_authorization_server(app, hub, tokens)  # auth.server; nothing when off
     app.include_router(build_search_api(hub), prefix="/api")
     app.include_router(build_profiles_api(hub), prefix="/api")  # before build_api: /tools/search
     app.include_router(build_api(hub), prefix="/api")
+    app.include_router(build_cluster_api(hub), prefix="/api")
+    app.include_router(build_tokens_api(hub, tokens), prefix="/api")
     app.include_router(build_health(hub))
     app.include_router(build_metrics(hub))
     dashboard.mount_dashboard(app)  # the web page at /, its assets at /dashboard/
@@ -181,6 +203,7 @@ def create_app(hub: Hub, settings: ServeSettings | None = None) -> FastAPI:
         await ws.accept()
         await hub.attach_agent(agent, ws)
 
+    prm_paths = _protected_resource_routes(app, settings.resource_server)
     # Plain tools/call requests skip the SDK's per-request machinery (see fastpath.py); inside the Guard.
     app.add_middleware(
         McpFastPath,
@@ -189,15 +212,57 @@ def create_app(hub: Hub, settings: ServeSettings | None = None) -> FastAPI:
         sessions=endpoint.fast_sessions,
         server_info=lambda: endpoint.server.server_info_stamp,
     )
+    if hub.tracing is not None:  # OpenTelemetry: a SERVER span per REST tool call (telemetry.py)
+        app.add_middleware(hub.tracing.rest_middleware)
+    if hub.cluster is not None:  # /mcp sessions held by another replica are routed there (inside the Guard)
+        from patchbay.cluster.sessions import SessionRouter
+
+        app.add_middleware(SessionRouter, cluster=hub.cluster, ttl=settings.session_idle_timeout)
+    # Each route's least role (access/roles.py), once the Guard below has said who is asking.
+    app.add_middleware(RoleGate)
     # Agents authenticate with their own tokens at /agents; everything else with the hub's.
     app.add_middleware(
         Guard,
-        tokens=settings.tokens,
+        tokens=tokens,
         allowed_hosts=settings.host_allowlist(),
-        open_paths={"/healthz", "/agents", CALLBACK_PATH, *dashboard.OPEN_PATHS},
-        open_prefixes=dashboard.OPEN_PREFIXES,
+        open_paths={
+            "/healthz",
+            "/agents",
+            CALLBACK_PATH,
+            *dashboard.OPEN_PATHS,
+            *prm_paths,
+            *built_in_as.open_paths,
+        },
+        open_prefixes=(*dashboard.OPEN_PREFIXES, *built_in_as.open_prefixes),
+        authenticators=[
+            *built_in_as.authenticators,  # first: the resource server refuses tokens of other issuers
+            *([settings.resource_server] if settings.resource_server is not None else []),
+        ],
+        resource_metadata=(
+            settings.resource_server.metadata_url
+            if settings.resource_server is not None
+            else built_in_as.resource_metadata
+        ),
     )
     return app
+
+
+def _protected_resource_routes(app: FastAPI, resource_server: ResourceServer | None) -> set[str]:
+    """RFC 9728 metadata at the root well-known path and the path-suffixed one clients try first; open
+    (a client reads it before it has a token) and readable cross-origin (browser-based clients)."""
+    if resource_server is None:
+        return set()
+    paths = {PRM_PATH, f"{PRM_PATH}/mcp", urlsplit(resource_server.metadata_url).path}
+
+    async def metadata(request: Request) -> JSONResponse:
+        return JSONResponse(
+            resource_server.metadata(),
+            headers={"Access-Control-Allow-Origin": "*", "Cache-Control": "max-age=300"},
+        )
+
+    for path in sorted(paths):
+        app.router.routes.append(Route(path, endpoint=metadata, methods=["GET"], include_in_schema=False))
+    return paths
 
 
 class _HeaderDeadline:
@@ -334,6 +399,8 @@ def uvicorn_config(app: FastAPI, settings: ServeSettings, **options: Any) -> uvi
 
 
 async def _start(hub: Hub, app: FastAPI) -> None:
+    if hub.cluster is not None:  # the config of record first, so servers start once, from it
+        await hub.cluster.join()
     await hub.start()
     status = hub.status().values()
     ready = sum(1 for s in status if s.state == "ready")

@@ -37,8 +37,10 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from patchbay import replies
 from patchbay.errors import PatchbayError
 from patchbay.hub import Hub
+from patchbay.identity import Identity, identity_of
 from patchbay.server import sdk_adapter
 from patchbay.server.paging import CursorError
+from patchbay.server.security import route_path
 
 log = logging.getLogger(__name__)
 
@@ -145,7 +147,7 @@ class McpFastPath:
             not self.enabled
             or scope["type"] != "http"
             or scope["method"] != "POST"
-            or scope["path"] != self.path
+            or route_path(scope) != self.path
         ):
             await self.app(scope, receive, send)
             return
@@ -155,11 +157,13 @@ class McpFastPath:
             await self.app(scope, replay, send)
             return
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
-        handled = await self._try(headers, body, receive, send)
+        handled = await self._try(headers, body, receive, send, identity_of(scope))
         if not handled:
             await self.app(scope, replay, send)
 
-    async def _try(self, headers: dict[str, str], body: bytes, receive: Receive, send: Send) -> bool:
+    async def _try(
+        self, headers: dict[str, str], body: bytes, receive: Receive, send: Send, caller: Identity
+    ) -> bool:
         content_type = headers.get("content-type", "")
         if not content_type.lower().startswith("application/json"):
             # The SDK refuses these with a bare text/plain 400; the same status, as JSON-RPC.
@@ -203,7 +207,17 @@ class McpFastPath:
         if version == MODERN:
             if session_id or not self._modern_ok(headers, params, meta):
                 return False
-            await self._call(receive, send, rid, params["name"], arguments, None, modern=True)
+            await self._call(
+                receive,
+                send,
+                rid,
+                params["name"],
+                arguments,
+                None,
+                caller,
+                modern=True,
+                trace=(headers, meta),
+            )
             return True
         if session_id is None or session_id not in self.sessions.eligible:
             return False
@@ -213,7 +227,16 @@ class McpFastPath:
         if transport is None:
             self.sessions.eligible.discard(session_id)
             return False
-        await self._call(receive, send, rid, params["name"], arguments, (session_id, transport))
+        await self._call(
+            receive,
+            send,
+            rid,
+            params["name"],
+            arguments,
+            (session_id, transport),
+            caller,
+            trace=(headers, meta),
+        )
         return True
 
     async def _list(self, headers: dict[str, str], msg: dict[str, Any], send: Send) -> bool:
@@ -287,13 +310,28 @@ class McpFastPath:
         name: str,
         arguments: dict[str, Any],
         session: tuple[str, Any] | None,
+        caller: Identity,
         *,
         modern: bool = False,
+        trace: tuple[dict[str, str], dict[str, Any]] = ({}, {}),
     ) -> None:
-        task = asyncio.ensure_future(self.hub.call_tool(name, arguments, profile=self.profile))
+        call = self.hub.call_tool(name, arguments, profile=self.profile, caller=caller)
+        session_id = session[0] if session else None
+        if self.hub.tracing is not None:  # OpenTelemetry (telemetry.py): the call in a SERVER span
+            call = self.hub.tracing.served(
+                call,
+                "tools/call",
+                {"name": name},
+                meta=trace[1],
+                headers=trace[0],
+                protocol="streamable-http",
+                request_id=rid,
+                session_id=session_id,
+                protocol_version=trace[0].get("mcp-protocol-version"),
+            )
+        task = asyncio.ensure_future(call)
         key = (session[0], rid) if session else None
         transport = session[1] if session else None
-        session_id = session[0] if session else None
         if key is not None:
             self.sessions.in_flight[key] = task
         sdk_adapter.hold(transport)

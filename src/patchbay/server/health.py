@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
@@ -22,6 +24,12 @@ class Readiness(BaseModel):
     ready: bool = Field(description="Whether every enabled server is `ready`.")
     servers: dict[str, ServerState] = Field(
         description="The state of each enabled server (disabled ones are left out)."
+    )
+    cluster: dict[str, Any] | None = Field(
+        default=None,
+        description="Cluster mode only: this replica's id, whether Redis answered last, the config version "
+        "it runs (`GET /api/cluster` has every replica). Redis being away does not make a replica unready: "
+        "it keeps serving.",
     )
 
 
@@ -48,6 +56,10 @@ def build_health(hub: Hub) -> APIRouter:
     async def readyz() -> JSONResponse:
         servers = {name: s.state for name, s in hub.status().items() if s.enabled}
         body = Readiness(ready=all(state == ServerState.READY for state in servers.values()), servers=servers)
-        return JSONResponse(body.model_dump(mode="json"), status_code=200 if body.ready else 503)
+        if hub.cluster is not None:
+            c = hub.cluster
+            body.cluster = {"replica": c.id, "redis": c.redis_ok, "configVersion": c.version}
+        content = body.model_dump(mode="json", exclude_none=True)
+        return JSONResponse(content, status_code=200 if body.ready else 503)
 
     return router

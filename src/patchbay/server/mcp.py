@@ -48,6 +48,7 @@ from patchbay.config import ProfileSpec, list_page_size
 from patchbay.errors import PatchbayError, UnknownProfileError, UnknownToolError, UpstreamError
 from patchbay.events import CatalogEvent, Subscription
 from patchbay.hub import Hub, UpstreamCapabilities
+from patchbay.identity import Identity, identity_of
 from patchbay.profiles import ProfilesChangedEvent, ProfileView
 from patchbay.server import sdk_adapter
 from patchbay.server.fastpath import FastSessions
@@ -61,6 +62,12 @@ DEFAULT_SESSION_IDLE_TIMEOUT = 300.0
 # A client whose notification stream stops draining must not stall the fan-out to everyone else.
 NOTIFY_TIMEOUT = 5.0
 INSTRUCTIONS = "Tools from every MCP server connected to this patchbay hub, named <server>__<tool>."
+# The lists a client can be told changed, and the 2026-07-28 listen event for each.
+LIST_KINDS: dict[str, Any] = {
+    "tools": ToolsListChanged,
+    "resources": ResourcesListChanged,
+    "prompts": PromptsListChanged,
+}
 LEVELS = ["debug", "info", "notice", "warning", "error", "critical", "alert", "emergency"]
 # What an upstream may ask of its client, and the result type the SDK validates the answer against.
 CLIENT_REQUESTS: dict[str, tuple[Any, Any]] = {
@@ -173,6 +180,7 @@ class McpEndpoint:
         self._fanout: asyncio.Task[None] | None = None
         self._notifier: asyncio.Task[None] | None = None
         self._catalog_changed = asyncio.Event()
+        self._kinds: set[str] = set()  # a profile endpoint: the lists the pending round is about
         self._fanout_idle = asyncio.Event()
         self._tasks: set[asyncio.Task[Any]] = set()  # short-lived sends and releases, owned here
         self._stopped = False
@@ -200,6 +208,8 @@ class McpEndpoint:
             )
         self.server.upstream_capabilities = hub.upstream_capabilities  # type: ignore[method-assign]
         self.server.middleware.append(self._track_sessions)
+        if hub.tracing is not None:  # one SERVER span per request: patchbay's, instead of the SDK's
+            self.server.middleware = hub.tracing.sdk_middleware(self.server.middleware)
         security = TransportSecuritySettings(
             enable_dns_rebinding_protection=dns_rebinding_protection,
             allowed_hosts=allowed_hosts or [],
@@ -254,8 +264,11 @@ class McpEndpoint:
         assert self._events is not None
         async for event in self._events:
             if self.profile is not None:
-                if isinstance(event, CatalogEvent | ProfilesChangedEvent) and self._view_changed():
-                    self._catalog_changed.set()
+                if isinstance(event, CatalogEvent | ProfilesChangedEvent):
+                    changed = self._view_changed()
+                    if changed:
+                        self._kinds |= changed
+                        self._catalog_changed.set()
                 continue
             if not isinstance(event, CatalogEvent):
                 continue
@@ -278,13 +291,21 @@ class McpEndpoint:
         view = self._view()
         return view.snapshot(self.hub.catalog) if view is not None else None
 
-    def _view_changed(self) -> bool:
-        """Whether what this profile's clients can list differs from what they were last told about."""
+    def _view_changed(self) -> set[str]:
+        """Which lists this profile's clients can see differ from what they were last told about (a
+        search profile's tools, its meta-tools, never do)."""
         now = self._snapshot()
         if now == self._seen:
-            return False
+            return set()
+        tools, resources, templates, prompts = now
+        seen_tools, seen_resources, seen_templates, seen_prompts = self._seen
+        changed = {"tools"} if tools != seen_tools else set()
+        if resources != seen_resources or templates != seen_templates:
+            changed.add("resources")
+        if prompts != seen_prompts:
+            changed.add("prompts")
         self._seen = now
-        return True
+        return changed
 
     def _admits_source(self, source: str) -> bool:
         view = self._view()
@@ -302,7 +323,8 @@ class McpEndpoint:
             await self._catalog_changed.wait()
             self._fanout_idle.clear()
             self._catalog_changed.clear()
-            await self.notify_catalog_changed()
+            kinds, self._kinds = self._kinds, set()
+            await self.notify_catalog_changed(kinds if self.profile is not None else None)
 
     async def fanout_settled(self) -> None:
         """Return once no catalog notification round is pending or in flight."""
@@ -310,21 +332,30 @@ class McpEndpoint:
             await self._fanout_idle.wait()
             await asyncio.sleep(0)  # let a round that was just triggered start
 
-    async def notify_catalog_changed(self) -> None:
-        """Tell every client: modern ones through their listen streams, handshake-era ones directly."""
+    async def notify_catalog_changed(self, kinds: set[str] | None = None) -> None:
+        """Tell every client: modern ones through their listen streams, handshake-era ones directly.
+
+        ``kinds`` (``tools``, ``resources``, ``prompts``) limits which lists are said to have changed."""
+        kinds = set(LIST_KINDS) if kinds is None else kinds & set(LIST_KINDS)
+        if not kinds:
+            return
         self.notify_rounds += 1
-        for event in (ToolsListChanged(), ResourcesListChanged(), PromptsListChanged()):
-            await self.bus.publish(event)
-        await asyncio.gather(*(self._notify_session(s) for s in list(self._legacy.values())))
+        for kind in LIST_KINDS:
+            if kind in kinds:
+                await self.bus.publish(LIST_KINDS[kind]())
+        await asyncio.gather(*(self._notify_session(s, kinds) for s in list(self._legacy.values())))
 
     @staticmethod
-    async def _notify_session(session: ServerSession) -> None:
+    async def _notify_session(session: ServerSession, kinds: set[str]) -> None:
         """One session's list_changed notifications; a session that does not drain its stream is skipped."""
         try:
             async with asyncio.timeout(NOTIFY_TIMEOUT):
-                await session.send_tool_list_changed()
-                await session.send_resource_list_changed()
-                await session.send_prompt_list_changed()
+                if "tools" in kinds:
+                    await session.send_tool_list_changed()
+                if "resources" in kinds:
+                    await session.send_resource_list_changed()
+                if "prompts" in kinds:
+                    await session.send_prompt_list_changed()
         except Exception:
             log.debug("could not notify a client session", exc_info=True)
 
@@ -407,10 +438,10 @@ class McpEndpoint:
     # --- handlers ----------------------------------------------------------------------------------
 
     def _input_schema(self, name: str) -> dict[str, Any] | None:
-        entry = self.hub.catalog.tools.get(name)
         view = self._view()
-        if view is not None and name not in view.names(self.hub.catalog):
-            return None
+        if view is not None:
+            return view.input_schema(self.hub.catalog, name)
+        entry = self.hub.catalog.tools.get(name)
         return entry.tool.input_schema if entry is not None else None
 
     # --- listings, in pages of ``listPageSize`` (paging.py) ----------------------------------------
@@ -524,6 +555,7 @@ class McpEndpoint:
                 progress=progress,
                 client=_CallingClient(ctx.session, ctx.request_id),
                 profile=self.profile,
+                caller=_caller(ctx),
             )
         except Exception as exc:
             if not isinstance(exc, PatchbayError):
@@ -557,7 +589,7 @@ class McpEndpoint:
             if self.profile is not None:
                 uri = str(params.uri)
                 self._check_owner(self.hub.catalog.resource_owner(uri), uri, "resource")
-            return await self.hub.read_resource(str(params.uri))
+            return await self.hub.read_resource(str(params.uri), caller=_caller(ctx))
         except PatchbayError as exc:
             raise replies.mcp_error(exc) from None
 
@@ -572,7 +604,7 @@ class McpEndpoint:
         try:
             if self.profile is not None:
                 self._check_owner(self.hub.catalog.prompt(params.name).source, params.name, "prompt")
-            return await self.hub.get_prompt(params.name, params.arguments)
+            return await self.hub.get_prompt(params.name, params.arguments, caller=_caller(ctx))
         except PatchbayError as exc:
             raise replies.mcp_error(exc) from None
 
@@ -718,3 +750,9 @@ def tool_error_result(exc: PatchbayError) -> types.CallToolResult:
 def tool_error_json(exc: PatchbayError) -> dict[str, Any]:
     """Kept for callers (``app.py`` passes it to the fast path, which no longer uses it)."""
     return replies.call_result_json(replies.tool_error_result(exc))
+
+
+def _caller(ctx: Any) -> Identity:
+    """The identity the HTTP gate attached to the request this message came in on."""
+    request = getattr(ctx, "request", None)
+    return identity_of(getattr(request, "scope", None))

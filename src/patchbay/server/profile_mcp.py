@@ -22,6 +22,7 @@ from patchbay.hub import Hub
 from patchbay.profiles import ProfilesChangedEvent
 from patchbay.server.fastpath import McpFastPath
 from patchbay.server.mcp import DEFAULT_SESSION_IDLE_TIMEOUT, McpEndpoint
+from patchbay.server.security import route_path
 
 log = logging.getLogger(__name__)
 
@@ -135,7 +136,7 @@ class ProfileEndpoints:
         log.info("stopped serving profile %r", name)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        path: str = scope.get("path", "")
+        path = route_path(scope)
         name = path[len(PREFIX) :] if path.startswith(PREFIX) else ""
         running = self.endpoints.get(name)
         if running is None:

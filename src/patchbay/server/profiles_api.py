@@ -8,8 +8,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Annotated, Any
 
-from fastapi import APIRouter, Body, Path, Response
+from fastapi import APIRouter, Body, Path, Request, Response
 
+from patchbay.errors import UnknownProfileError
+from patchbay.identity import identity_of
 from patchbay.server.api import _errors, _HubErrorRoute
 
 if TYPE_CHECKING:
@@ -27,9 +29,10 @@ def build_profiles_api(hub: Hub) -> APIRouter:
         description="Every configured profile: its `servers` and `tools` patterns, how many tools it has "
         "now, and the servers it names that are not configured. Each is served at `/mcp/<name>`.",
     )
-    async def list_profiles() -> list[dict[str, Any]]:
+    async def list_profiles(request: Request) -> list[dict[str, Any]]:
         await hub.wait_started()
-        return [info.to_json() for info in hub.profiles().values()]
+        bound = identity_of(request.scope).profile  # a profile-bound token sees its own profile only
+        return [info.to_json() for n, info in hub.profiles().items() if bound in (None, n)]
 
     @router.get(
         "/profiles/{name}",
@@ -38,8 +41,13 @@ def build_profiles_api(hub: Hub) -> APIRouter:
         description="One profile, as in the list, with its tools' exposed names.",
         responses=_errors(404),
     )
-    async def get_profile(name: Annotated[str, Path(description="The profile's name.")]) -> dict[str, Any]:
+    async def get_profile(
+        request: Request, name: Annotated[str, Path(description="The profile's name.")]
+    ) -> dict[str, Any]:
         await hub.wait_started()
+        bound = identity_of(request.scope).profile
+        if bound is not None and name != bound:
+            raise UnknownProfileError(name, [bound])
         view = hub.profile(name)  # UnknownProfileError: 404 naming the known ones
         info = hub.profiles()[name].to_json()
         info["tool_names"] = [n for n in hub.catalog.tools if n in view.names(hub.catalog)]

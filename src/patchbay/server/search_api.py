@@ -11,9 +11,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Annotated, Any
 
-from fastapi import APIRouter, Path, Query
+from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import JSONResponse
 
+from patchbay.identity import identity_of
 from patchbay.search import DEFAULT_LIMIT, MAX_LIMIT
 from patchbay.server.api import _errors, _HubErrorRoute
 
@@ -53,9 +54,15 @@ def build_search_api(hub: Hub) -> APIRouter:
         "pinned when patchbay first saw them, with a unified diff. In `block` mode they are withheld.",
     )
     async def tool_changes(
+        request: Request,
         server: Annotated[str | None, Query(description="Only this server's tools.")] = None,
     ) -> dict[str, Any]:
-        return {"pinning": hub.pinning, "changes": [c.to_json() for c in hub.tool_changes(server)]}
+        changes = hub.tool_changes(server)
+        bound = identity_of(request.scope).profile
+        if bound is not None:  # a profile-bound token sees its profile's tools only
+            view = hub.profile(bound)
+            changes = [c for c in changes if view.admits(c.server, c.name)]
+        return {"pinning": hub.pinning, "changes": [c.to_json() for c in changes]}
 
     @router.post(
         "/tools/{name:path}/approve",

@@ -2,26 +2,37 @@
 
 The SDK protects only ``/mcp`` against DNS rebinding; patchbay's management API can add a server, which
 runs a command, so the same check must cover every path. Tokens are compared as SHA-256 digests with
-``hmac.compare_digest`` (constant time, no length leak) and never logged.
+``hmac.compare_digest`` (constant time, no length leak; see ``access/tokens.py``) and never logged.
 """
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import ipaddress
 import json
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from urllib.parse import urlsplit
 
 from starlette.types import ASGIApp, Receive, Scope, Send
+
+from patchbay.access.tokens import StaticToken, TokenTable
+from patchbay.identity import LOCAL, AuthenticationError, Authenticator, Identity, attach
 
 log = logging.getLogger(__name__)
 
 LOOPBACK_NAMES = frozenset({"127.0.0.1", "localhost", "::1"})
 OPEN_PATHS = frozenset({"/healthz"})
 _DENIED = {401: "unauthorized", 403: "forbidden", 421: "misdirected"}
+
+
+def route_path(scope: Scope) -> str:
+    """The request's path inside patchbay's app: ``scope["path"]`` less ``root_path``, the prefix a host app
+    mounted patchbay under (ASGI keeps the full path in ``path``; see ``embed.py``)."""
+    path: str = scope.get("path", "")
+    root = scope.get("root_path", "")
+    if root and path.startswith(root) and (len(path) == len(root) or path[len(root)] == "/"):
+        return path[len(root) :] or "/"
+    return path
 
 
 def is_loopback(host: str) -> bool:
@@ -33,10 +44,6 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def _digest(token: str) -> bytes:
-    return hashlib.sha256(token.encode()).digest()
-
-
 def _hostname(value: str) -> str:
     """``host:port`` / ``[v6]:port`` → the host name, lower-cased, without brackets."""
     parsed = urlsplit(f"//{value}")
@@ -45,19 +52,31 @@ def _hostname(value: str) -> str:
 
 class Guard:
     """ASGI middleware. ``allowed_hosts=None`` disables the Host check (binding to every interface
-    without knowing the names clients use; tokens are mandatory then)."""
+    without knowing the names clients use; tokens are mandatory then).
+
+    ``tokens`` are static bearer tokens: a plain string is an admin token, a ``(token, Identity)``
+    pair names who holds it, a ``StaticToken`` is known by its digest only; or a ``TokenTable``, which
+    the caller may change while serving (tokens added or revoked at runtime). A token none of them
+    matches is offered to each of ``authenticators`` in turn (OAuth access tokens). The identity found
+    is stored in the scope (``patchbay.identity``); with no tokens and no authenticators every request
+    is ``LOCAL``.
+    """
 
     def __init__(
         self,
         app: ASGIApp,
         *,
-        tokens: Iterable[str] = (),
+        tokens: Iterable[str | tuple[str, Identity] | StaticToken] | TokenTable = (),
         allowed_hosts: Iterable[str] | None = LOOPBACK_NAMES,
         open_paths: Iterable[str] = OPEN_PATHS,
         open_prefixes: Iterable[str] = (),
+        authenticators: Sequence[Authenticator] = (),
+        resource_metadata: str | None = None,
     ) -> None:
         self.app = app
-        self._digests = [_digest(t) for t in tokens if t]
+        self._resource_metadata = resource_metadata  # RFC 9728 metadata URL named in every 401 (OAuth mode)
+        self.tokens = tokens if isinstance(tokens, TokenTable) else TokenTable(tokens)
+        self._authenticators = tuple(authenticators)
         self._hosts = (
             None if allowed_hosts is None else frozenset(h.lower().strip("[]") for h in allowed_hosts)
         )
@@ -66,14 +85,26 @@ class Guard:
 
     @property
     def auth_required(self) -> bool:
-        return bool(self._digests)
+        return self.tokens.required or bool(self._authenticators)
 
     def token_ok(self, presented: str) -> bool:
-        d = _digest(presented)
-        ok = False
-        for expected in self._digests:  # no early exit: the time does not depend on which token matched
-            ok |= hmac.compare_digest(d, expected)
-        return ok
+        return self.static_identity(presented) is not None
+
+    def static_identity(self, presented: str) -> Identity | None:
+        """The identity of a configured static token, or None (compared in constant time)."""
+        return self.tokens.identify(presented)
+
+    async def identify(self, presented: str) -> Identity | None:
+        """A static token's identity, else the first authenticator's that recognises the token.
+        Raises ``AuthenticationError`` when one recognises it and refuses it."""
+        found = self.static_identity(presented)
+        if found is not None:
+            return found
+        for authenticator in self._authenticators:
+            found = await authenticator.authenticate(presented)
+            if found is not None:
+                return found
+        return None
 
     def is_open(self, path: str) -> bool:
         """Served without a token: an exact open path, or under an open prefix (never with a ``..``
@@ -98,25 +129,70 @@ class Guard:
             if origin and origin != "null" and (urlsplit(origin).hostname or "").lower() not in self._hosts:
                 await self._deny(scope, receive, send, 403, f"Origin {origin!r} is not allowed")
                 return
-        if self._digests and not self.is_open(scope.get("path", "")):
+        if not self.auth_required:
+            attach(scope, LOCAL)
+        elif not self.is_open(route_path(scope)):
             auth = headers.get("authorization", "")
             scheme, _, presented = auth.partition(" ")
-            if scheme.lower() != "bearer" or not presented or not self.token_ok(presented.strip()):
+            identity = None
+            if scheme.lower() == "bearer" and presented.strip():
+                try:
+                    identity = await self.identify(presented.strip())
+                except AuthenticationError as exc:
+                    error, needed = exc.error, getattr(exc, "scope", None)
+                    await self._deny(
+                        scope, receive, send, exc.status, str(exc), error=error, scope_needed=needed
+                    )
+                    return
+            if identity is None:
                 why = "missing bearer token" if not auth else "invalid bearer token"
-                await self._deny(scope, receive, send, 401, why)
+                refused = "invalid_token" if auth else None
+                await self._deny(scope, receive, send, 401, why, error=refused)
                 return
+            attach(scope, identity)
         await self.app(scope, receive, send)
 
-    @staticmethod
-    async def _deny(scope: Scope, receive: Receive, send: Send, status: int, message: str) -> None:
-        log.info("refused %s %s: %s", scope.get("method", "WS"), scope.get("path"), message)
-        if scope["type"] == "websocket":
-            await send({"type": "websocket.close", "code": 1008, "reason": message[:120]})
-            return
-        # the API's ErrorBody shape (patchbay.server.api), which cannot be imported here without a cycle
-        body = json.dumps({"detail": message, "error": _DENIED.get(status, "error")}).encode()
-        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-        if status == 401:
-            headers.append((b"www-authenticate", b'Bearer realm="patchbay"'))
-        await send({"type": "http.response.start", "status": status, "headers": headers})
-        await send({"type": "http.response.body", "body": body})
+    async def _deny(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        status: int,
+        message: str,
+        *,
+        error: str | None = None,
+        scope_needed: str | None = None,
+    ) -> None:
+        challenge = self._challenge(status, message, error, scope_needed)
+        await deny(scope, send, status, message, challenge=challenge)
+
+    def _challenge(self, status: int, message: str, error: str | None, needed: str | None) -> str | None:
+        """RFC 6750 §3 ``WWW-Authenticate`` as the MCP authorization spec wants it: every 401 (and a 403
+        ``insufficient_scope``) names the RFC 9728 metadata in OAuth mode, a refused token says why."""
+        if status != 401 and error != "insufficient_scope":
+            return None
+        params = ['realm="patchbay"']
+        if error:
+            params.append(f'error="{error}"')
+        if needed:
+            params.append(f'scope="{needed}"')
+        if self._resource_metadata:
+            params.append(f'resource_metadata="{self._resource_metadata}"')
+        if error:
+            params.append('error_description="{}"'.format(message.replace("\\", "").replace('"', "'")))
+        return "Bearer " + ", ".join(params)
+
+
+async def deny(scope: Scope, send: Send, status: int, message: str, *, challenge: str | None = None) -> None:
+    """Refuse a request before it reaches the app: the API's error body (or a WebSocket close)."""
+    log.info("refused %s %s: %s", scope.get("method", "WS"), scope.get("path"), message)
+    if scope["type"] == "websocket":
+        await send({"type": "websocket.close", "code": 1008, "reason": message[:120]})
+        return
+    # the API's ErrorBody shape (patchbay.server.api), which cannot be imported here without a cycle
+    body = json.dumps({"detail": message, "error": _DENIED.get(status, "error")}).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    if challenge:
+        headers.append((b"www-authenticate", challenge.encode("latin-1", "replace")))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})

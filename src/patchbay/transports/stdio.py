@@ -17,7 +17,7 @@ import shutil
 import signal
 import time
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, cast
 
 from patchbay.config import ResolvedSpec
 from patchbay.errors import ConfigError, ServerExitedError
@@ -28,8 +28,16 @@ log = logging.getLogger(__name__)
 DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 DEFAULT_MAX_UNREAD_BYTES = 32 * 1024 * 1024  # written to stdin, not yet read (one message always fits)
 STREAM_CLOSED_GRACE = 0.2  # a child that closes stdin or stdout normally exits within this
-# patchbay's own secrets: never inherited by a child (a server's explicit ``env`` may still pass one on)
-SECRET_ENV_VARS = frozenset({"PATCHBAY_TOKEN", "PATCHBAY_AGENT_TOKEN"})
+# patchbay's own secrets: never inherited by a child (a server's explicit ``env`` may still pass one on);
+# the OTLP headers carry the trace collector's credentials (telemetry.py)
+SECRET_ENV_VARS = frozenset(
+    {
+        "PATCHBAY_TOKEN",
+        "PATCHBAY_AGENT_TOKEN",
+        "OTEL_EXPORTER_OTLP_HEADERS",
+        "OTEL_EXPORTER_OTLP_TRACES_HEADERS",
+    }
+)
 
 
 def child_env(spec_env: Mapping[str, str]) -> dict[str, str]:
@@ -56,8 +64,9 @@ class _Protocol(asyncio.SubprocessProtocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # Before subprocess_exec returns: a process that dies at once reports its exit through this.
-        # A SubprocessTransport (uvloop's is one in all but its class, hence no isinstance check)
-        self._owner._transport = transport  # type: ignore[assignment]
+        # uvloop's process transport (uvicorn picks uvloop when it is installed, e.g. in a host app that
+        # embeds patchbay) has the SubprocessTransport methods without deriving from it.
+        self._owner._transport = cast(asyncio.SubprocessTransport, transport)
 
     def pipe_data_received(self, fd: int, data: bytes) -> None:
         if fd == 1:
@@ -143,8 +152,9 @@ class StdioTransport:
         self._transport = transport
         self.pid = transport.get_pid()
         stdin = transport.get_pipe_transport(0)
-        assert stdin is not None  # a WriteTransport (uvloop's is one in all but its class)
-        self._stdin = stdin  # type: ignore[assignment]
+        if stdin is None:  # it was asked for (PIPE): only a broken event loop gives none
+            raise RuntimeError(f"{spec.name}: the event loop gave no stdin pipe for the child")
+        self._stdin = cast(asyncio.WriteTransport, stdin)  # uvloop's pipe has the methods, not the class
         log.debug("%s: started pid %s: %s %s", spec.name, self.pid, exe, " ".join(spec.args))
 
     # --- writing -----------------------------------------------------------------------------------

@@ -12,10 +12,11 @@ import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from patchbay.access.authorization_server.settings import public_host
 from patchbay.cli.configfile import announce_config, config_path
 from patchbay.cli.errors import EXIT_USAGE, CliError
 from patchbay.cli.output import Output
-from patchbay.config import auth_tokens
+from patchbay.errors import ConfigError
 from patchbay.events import CatalogEvent, ServerStateEvent
 
 if TYPE_CHECKING:  # the hub (and the MCP SDK under it) is imported only by the commands that run servers
@@ -36,6 +37,18 @@ def event_loop_factory(kind: str | None) -> Callable[[], asyncio.AbstractEventLo
     import uvloop
 
     return uvloop.new_event_loop
+
+
+def advertised(option: str | None, host: str, port: int) -> str:
+    """Where the other replicas reach this one (proxied /mcp sessions): ``--cluster-advertise``, else
+    ``--host:--port``, with the machine's name for a wildcard host."""
+    if option:
+        return option
+    if host in ("0.0.0.0", "::", ""):
+        import socket
+
+        host = socket.getfqdn()
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def _usage_error(message: str) -> int:
@@ -128,19 +141,39 @@ async def cmd_serve(args: argparse.Namespace) -> int:
     args.config = config_path(args)
     announce_config(args, args.config)
     hub = Hub.from_file(args.config)
+    from patchbay.access.resource_server import build_resource_server
+
+    try:
+        resource_server = build_resource_server(hub.config, args.host, args.port)
+        issuer_host = public_host(hub.config)  # auth.server: its issuer's host name is one clients use
+    except ConfigError as exc:
+        return _usage_error(str(exc))
+
+    from patchbay.cluster.settings import cluster_url
+
+    try:
+        redis_url = cluster_url(args.cluster, hub.config)
+    except ConfigError as exc:
+        return _usage_error(str(exc))
+    if redis_url is not None:  # only now is the Redis client imported
+        from patchbay.cluster.node import Cluster
+
+        address = advertised(args.cluster_advertise, args.host, args.port)
+        hub.cluster = Cluster(redis_url, hub, address=address)
     settings = ServeSettings(
         host=args.host,
         port=args.port,
-        tokens=[*args.token, *env_tokens(), *auth_tokens(hub.config)],
-        allowed_hosts=args.allow_host,
+        tokens=[*args.token, *env_tokens()],  # admin tokens; create_app adds the config's auth.tokens
+        allowed_hosts=[*args.allow_host, *issuer_host],
         watch_config=not args.no_reload,
         header_timeout=args.header_timeout,
         session_idle_timeout=args.session_idle_timeout,
         http=args.http,
+        resource_server=resource_server,
     )
     try:
         app = create_app(hub, settings)
-    except ValueError as exc:
+    except (ValueError, ConfigError) as exc:  # a refused binding, an invalid auth.tokens
         return _usage_error(str(exc))
     import uvicorn
 
@@ -157,9 +190,16 @@ async def cmd_serve(args: argparse.Namespace) -> int:
         )
     )
     base = f"http://{args.host if ':' not in args.host else f'[{args.host}]'}:{args.port}"
+    _set_callback_url(hub, base, resource_server.resource if resource_server is not None else None)
     print(f"patchbay {__version__}: {len(hub.servers)} server(s) from {args.config}", flush=True)
     print(f"  MCP endpoint  {base}/mcp", flush=True)
-    print(f"  API docs      {base}/docs{'   (bearer token required)' if settings.tokens else ''}", flush=True)
+    if hub.cluster is not None:
+        print(f"  cluster       replica {hub.cluster.id} of {hub.cluster.where}", flush=True)
+    required = app.state.tokens.required
+    print(f"  API docs      {base}/docs{'   (bearer token required)' if required else ''}", flush=True)
+    if resource_server is not None:
+        print(f"  OAuth         tokens from {resource_server.settings.issuer}", flush=True)
+        print(f"                for {resource_server.resource} ({resource_server.metadata_url})", flush=True)
 
     async def report_ready() -> None:
         await app.state.started.wait()
@@ -175,6 +215,22 @@ async def cmd_serve(args: argparse.Namespace) -> int:
         reporter.cancel()
         await asyncio.gather(reporter, return_exceptions=True)
     return 0 if server.started else 1
+
+
+def _set_callback_url(hub: Hub, base: str, resource: str | None) -> None:
+    """Sign-ins started without a request to take the URL from (a per-user server's call from /mcp)
+    come back to this hub's own /oauth/callback, where it is known how clients reach it."""
+    from patchbay.oauth.callback import CALLBACK_PATH
+    from patchbay.server.security import is_loopback
+
+    if resource is not None and resource.endswith("/mcp"):
+        root = resource.removesuffix("/mcp")
+    elif is_loopback(base.split("//", 1)[1].rsplit(":", 1)[0]):
+        root = base.replace("://localhost:", "://127.0.0.1:", 1)  # RFC 8252 §8.3
+    else:
+        return  # bound to every interface: the redirect goes to a loopback listener (manager default)
+    if hub.oauth.callback_url is None:
+        hub.oauth.callback_url = f"{root}{CALLBACK_PATH}"
 
 
 async def cmd_agent(args: argparse.Namespace) -> int:

@@ -33,6 +33,7 @@ from pydantic import ValidationError
 
 from patchbay.config import ResolvedSpec, redact_url
 from patchbay.errors import ServerExitedError, StartError
+from patchbay.telemetry import trace_headers
 from patchbay.transports.base import MessageEncodeError, OutboxFullError, StderrTail
 from patchbay.transports.http import limits
 from patchbay.transports.http.errors import (
@@ -252,7 +253,7 @@ class RemoteWire:
             message = jsonrpc_message_adapter.validate_python(msg)
         except ValidationError as exc:
             raise MessageEncodeError(self.name, str(exc).splitlines()[0]) from None
-        self._enqueue(message)
+        self._enqueue(message, trace_headers(msg))  # the W3C headers of a traced call, if any
         if isinstance(message, JSONRPCRequest) and message.method == "initialize":
             self._init_ids.add(message.id)
 
@@ -261,16 +262,18 @@ class RemoteWire:
             return f"is not connected yet ({self.where})"
         return "was stopped"
 
-    def _message(self, message: Any) -> SessionMessage:
+    def _message(self, message: Any, headers: dict[str, str] | None = None) -> SessionMessage:
         metadata = None
         if self.protocol_version is not None:
             # What ClientSession does: every message after the handshake carries MCP-Protocol-Version.
-            metadata = ClientMessageMetadata(headers={MCP_PROTOCOL_VERSION_HEADER: self.protocol_version})
+            headers = {**(headers or {}), MCP_PROTOCOL_VERSION_HEADER: self.protocol_version}
+        if headers:  # the SDK's streamable HTTP client sets these on the POST that carries the message
+            metadata = ClientMessageMetadata(headers=headers)
         return SessionMessage(message, metadata=metadata)
 
-    def _enqueue(self, message: Any) -> None:
+    def _enqueue(self, message: Any, headers: dict[str, str] | None = None) -> None:
         try:
-            self._outbox.put_nowait(self._message(message))
+            self._outbox.put_nowait(self._message(message, headers))
         except asyncio.QueueFull:
             raise OutboxFullError(self.name, self._outbox_limit, self.where) from None
 

@@ -1,6 +1,8 @@
 // The management API, with the bearer token. The page is served without a token; when the API answers
 // 401 we ask the user for one (a small form), keep it in sessionStorage and send it on every request.
 
+// Relative to this file (<prefix>/dashboard/js/api.js), never "/api/": a host app may mount patchbay under a
+// prefix (patchbay.mount(app, hub, prefix="/hub")), and then the API is <prefix>/api/.
 export const API_BASE = new URL("../../api/", import.meta.url);
 const TOKEN_KEY = "patchbay.token";
 

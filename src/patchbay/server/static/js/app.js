@@ -103,10 +103,32 @@ const refreshTools = refresher(async () => {
   renderSummary();
 });
 
+// In cluster mode (patchbay serve --cluster): how many replicas run the same config, and who holds what.
+const refreshCluster = refresher(async () => {
+  const box = $("cluster-stat");
+  let c;
+  try {
+    c = await api("cluster");
+  } catch (err) {
+    if (err instanceof ApiError && err.status === 403) return void (box.hidden = true); // admins only
+    throw err;
+  }
+  box.hidden = !c.enabled;
+  if (!c.enabled) return;
+  const healthy = c.replicas.filter((r) => r.healthy).length;
+  $("stat-cluster").textContent = c.redis.ok ? `${healthy} / ${c.replicas.length}` : "Redis down";
+  const lines = c.replicas.map(
+    (r) => `${r.id === c.replica ? "▸ " : ""}${r.id} (${r.address}): config v${r.configVersion}; agents: ${r.agents.join(", ") || "none"}`,
+  );
+  if (!c.redis.ok) lines.push(`Redis ${c.redis.url} is unreachable: ${c.redis.error}`);
+  box.title = lines.join("\n");
+});
+
 function refreshAll() {
   refreshServers(0);
   refreshAgents(0);
   refreshTools(0);
+  refreshCluster(0);
 }
 
 // --- summary ----------------------------------------------------------------------------------------------
@@ -783,6 +805,7 @@ function start() {
     if (document.visibilityState === "visible") {
       refreshServers();
       refreshAgents();
+      refreshCluster();
     }
   }, 10000);
   refreshAll();

@@ -1,0 +1,1 @@
+"""Who may reach patchbay's own endpoints: tokens, roles, OAuth (resource server and authorization server)."""

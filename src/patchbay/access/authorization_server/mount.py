@@ -1,0 +1,60 @@
+"""Wiring the built-in authorization server into ``create_app``: one call, and what the Guard needs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from fastapi import FastAPI
+
+from patchbay.access.authorization_server.api import build_oauth_api
+from patchbay.access.authorization_server.authenticator import GrantAuthenticator
+from patchbay.access.authorization_server.provider import PatchbayProvider
+from patchbay.access.authorization_server.routes import (
+    OPEN_PATHS,
+    OPEN_PREFIXES,
+    build_routes,
+    resource_metadata_url,
+)
+from patchbay.access.authorization_server.settings import server_settings
+from patchbay.access.authorization_server.state import ServerState
+from patchbay.access.tokens import TokenTable
+from patchbay.hub import Hub
+from patchbay.identity import Authenticator
+
+
+@dataclass(frozen=True)
+class GuardHooks:
+    """What ``Guard`` gets from the authorization server: its paths served without a token, the
+    authenticator for its access tokens, and the 401 challenge pointing clients at the metadata."""
+
+    open_paths: frozenset[str] = frozenset()
+    open_prefixes: tuple[str, ...] = ()
+    authenticators: tuple[Authenticator, ...] = ()
+    resource_metadata: str | None = None  # the RFC 9728 URL every 401 names
+    provider: PatchbayProvider | None = field(default=None, compare=False)
+
+
+def mount_authorization_server(app: FastAPI, hub: Hub, tokens: TokenTable) -> GuardHooks:
+    """Serve ``auth.server`` when it is enabled (ConfigError for a bad config); else nothing."""
+    from patchbay.errors import ConfigError
+
+    settings = server_settings(hub.config)
+    if settings is None:
+        return GuardHooks()
+    if not tokens.required:  # the hub's own tokens: who may approve on the consent page
+        raise ConfigError(
+            "auth.server needs an admin token (PATCHBAY_TOKEN, --token or auth.tokens): the operator "
+            "signs in with it on the consent page",
+            field="auth.server",
+        )
+    provider = PatchbayProvider(settings, ServerState(settings.state_directory))
+    app.router.routes.extend(build_routes(provider, tokens.identify, lambda: hub.config.profiles))
+    app.include_router(build_oauth_api(provider), prefix="/api")
+    app.state.authorization_server = provider
+    return GuardHooks(
+        open_paths=OPEN_PATHS,
+        open_prefixes=OPEN_PREFIXES,
+        authenticators=(GrantAuthenticator(provider),),
+        resource_metadata=resource_metadata_url(provider),
+        provider=provider,
+    )
