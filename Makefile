@@ -68,7 +68,7 @@ BENCH_AGENTS_ARGS ?=
 bench-agents: $(BIN)/.installed $(PEERS_VENV)/.installed
 	$(BIN)/python -m bench.agents $(BENCH_AGENTS_ARGS)
 
-## bench-all: every benchmark (core, catalog, agents, http) in interleaved rounds, one run: bench/results/all.json
+## bench-all: every benchmark (core, catalog, lists, startup, sessions, agents, http) in interleaved rounds, one run: bench/results/all.json
 ## and bench/results/all.md (BENCH_ALL_ARGS="--rounds 5 --http-duration 3 --only core,catalog" to shorten it)
 BENCH_ALL_ARGS ?=
 

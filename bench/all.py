@@ -31,7 +31,7 @@ from bench.rounds import DASH, render
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
-BENCHES = ("core", "catalog", "agents", "http")
+BENCHES = ("core", "catalog", "lists", "startup", "sessions", "agents", "http")
 OPTIONAL = ("cluster",)  # needs redis-server and haproxy: only with --with-cluster (or --only cluster)
 
 
@@ -40,6 +40,9 @@ def commands(ns: argparse.Namespace) -> dict[str, list[str]]:
     return {
         "core": ["--calls", str(ns.calls), "--rounds", str(r or 20), "--slow-rounds", str(ns.slow_rounds)],
         "catalog": ["--rounds", str(r or 10)],
+        "lists": ["--rounds", str(r or 5)],
+        "startup": ["--rounds", str(r or 5)],
+        "sessions": ["--rounds", str(r or 5)],
         "agents": ["--calls", str(min(ns.calls, 500)), "--rounds", str(r or 10)],
         "http": ["--duration", f"{ns.http_duration:g}", "--rounds", str(ns.http_rounds)],
         "cluster": ["--calls", str(min(ns.calls, 300)), "--rounds", str(r or 8)],
@@ -107,7 +110,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--rounds", type=int, help="rounds of core, catalog and agents (default 20/10/10)")
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        help="rounds of core, catalog, lists, startup, sessions, agents (default 20/10/5/5/5/10)",
+    )
     parser.add_argument("--calls", type=int, default=500, help="calls per row and round (default 500)")
     parser.add_argument("--slow-rounds", type=int, default=3, help="rounds of core's concurrency/start-up")
     parser.add_argument("--http-duration", type=float, default=5.0, help="seconds per wrk cell (default 5)")

@@ -3,7 +3,8 @@
 No MCP, no framework, no upstream process: it reads the body, parses it, and answers the JSON-RPC result
 patchbay would give for ``floor__echo`` (same ``id``, same ``content``), as ``application/json``. It runs on
 uvicorn with the settings ``patchbay serve`` uses (see ``patchbay.cli._serve``), so the difference between
-it and patchbay is the cost of the MCP layer and the stdio hop. Run: ``python bench/bare_asgi.py PORT``.
+it and patchbay is the cost of the MCP layer and the stdio hop.
+Run: ``python bench/bare_asgi.py PORT [h11|httptools] [asyncio|uvloop]`` (default h11, asyncio).
 """
 
 from __future__ import annotations
@@ -58,12 +59,17 @@ def main() -> None:
     import uvicorn
 
     port = int(sys.argv[1])
+    # uvicorn's HTTP implementation and event loop, as `patchbay serve --http/--loop` (bench/http.py --stacks)
+    http = sys.argv[2] if len(sys.argv) > 2 else "h11"
+    loop = sys.argv[3] if len(sys.argv) > 3 else "asyncio"
     # The same settings as `patchbay serve` (patchbay.cli._serve).
     uvicorn.Server(
         uvicorn.Config(
             app,
             host="127.0.0.1",
             port=port,
+            http=http,  # type: ignore[arg-type]
+            loop=loop,  # type: ignore[arg-type]
             log_level="warning",
             ws="websockets-sansio",
             timeout_graceful_shutdown=5,

@@ -109,7 +109,7 @@ class Server:
 
 
 def start(name: str, cmd: list[str], port: int, path: str, logdir: Path) -> Server:
-    log = logdir / f"{name.replace(' ', '_')}.log"
+    log = logdir / f"{name.replace(' ', '_').replace('/', '-')}.log"
     with open(log, "wb") as out:
         proc = subprocess.Popen(
             cmd,
@@ -274,18 +274,25 @@ def wrk(target: Target, connections: int, duration: float, threads: int) -> dict
 # --- the run ---------------------------------------------------------------------------------------------
 
 
+def labelled(label: str, stack: str, stacks: list[str]) -> str:
+    """A row's label: with several stacks (``--stacks``), the stack is part of it."""
+    return label if len(stacks) == 1 else f"{label} {stack}"
+
+
 @contextlib.contextmanager
-def servers(rows: list[str], logdir: Path) -> Iterator[list[Target]]:
+def servers(rows: list[str], logdir: Path, stacks: list[str]) -> Iterator[list[Target]]:
+    """Every row's server; bare ASGI and patchbay once per stack (``http/loop``, e.g. ``h11/asyncio``)."""
     started: list[Server] = []
     try:
         targets: list[Target] = []
-        if "bare" in rows:
+        for stack in stacks if "bare" in rows else ():
+            http, loop = stack.split("/")
             port = free_port()
-            bare = start(
-                "bare ASGI", [sys.executable, "-m", "bench.bare_asgi", str(port)], port, "/mcp", logdir
-            )
+            label = labelled(BARE, stack, stacks)
+            cmd = [sys.executable, "-m", "bench.bare_asgi", str(port), http, loop]
+            bare = start(label, cmd, port, "/mcp", logdir)
             started.append(bare)
-            targets.append(Target("bare ASGI", bare, "echo"))
+            targets.append(Target(label, bare, "echo"))
         if "mcp-proxy" in rows:
             exe = PEERS / "mcp-proxy"
             if not exe.exists():
@@ -309,7 +316,8 @@ def servers(rows: list[str], logdir: Path) -> Iterator[list[Target]]:
             proxy = start(MCP_PROXY, cmd, port, "/mcp", logdir)
             started.append(proxy)
             targets.append(Target(MCP_PROXY, proxy, "echo"))
-        if "patchbay" in rows or "patchbay-modern" in rows:
+        for stack in stacks if "patchbay" in rows or "patchbay-modern" in rows else ():
+            http, loop = stack.split("/")
             config = logdir / "patchbay.json"
             config.write_text(json.dumps({"mcpServers": {"floor": {"command": FLOOR[0], "args": FLOOR[1:]}}}))
             port = free_port()
@@ -324,13 +332,18 @@ def servers(rows: list[str], logdir: Path) -> Iterator[list[Target]]:
                 "--port",
                 str(port),
                 "--no-reload",
+                "--http",
+                http,
+                "--loop",
+                loop,
             ]
-            hub = start("patchbay", cmd, port, "/mcp", logdir)
+            hub = start(f"patchbay {stack.replace('/', '-')}", cmd, port, "/mcp", logdir)
             started.append(hub)
             if "patchbay" in rows:
-                targets.append(Target("patchbay (legacy)", hub, "floor__echo"))
+                targets.append(Target(labelled(LEGACY_ROW, stack, stacks), hub, "floor__echo"))
             if "patchbay-modern" in rows:
-                targets.append(Target("patchbay (modern)", hub, "floor__echo", protocol=MODERN, modern=True))
+                label = labelled(MODERN_ROW, stack, stacks)
+                targets.append(Target(label, hub, "floor__echo", protocol=MODERN, modern=True))
 
         with httpx2.Client(timeout=10) as client:
             for t in targets:
@@ -341,7 +354,7 @@ def servers(rows: list[str], logdir: Path) -> Iterator[list[Target]]:
                     wait_until(
                         t.server, lambda s=t.server: client.post(s.url, json={}, headers=ACCEPT) and True
                     )
-                if t.label != "bare ASGI" and not t.modern:
+                if not t.label.startswith(BARE) and not t.modern:
                     t.open_session(client)
                 t.check(client)
         yield targets
@@ -350,10 +363,16 @@ def servers(rows: list[str], logdir: Path) -> Iterator[list[Target]]:
             s.stop()
 
 
-def section(targets: list[Target], results: Rounds, conns: list[int], ns: argparse.Namespace) -> Section:
-    """Per row, medians of the round values; ratios to the bare app and mcp-proxy computed per round."""
+def section(
+    targets: list[Target], results: Rounds, conns: list[int], ns: argparse.Namespace, stacks: list[str]
+) -> Section:
+    """Per row, medians of the round values; ratios to the bare app and mcp-proxy computed per round.
+
+    With several stacks, "bare ASGI" is the bare app on the first stack (the ratio columns), and each
+    row's own stack's bare app is the ``vs`` column (p50 at the lowest connection count)."""
     lo, hi = conns[0], conns[-1]
     labels = [t.label for t in targets]
+    bare = labelled(BARE, stacks[0], stacks)
     columns = [
         Column(f"p50_ms@{lo}", f"p50 @{lo}", unit=" ms", fmt="{:.2f}"),
         Column(f"p99_ms@{lo}", f"p99 @{lo}", unit=" ms", fmt="{:.2f}"),
@@ -361,10 +380,10 @@ def section(targets: list[Target], results: Rounds, conns: list[int], ns: argpar
         Column(f"cpu_us@{hi}", f"server CPU µs/call @{hi}", fmt="{:.0f}"),
     ]
     ratios = []
-    if BARE in labels:
+    if bare in labels:
         ratios += [
-            RatioColumn(f"p50_ms@{lo}", BARE, f"p50 @{lo} vs bare"),
-            RatioColumn(f"rps@{hi}", BARE, f"req/s @{hi} vs bare"),
+            RatioColumn(f"p50_ms@{lo}", bare, f"p50 @{lo} vs {bare}"),
+            RatioColumn(f"rps@{hi}", bare, f"req/s @{hi} vs {bare}"),
         ]
     if MCP_PROXY in labels:
         ratios.append(RatioColumn(f"rps@{hi}", MCP_PROXY, f"req/s @{hi} vs mcp-proxy"))
@@ -373,15 +392,27 @@ def section(targets: list[Target], results: Rounds, conns: list[int], ns: argpar
         title="tools/call through /mcp under wrk",
         command=(
             f"python -m bench.http --duration {ns.duration:g} --rounds {ns.rounds} "
-            f"--connections {ns.connections}"
+            f"--connections {ns.connections} --stacks {ns.stacks}"
         ),
         rounds=ns.rounds,
         rows=labels,
         columns=columns,
         ratios=ratios,
-        params={"duration": ns.duration, "connections": conns, "threads": ns.threads},
+        params={"duration": ns.duration, "connections": conns, "threads": ns.threads, "stacks": stacks},
         results=results,
     )
+    if len(stacks) > 1:  # each row against the bare app on its own stack
+        for t in targets:
+            stack = t.label.rsplit(" ", 1)[-1]
+            own = labelled(BARE, stack, stacks)
+            if stack in stacks and own in labels and t.label != own:
+                sec.vs[t.label] = own
+        sec.vs_header = f"p50 @{lo} vs bare ASGI on the same stack"
+        sec.notes.append(
+            "stacks are uvicorn's HTTP implementation / event loop (`patchbay serve --http/--loop`); "
+            "mcp-proxy runs on its own uvicorn defaults (h11/asyncio: its venv has neither httptools "
+            "nor uvloop)"
+        )
     for t in targets:
         errors = sum(sum(v.values()) for k, v in results.values[t.label].items() if k.startswith("err@"))
         requests = sum(
@@ -390,14 +421,14 @@ def section(targets: list[Target], results: Rounds, conns: list[int], ns: argpar
         sec.notes.append(f"{t.label}: {errors:.0f} errors in {requests:.0f} requests (every round and cell)")
         if t.label.startswith("patchbay"):
             sec.goal(f"{t.label}: errors", errors, "= 0", errors == 0)
-            if BARE in labels:
-                p50 = results.ratio(t.label, BARE, f"p50_ms@{lo}").median
+            if bare in labels:
+                p50 = results.ratio(t.label, bare, f"p50_ms@{lo}").median
                 sec.goal(
-                    f"{t.label}: p50 @{lo} / bare ASGI", p50, f"≤ {GOAL_P50_VS_BARE}", p50 <= GOAL_P50_VS_BARE
+                    f"{t.label}: p50 @{lo} / {bare}", p50, f"≤ {GOAL_P50_VS_BARE}", p50 <= GOAL_P50_VS_BARE
                 )
-                rps = results.ratio(t.label, BARE, f"rps@{hi}").median
+                rps = results.ratio(t.label, bare, f"rps@{hi}").median
                 sec.goal(
-                    f"{t.label}: req/s @{hi} / bare ASGI",
+                    f"{t.label}: req/s @{hi} / {bare}",
                     rps,
                     f"≥ {GOAL_RPS_VS_BARE}",
                     rps >= GOAL_RPS_VS_BARE,
@@ -410,9 +441,11 @@ def section(targets: list[Target], results: Rounds, conns: list[int], ns: argpar
                     f"≥ {GOAL_RPS_VS_PROXY}",
                     rps >= GOAL_RPS_VS_PROXY,
                 )
-    if LEGACY_ROW in labels and MODERN_ROW in labels:
-        m = results.ratio(MODERN_ROW, LEGACY_ROW, f"p50_ms@{lo}").median
-        sec.goal(f"modern / handshake era, p50 @{lo}", m, "≤ 1.0", m <= 1.0)
+    for stack in stacks:
+        legacy, modern = labelled(LEGACY_ROW, stack, stacks), labelled(MODERN_ROW, stack, stacks)
+        if legacy in labels and modern in labels:
+            m = results.ratio(modern, legacy, f"p50_ms@{lo}").median
+            sec.goal(f"{modern} / {legacy}, p50 @{lo}", m, "≤ 1.0", m <= 1.0)
     return sec
 
 
@@ -609,6 +642,12 @@ def main() -> None:
         default="bare,mcp-proxy,patchbay,patchbay-modern",
         help="comma-separated subset of bare,mcp-proxy,patchbay,patchbay-modern",
     )
+    parser.add_argument(
+        "--stacks",
+        default="auto/auto",
+        help="comma-separated HTTP/loop pairs (`patchbay serve --http/--loop`) for bare ASGI and patchbay, "
+        "e.g. h11/asyncio,httptools/uvloop (default auto/auto: what `patchbay serve` picks)",
+    )
     parser.add_argument("--json", help="write the results here (default bench/results/http-<time>.json)")
     parser.add_argument("--profile", action="store_true", help="then profile patchbay under load with py-spy")
     parser.add_argument("--profile-seconds", type=float, default=10.0)
@@ -618,9 +657,13 @@ def main() -> None:
         raise SystemExit("wrk not found: apt-get install -y wrk (make bench-http installs it)")
     conns = [int(c) for c in ns.connections.split(",")]
     rows = [r.strip() for r in ns.rows.split(",")]
+    stacks = [st.strip() for st in ns.stacks.split(",") if st.strip()]
     RESULTS.mkdir(exist_ok=True)
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    with tempfile.TemporaryDirectory(prefix="bench-http-") as tmp, servers(rows, Path(tmp)) as targets:
+    with (
+        tempfile.TemporaryDirectory(prefix="bench-http-") as tmp,
+        servers(rows, Path(tmp), stacks) as targets,
+    ):
         print(
             f"patchbay HTTP benchmark: {', '.join(t.label for t in targets)}; "
             f"connections {ns.connections}; {ns.duration:g} s per cell; {ns.rounds} rounds; "
@@ -650,7 +693,7 @@ def main() -> None:
                         flush=True,
                     )
         out = ns.json or str(RESULTS / f"http-{stamp}.json")
-        finish([section(targets, results, conns, ns)], out)
+        finish([section(targets, results, conns, ns, stacks)], out)
         print(f"results: {out}")
         if ns.profile:
             profile(targets, ns.profile_connections, ns.profile_seconds, RESULTS)

@@ -89,7 +89,7 @@ async def test_requests_that_need_the_sdk_go_to_it(served: Served) -> None:
         assert with_progress.headers["content-type"].startswith("text/event-stream")  # progress streams
         assert sse_json(with_progress.text)["result"]["content"][0]["text"] == "slept 0.2"
         listing = await http.post(
-            "/mcp", json={"jsonrpc": "2.0", "id": 2, "method": "tools/list"}, headers=headers
+            "/mcp", json={"jsonrpc": "2.0", "id": 2, "method": "prompts/list"}, headers=headers
         )
         assert listing.headers["content-type"].startswith("text/event-stream")
         asks_back = await open_session(http, {"sampling": {}})  # its calls may need sampling: the SDK's path

@@ -246,10 +246,16 @@ def _silent_client_closed(port: int, deadline: float) -> bool:
             return True
 
 
-async def test_slow_request_headers_are_cut_off_and_normal_clients_are_not(tmp_path: Path) -> None:
+@pytest.mark.parametrize("http", ["h11", "httptools"])  # each of uvicorn's parsers has its own guard
+async def test_slow_request_headers_are_cut_off_and_normal_clients_are_not(tmp_path: Path, http: str) -> None:
     config = tmp_path / "patchbay.json"
     config.write_text(json.dumps({"mcpServers": {"mb": bad()}}))
-    async with surface(config, header_timeout=1.0) as s:
+    async with surface(config, header_timeout=1.0, http=http) as s:
+        from uvicorn.protocols.http.h11_impl import H11Protocol
+        from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+        parser = {"h11": H11Protocol, "httptools": HttpToolsProtocol}[http]
+        assert isinstance(s.server.config.http, type) and issubclass(s.server.config.http, parser)
         # headers at 5 bytes a second: ~10 s to complete, far beyond the 1 s allowed
         request = b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: " + b"a" * 30 + b"\r\n\r\n"
         closed, answer = await asyncio.to_thread(_closed_before_headers, s.port, request, 0.2, 10.0)

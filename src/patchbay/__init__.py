@@ -1,12 +1,5 @@
 """patchbay: one hub for all your MCP servers."""
 
-from importlib.metadata import PackageNotFoundError, version
-
-try:
-    __version__ = version("mcp-patchbay")
-except PackageNotFoundError:  # running from a source tree without installing
-    __version__ = "0.0.0"
-
 from typing import TYPE_CHECKING, Any
 
 # Lazy: ``import patchbay`` (and so every CLI command) must not pay for the MCP SDK (~1.3 s) until a name
@@ -36,6 +29,7 @@ _EXPORTS = {
 }
 
 if TYPE_CHECKING:
+    __version__: str
     from patchbay.config import HubConfig, ServerSpec, load_config
     from patchbay.errors import (
         CallTimeoutError,
@@ -55,7 +49,20 @@ if TYPE_CHECKING:
     from patchbay.supervisor import ServerState, ServerStatus
 
 
+def _version() -> str:
+    """The installed version; looked up on first use (``importlib.metadata`` costs ~50 ms to start)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("mcp-patchbay")
+    except PackageNotFoundError:  # running from a source tree without installing
+        return "0.0.0"
+
+
 def __getattr__(name: str) -> Any:
+    if name == "__version__":
+        globals()[name] = value = _version()
+        return value
     module = _EXPORTS.get(name)
     if module is None:
         raise AttributeError(f"module 'patchbay' has no attribute {name!r}")

@@ -44,6 +44,8 @@ log = logging.getLogger(__name__)
 SERVER_KEYS = ("mcpServers", "servers")
 NAME_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 Transport = Literal["stdio", "http", "sse"]
+# Top-level key: items per page of /mcp listings (``nextCursor``); 0 or absent: one page.
+LIST_PAGE_SIZE = "listPageSize"
 
 
 def _seconds_json(value: float) -> float | int:
@@ -437,11 +439,32 @@ def parse_config(text: str, source: str = "<config>", path: Path | None = None) 
             profiles[name] = parse_profile_spec(name, entry)
         except ConfigError as exc:
             problems.append(str(exc))
+    try:
+        list_page_size(doc)
+    except ConfigError as exc:
+        problems.append(str(exc))
     if problems:
         raise ConfigError(f"{source}: invalid configuration:\n  " + "\n  ".join(problems))
     return HubConfig(
         servers=servers, servers_key=key, document=doc, path=path, agents=agents, profiles=profiles
     )
+
+
+def list_page_size(document: Mapping[str, Any]) -> int:
+    """The ``listPageSize`` of a config document (kept as an unknown top-level key): 0 for no pagination.
+
+    Absent means 0 on purpose: a client that does not follow ``nextCursor`` (the SDKs' ``list_tools()``
+    returns one page; the loop is the caller's) would silently miss every tool past the first page."""
+    value = document.get(LIST_PAGE_SIZE)
+    if value is None:
+        return 0
+    if type(value) is not int or value < 0:
+        raise ConfigError(
+            f"{LIST_PAGE_SIZE}: {value!r} is not a page size; use a whole number of items per page "
+            "(0 for every item in one answer)",
+            field=LIST_PAGE_SIZE,
+        )
+    return value
 
 
 class _NonFinite(ValueError):

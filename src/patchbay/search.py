@@ -34,10 +34,10 @@ from collections.abc import Container, Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-if TYPE_CHECKING:  # annotations only: `patchbay --help` must not import the SDK
+if TYPE_CHECKING:  # annotations only: `patchbay --help` must not import the SDK (catalog.py does)
     import mcp.types as types
 
-from patchbay.catalog import Catalog, ToolEntry
+    from patchbay.catalog import Catalog, ToolEntry
 
 log = logging.getLogger(__name__)
 

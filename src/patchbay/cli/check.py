@@ -124,6 +124,8 @@ def _oauth_problems(
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """A remote server's ``oauth`` object: (errors, warnings). A wrong shape or value is an error; what
     only fails at start (an unset variable, an unreadable key file) is a warning, as for the other fields."""
+    if getattr(spec, "oauth", None) is None and (spec.model_extra or {}).get("oauth") is None:
+        return [], []  # no oauth (raw_oauth's rule): the OAuth package (and the MCP SDK under it) stays out
     from patchbay.oauth.settings import OAuthSettings, oauth_settings, raw_oauth
 
     raw = raw_oauth(spec)
@@ -213,16 +215,20 @@ def check_config(path: Path) -> dict[str, Any]:
                 config_tokens(config)  # an unset ${VARIABLE}: fails at start, so a warning here
             except ConfigError as exc:
                 report["warnings"].append(_problem(str(exc), field=exc.field))
-        from patchbay.access.resource_server import resource_server_config
+        auth = config.document.get("auth")
+        if isinstance(auth, dict) and auth.get("oauth") is not None:  # else the HTTP/JWT stack stays out
+            from patchbay.access.resource_server import resource_server_config
 
-        try:
-            resource_server_config(config, expand_env=False)
-        except ConfigError as exc:
-            errors.append(_problem(str(exc), field=exc.field))
+            try:
+                resource_server_config(config, expand_env=False)
+            except ConfigError as exc:
+                errors.append(_problem(str(exc), field=exc.field))
+        traced = "telemetry" in config.document or any(k.startswith("OTEL_") for k in os.environ)
         try:  # the tracing settings (config key and OTEL_* variables) would stop the hub at start
-            from patchbay.telemetry import settings_from
+            if traced:  # else nothing to check, and the tracing (and web) modules stay out
+                from patchbay.telemetry import settings_from
 
-            settings_from(config)
+                settings_from(config)
         except ConfigError as exc:
             report["warnings"].append(_problem(str(exc), field=exc.field))
         try:

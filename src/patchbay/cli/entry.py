@@ -10,9 +10,10 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any
 
+from patchbay.cli.commands.serve import event_loop_factory
 from patchbay.cli.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE, CliError, exit_code_for
 from patchbay.cli.output import Output
 from patchbay.cli.parser import absorb_extras, build_parser
@@ -33,7 +34,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     out = Output()
     try:
-        return run_interruptibly(args.func(args))
+        loop_factory = event_loop_factory(args.loop) if args.command == "serve" else None
+        return run_interruptibly(args.func(args), loop_factory)
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
     except CliError as exc:
@@ -65,12 +67,14 @@ def main(argv: list[str] | None = None) -> int:
 INTERRUPT_GRACE_SECONDS = 1.5
 
 
-def run_interruptibly(coro: Coroutine[Any, Any, int]) -> int:
+def run_interruptibly(
+    coro: Coroutine[Any, Any, int], loop_factory: Callable[[], asyncio.AbstractEventLoop] | None = None
+) -> int:
     """Run a command; Ctrl-C cancels it (servers started here are stopped by their owners), and if that
     takes longer than :data:`INTERRUPT_GRACE_SECONDS` (or Ctrl-C comes again), every child process group is
     killed and the process exits with 130 at once. Commands that handle SIGINT themselves (``run``,
     ``serve``) replace this handler with their own."""
-    with asyncio.Runner() as runner:
+    with asyncio.Runner(loop_factory=loop_factory) as runner:
         loop = runner.get_loop()
         task = loop.create_task(coro)
         interrupted = False

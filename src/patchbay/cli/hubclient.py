@@ -4,6 +4,8 @@ or works on the config file (:func:`connect`, which says which on stderr)."""
 from __future__ import annotations
 
 import argparse
+import asyncio
+import contextlib
 import os
 from collections.abc import Mapping
 from types import TracebackType
@@ -144,6 +146,25 @@ def _transport_reason(exc: Exception) -> str:
     return text
 
 
+async def _nothing_listens(url: str) -> bool:
+    """Whether a TCP connection to a loopback hub's port is refused: the usual "no hub running" case, told
+    without importing the HTTP client, so commands that then work on the file start fast."""
+    parts = urlsplit(url)
+    if parts.scheme != "http" or not _is_loopback_url(url):
+        return False
+    try:
+        async with asyncio.timeout(2.0):
+            _, writer = await asyncio.open_connection(parts.hostname, parts.port or 80)
+    except ConnectionRefusedError:
+        return True
+    except (OSError, TimeoutError):  # anything else: the HTTP probe finds out and says why
+        return False
+    writer.close()
+    with contextlib.suppress(OSError):
+        await writer.wait_closed()
+    return False
+
+
 async def connect(args: argparse.Namespace, out: Output, *, need_hub: bool = False) -> HubClient | None:
     """The running hub to use, or None to work on the config file; says which on stderr."""
     if getattr(args, "no_hub", False):
@@ -158,13 +179,15 @@ async def connect(args: argparse.Namespace, out: Output, *, need_hub: bool = Fal
     token = args.token or next(
         (t.strip() for t in os.environ.get("PATCHBAY_TOKEN", "").split(",") if t.strip()), None
     )
-    client = HubClient(url, token)
-    why = await client.probe()
+    why = "nothing is listening there (connection refused)" if await _nothing_listens(url) else None
     if why is None:
-        ignored = " (--config ignored; add --no-hub to edit the file instead)" if args.config else ""
-        out.note(out.paint_err(f"via hub at {url}{ignored}", "dim"))
-        return client
-    await client.http.aclose()
+        client = HubClient(url, token)
+        why = await client.probe()
+        if why is None:
+            ignored = " (--config ignored; add --no-hub to edit the file instead)" if args.config else ""
+            out.note(out.paint_err(f"via hub at {url}{ignored}", "dim"))
+            return client
+        await client.http.aclose()
     if explicit:
         raise CliError(f"hub not reachable at {url}: {why}", EXIT_UNREACHABLE)
     if need_hub:

@@ -7,7 +7,6 @@ import argparse
 from pathlib import Path
 from typing import Any, NoReturn
 
-from patchbay import __version__
 from patchbay.cli.commands.audit import add_audit_subcommands
 from patchbay.cli.commands.auth import cmd_auth_login, cmd_auth_logout, cmd_auth_status
 from patchbay.cli.commands.config import cmd_config_check
@@ -95,6 +94,19 @@ HUB_NOTE = (
 )
 
 
+class _Version(argparse.Action):
+    """``--version``, looking the version up only when asked (see ``patchbay.__getattr__``)."""
+
+    def __init__(self, option_strings: list[str], dest: str = argparse.SUPPRESS, **kwargs: Any) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, help=kwargs.get("help"))
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: Any, **kwargs: Any) -> NoReturn:
+        from patchbay import __version__
+
+        print(f"patchbay {__version__}")  # on stdout, as argparse's own version action does
+        parser.exit()
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(
         prog="patchbay",
@@ -109,7 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
         "exit codes: 0 ok, 1 operation failed, 2 usage or config error, 3 hub not reachable, 130 Ctrl-C.\n"
         "Every command has --help with examples.",
     )
-    parser.add_argument("--version", action="version", version=f"patchbay {__version__}")
+    parser.add_argument("--version", action=_Version, help="show the version and exit")
     parser.add_argument("--debug", action="store_true", help="verbose logs and full tracebacks")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     common, hubopts = _common_options(), _hub_options()
@@ -175,6 +187,18 @@ def build_parser() -> argparse.ArgumentParser:
         default=300.0,
         metavar="SECONDS",
         help="close an /mcp session nobody used for this long (default: 300)",
+    )
+    serve.add_argument(
+        "--http",
+        choices=("auto", "h11", "httptools"),
+        default="auto",
+        help="HTTP/1.1 implementation (default: auto, httptools if installed, else h11)",
+    )
+    serve.add_argument(
+        "--loop",
+        choices=("auto", "asyncio", "uvloop"),
+        default="auto",
+        help="event loop (default: auto, uvloop if installed (the 'uvloop' extra), else asyncio)",
     )
     serve.add_argument(
         "--agent-max-frame",

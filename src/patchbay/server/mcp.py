@@ -38,11 +38,14 @@ from mcp.server.subscriptions import (
 from mcp.server.transport_security import TransportSecuritySettings
 from mcp.shared.exceptions import MCPError
 from mcp.shared.message import ServerMessageMetadata
+from mcp.types import SERVER_INFO_META_KEY
+from mcp.types.version import MODERN_PROTOCOL_VERSIONS
+from mcp_types.methods import serialize_server_result
 from pydantic import TypeAdapter
 
 from patchbay import __version__, replies
 from patchbay.audit import ClientInfo
-from patchbay.config import ProfileSpec
+from patchbay.config import ProfileSpec, list_page_size
 from patchbay.errors import PatchbayError, UnknownProfileError, UnknownToolError, UpstreamError
 from patchbay.events import CatalogEvent, Subscription
 from patchbay.hub import Hub, UpstreamCapabilities
@@ -50,6 +53,7 @@ from patchbay.identity import Identity, identity_of
 from patchbay.profiles import ProfilesChangedEvent, ProfileView
 from patchbay.server import sdk_adapter
 from patchbay.server.fastpath import FastSessions, client_info
+from patchbay.server.paging import CursorError, Page, Pager
 
 log = logging.getLogger(__name__)
 
@@ -166,9 +170,14 @@ class McpEndpoint:
         # Resource subscriptions per handshake-era session, and who subscribed to each URI.
         self._subscriptions: dict[int, set[str]] = {}
         self._subscribers: dict[str, set[int]] = {}
-        self._tools_cache: tuple[int, ProfileView | None, types.ListToolsResult] | None = None
+        self._pager = Pager()
+        # tools/list answers as sent by the fast path, per (page, protocol version), for the current list
+        self._encoded: dict[tuple[Any, str], bytes] = {}
+        self._encoded_for: Any = None
+        self._tool_json: dict[str, dict[int, tuple[types.Tool, bytes]]] = {}  # per version, by tool object
         self._events: Subscription | None = None
         self.fast_sessions = FastSessions()
+        self.fast_sessions.tools_list = self.tools_list_json
         self._fanout: asyncio.Task[None] | None = None
         self._notifier: asyncio.Task[None] | None = None
         self._catalog_changed = asyncio.Event()
@@ -360,7 +369,7 @@ class McpEndpoint:
             await self.hub.wait_started()
         result = await call_next(ctx)
         if ctx.method == "initialize":
-            self._allow_fast_path(ctx)
+            self._allow_fast_path(ctx, result)
         elif ctx.method == "notifications/initialized":
             self._track(ctx.session)
         return result
@@ -380,24 +389,29 @@ class McpEndpoint:
             self._legacy[key] = session
         return key
 
-    def _allow_fast_path(self, ctx: Any) -> None:
+    def _allow_fast_path(self, ctx: Any, result: Any) -> None:
         """From a successful ``initialize`` on, the SDK serves the session's requests, and so may the fast
-        path, unless the client can be asked things back (sampling, elicitation: the SDK routes those)."""
+        path: its ``tools/list`` always (in the negotiated version), its calls unless the client can be
+        asked things back (sampling, elicitation: the SDK routes those)."""
         conn = sdk_adapter.connection_of(ctx.session)
         session_id = getattr(conn, "session_id", None)
-        clients = self.fast_sessions.clients
-        if session_id and sdk_adapter.on_connection_close(conn, clients.pop, session_id, None):
-            clients[session_id] = client_info((ctx.params or {}).get("clientInfo"))  # for the audit log
+        negotiated = getattr(result, "protocol_version", None)
+        if isinstance(result, dict):
+            negotiated = result.get("protocolVersion")
         caps = (ctx.params or {}).get("capabilities")
         asks_back = not isinstance(caps, dict) or any(
             caps.get(k) is not None for k in ("sampling", "elicitation")
         )
         if (
             session_id
-            and not asks_back
-            and sdk_adapter.on_connection_close(conn, self.fast_sessions.eligible.discard, session_id)
+            and isinstance(negotiated, str)
+            # one callback for both (each costs ~0.45 KiB per session, and sessions are many)
+            and sdk_adapter.on_connection_close(conn, self.fast_sessions.forget, session_id)
         ):
-            self.fast_sessions.eligible.add(session_id)
+            self.fast_sessions.listable[session_id] = negotiated
+            self.fast_sessions.clients[session_id] = client_info((ctx.params or {}).get("clientInfo"))
+            if not asks_back:
+                self.fast_sessions.eligible.add(session_id)
 
     def _forget(self, key: int) -> None:
         self._legacy.pop(key, None)
@@ -432,17 +446,100 @@ class McpEndpoint:
         entry = self.hub.catalog.tools.get(name)
         return entry.tool.input_schema if entry is not None else None
 
+    # --- listings, in pages of ``listPageSize`` (paging.py) ----------------------------------------
+
+    def _page(self, kind: str, cursor: str | None) -> Page[Any]:
+        """One page of a listing, from the catalog's current version as this endpoint's clients see it
+        (``CursorError`` for a cursor it cannot continue from)."""
+        catalog = self.hub.catalog
+        view = self._view()  # a reload may replace it without a new catalog version
+        build: Callable[[], list[Any]]
+        if kind == "tools":
+            build = lambda: catalog.mcp_tools() if view is None else view.mcp_tools(catalog)  # noqa: E731
+        elif kind == "resources":
+            build = lambda: [  # noqa: E731
+                e.resource.model_copy(update={"name": e.name})
+                for e in catalog.resources.values()
+                if view is None or view.admits_source(e.source)
+            ]
+        elif kind == "templates":
+            build = lambda: [  # noqa: E731
+                t.template.model_copy(update={"name": t.name})
+                for t in catalog.templates
+                if view is None or view.admits_source(t.source)
+            ]
+        else:
+            build = lambda: [  # noqa: E731
+                e.prompt.model_copy(update={"name": e.name})
+                for e in catalog.prompts.values()
+                if view is None or view.admits_source(e.source)
+            ]
+        size = list_page_size(self.hub.config.document)
+        return self._pager.page(kind, (catalog.version, view), build, _identity[kind], cursor, size)
+
+    def _sdk_page(self, kind: str, params: types.PaginatedRequestParams | None) -> Page[Any]:
+        try:
+            return self._page(kind, params.cursor if params is not None else None)
+        except CursorError as exc:
+            raise MCPError(types.INVALID_PARAMS, str(exc)) from None
+
+    def tools_list_json(self, protocol_version: str, cursor: str | None) -> bytes:
+        """A ``tools/list`` result as the SDK would put it on the wire for ``protocol_version``, encoded
+        once per page and version (the fast path sends it; 10,000 tools are megabytes of JSON).
+
+        Each tool is sieved and encoded once per protocol version while the catalog keeps its object, so
+        after one server re-lists only its tools are encoded again (the whole list: ~0.5 s for 10,000).
+        Raises ``CursorError``; the caller hands such a request to the SDK, which answers -32602."""
+        page = self._page("tools", cursor)
+        if page.key[0] != self._encoded_for:  # a new list: keep the JSON of the tools still in it
+            self._encoded.clear()
+            self._encoded_for = page.key[0]
+            current = {id(t) for t in self._pager.items("tools")}
+            for version, cache in self._tool_json.items():
+                self._tool_json[version] = {k: v for k, v in cache.items() if k in current}
+        key = (page.key, protocol_version)
+        hit = self._encoded.get(key)
+        if hit is None:
+            if len(self._encoded) >= 64:
+                self._encoded.clear()
+            hit = self._encoded[key] = self._encode_tools_page(protocol_version, page)
+        return hit
+
+    def _encode_tools_page(self, protocol_version: str, page: Page[Any]) -> bytes:
+        cache = self._tool_json.setdefault(protocol_version, {})
+        missing = [t for t in page.items if (hit := cache.get(id(t))) is None or hit[0] is not t]
+        if missing:
+            dump: dict[str, Any] = {"by_alias": True, "mode": "json", "exclude_none": True}
+            batch = types.ListToolsResult(tools=[]).model_dump(**dump)  # the version may need its fields
+            batch["tools"] = [t.model_dump(**dump) for t in missing]
+            sieved = serialize_server_result("tools/list", protocol_version, batch)["tools"]
+            for tool, data in zip(missing, sieved, strict=True):
+                cache[id(tool)] = (tool, replies.encode(data))
+        parts = b",".join(cache[id(t)][1] for t in page.items)
+        envelope = self._wire_result(
+            "tools/list", protocol_version, types.ListToolsResult(tools=[], next_cursor=page.next_cursor)
+        )
+        envelope.pop("tools", None)
+        rest = replies.encode(envelope)  # b"{...}": its members follow the tools
+        return b'{"tools":[' + parts + b"]" + (b"," + rest[1:] if envelope else b"}")
+
+    def _wire_result(self, method: str, protocol_version: str, result: Any) -> dict[str, Any]:
+        """What the SDK's runner does to a handler's result (``ServerRunner._serialize``): dumped, sieved
+        by the version's schema and, in the 2026-07-28 era, typed and stamped with the server's info."""
+        dumped = result.model_dump(by_alias=True, mode="json", exclude_none=True)
+        dumped = serialize_server_result(method, protocol_version, dumped)
+        if protocol_version in MODERN_PROTOCOL_VERSIONS:
+            dumped.setdefault("resultType", "complete")
+            meta = dumped.get("_meta")
+            dumped["_meta"] = {**(meta or {}), SERVER_INFO_META_KEY: self.server.server_info_stamp}
+        return dumped
+
     async def _list_tools(
         self, ctx: Any, params: types.PaginatedRequestParams | None
     ) -> types.ListToolsResult:
         await self.hub.wait_started()  # a client that connects during start-up must see every tool
-        version = self.hub.catalog.version
-        view = self._view()  # a reload may replace it without a new catalog version
-        cached = self._tools_cache
-        if cached is None or cached[0] != version or cached[1] is not view:
-            tools = self.hub.catalog.mcp_tools() if view is None else view.mcp_tools(self.hub.catalog)
-            cached = self._tools_cache = (version, view, types.ListToolsResult(tools=tools))
-        return cached[2]
+        page = self._sdk_page("tools", params)
+        return types.ListToolsResult(tools=list(page.items), next_cursor=page.next_cursor)
 
     async def _call_tool(self, ctx: Any, params: types.CallToolRequestParams) -> types.CallToolResult:
         progress = None
@@ -476,22 +573,16 @@ class McpEndpoint:
         self, ctx: Any, params: types.PaginatedRequestParams | None
     ) -> types.ListResourcesResult:
         await self.hub.wait_started()
-        if self.profile is None:
-            return types.ListResourcesResult(resources=self.hub.resources())
-        entries = [e for e in self.hub.catalog.resources.values() if self._admits_source(e.source)]
-        return types.ListResourcesResult(
-            resources=[e.resource.model_copy(update={"name": e.name}) for e in entries]
-        )
+        page = self._sdk_page("resources", params)
+        return types.ListResourcesResult(resources=list(page.items), next_cursor=page.next_cursor)
 
     async def _list_templates(
         self, ctx: Any, params: types.PaginatedRequestParams | None
     ) -> types.ListResourceTemplatesResult:
         await self.hub.wait_started()
-        if self.profile is None:
-            return types.ListResourceTemplatesResult(resource_templates=self.hub.resource_templates())
-        entries = [t for t in self.hub.catalog.templates if self._admits_source(t.source)]
+        page = self._sdk_page("templates", params)
         return types.ListResourceTemplatesResult(
-            resource_templates=[t.template.model_copy(update={"name": t.name}) for t in entries]
+            resource_templates=list(page.items), next_cursor=page.next_cursor
         )
 
     async def _read_resource(
@@ -511,11 +602,8 @@ class McpEndpoint:
         self, ctx: Any, params: types.PaginatedRequestParams | None
     ) -> types.ListPromptsResult:
         await self.hub.wait_started()
-        if self.profile is None:
-            return types.ListPromptsResult(prompts=self.hub.prompts())
-        entries = [e for e in self.hub.catalog.prompts.values() if self._admits_source(e.source)]
-        prompts = [e.prompt.model_copy(update={"name": e.name}) for e in entries]
-        return types.ListPromptsResult(prompts=prompts)
+        page = self._sdk_page("prompts", params)
+        return types.ListPromptsResult(prompts=list(page.items), next_cursor=page.next_cursor)
 
     async def _get_prompt(self, ctx: Any, params: types.GetPromptRequestParams) -> types.GetPromptResult:
         try:
@@ -652,6 +740,13 @@ class McpEndpoint:
 
 
 _EMPTY_VIEW = ProfileView("", ProfileSpec(servers=[]))  # a removed profile: nothing is in it
+# What identifies an item of each listing (its epoch moves when these change, in order).
+_identity: dict[str, Callable[[Any], str]] = {
+    "tools": lambda t: str(t.name),
+    "resources": lambda r: str(r.uri),
+    "templates": lambda t: str(t.uri_template),
+    "prompts": lambda p: str(p.name),
+}
 
 
 def tool_error_result(exc: PatchbayError) -> types.CallToolResult:
