@@ -101,6 +101,7 @@ VIEWER_ROUTES = {
     ("GET", "/api/profiles"),
     ("GET", "/api/profiles/{name}"),
     ("GET", "/api/events"),
+    ("GET", "/api/whoami"),
     ("GET", "/readyz"),
     ("GET", "/metrics"),
 }

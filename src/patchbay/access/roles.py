@@ -50,6 +50,7 @@ RULES: tuple[tuple[frozenset[str], str, Role], ...] = (
     (READ, "/api/profiles", "viewer"),
     (READ, "/api/profiles/{name}", "viewer"),
     (READ, "/api/events", "viewer"),
+    (READ, "/api/whoami", "viewer"),
     (READ, "/readyz", "viewer"),
     (READ, "/metrics", "viewer"),
     (READ, "/docs", "viewer"),

@@ -524,6 +524,20 @@ def build_api(hub: Hub) -> APIRouter:
         """A profile-bound caller sees only its profile's servers."""
         return caller.profile is None or hub.profile(caller.profile).admits_source(source)
 
+    # --- the caller ----------------------------------------------------------------------------------
+
+    @router.get(
+        "/whoami",
+        tags=["access"],
+        summary="Who is asking",
+        description="The identity of this request's token: `name`, `role` (`admin`, `user` or `viewer`), "
+        "the `profile` it is bound to (or null) and its `kind`. The dashboard shows management controls "
+        "only to an admin. Never a token.",
+    )
+    async def whoami(request: Request) -> dict[str, str | None]:
+        caller = identity_of(request.scope)
+        return {"name": caller.name, "role": caller.role, "profile": caller.profile, "kind": caller.kind}
+
     # --- servers -------------------------------------------------------------------------------------
 
     @router.get(
