@@ -5,7 +5,10 @@
 import { createActivity } from "./activity.js";
 import { ApiError, api, apiResult, getToken, setToken, setTokenPrompt } from "./api.js";
 import { duration, h, pretty, replace, uid } from "./dom.js";
+import { markTools, refreshChanges, setupPinning } from "./pinning.js";
+import { refreshProfiles, setupProfiles } from "./profiles.js";
 import { renderResult } from "./result.js";
+import { loadRole } from "./roles.js";
 import { buildSchemaFields, parseJsonObject, report } from "./schema-form.js";
 import { streamEvents } from "./sse.js";
 
@@ -125,7 +128,12 @@ const refreshCluster = refresher(async () => {
   box.title = lines.join("\n");
 });
 
+const refreshPins = refresher(refreshChanges);
+const refreshProfileList = refresher(refreshProfiles);
+
 function refreshAll() {
+  refreshPins(0);
+  refreshProfileList(0);
   refreshServers(0);
   refreshAgents(0);
   refreshTools(0);
@@ -197,11 +205,11 @@ function createServerCard(name) {
   const stderrSummary = h("summary", {}, "stderr");
   const stderr = h("details", { class: "stderr-box", hidden: true }, stderrSummary, stderrPre);
 
-  const toggle = h("button", { type: "button", class: "button small", onclick: () => act(ui.status?.enabled ? "disable" : "enable") }, "Disable");
-  const restart = h("button", { type: "button", class: "button small", onclick: () => act("restart") }, "Restart");
-  const remove = h("button", { type: "button", class: "button small danger-text", onclick: () => confirmRemove(true) }, "Remove");
+  const toggle = h("button", { type: "button", class: "button small admin-only", onclick: () => act(ui.status?.enabled ? "disable" : "enable") }, "Disable");
+  const restart = h("button", { type: "button", class: "button small admin-only", onclick: () => act("restart") }, "Restart");
+  const remove = h("button", { type: "button", class: "button small danger-text admin-only", onclick: () => confirmRemove(true) }, "Remove");
   // Shown in needs_auth: the flow runs through the hub's own /oauth/callback; the card turns ready by SSE.
-  const signIn = h("button", { type: "button", class: "button small primary", hidden: true, onclick: () => startSignIn() }, "Sign in");
+  const signIn = h("button", { type: "button", class: "button small primary admin-only", hidden: true, onclick: () => startSignIn() }, "Sign in");
   const actions = h("div", { class: "actions" }, signIn, toggle, restart, remove);
   const confirmYes = h("button", { type: "button", class: "button small danger", onclick: () => act("remove") }, "Yes, remove");
   const confirmNo = h("button", { type: "button", class: "button small", onclick: () => confirmRemove(false) }, "Keep it");
@@ -585,6 +593,7 @@ function renderTools() {
     if (expected !== row.el) (previous ? previous.after(row.el) : list.prepend(row.el));
     previous = row.el;
   }
+  markTools();
   applySearch();
 }
 
@@ -774,6 +783,21 @@ function onEvent({ type, data }) {
     case "catalog":
       refreshServers();
       refreshTools();
+      refreshProfileList(); // tool counts
+      break;
+    case "tool_changed":
+      notify(`${data.tool} changed since it was pinned${data.blocked ? " and is withheld until approved" : ""}.`, "error");
+      refreshPins(0);
+      refreshServers();
+      refreshTools();
+      break;
+    case "tool_approved":
+      refreshPins(0);
+      refreshServers();
+      refreshTools();
+      break;
+    case "profiles":
+      refreshProfileList(0);
       break;
     case "config":
       refreshServers();
@@ -815,6 +839,9 @@ function start() {
       refreshCluster();
     }
   }, 10000);
+  loadRole();
+  setupPinning(() => refreshTools(0));
+  setupProfiles();
   refreshAll();
   activity = createActivity($("activity"));
   const opened = () => {

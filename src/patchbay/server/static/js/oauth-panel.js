@@ -29,7 +29,7 @@ function grantRow(grant) {
     "button",
     {
       type: "button",
-      class: "button small danger-text",
+      class: "button small danger-text admin-only",
       dataset: { grant: grant.id },
       onclick: (event) => revoke(`oauth/grants/${encodeURIComponent(grant.id)}`, `grant ${grant.id}`, event.currentTarget),
     },
@@ -50,7 +50,7 @@ function clientCard(client, grants) {
     "button",
     {
       type: "button",
-      class: "button small danger-text",
+      class: "button small danger-text admin-only",
       onclick: (event) =>
         revoke(`oauth/clients/${encodeURIComponent(client.client_id)}`, `client ${client.client_name || client.client_id}`, event.currentTarget),
     },
