@@ -236,6 +236,7 @@ async def test_a_change_while_the_page_is_open_arrives_live(browser: Browser, hu
 async def test_profiles_create_show_edit_delete_and_errors(browser: Browser, hubs: Hubs) -> None:
     served = await hubs.get("warn")
     tab = await tab_for(browser, served)
+    other = await tab_for(browser, served)  # another admin's page follows over /api/events
     page = tab.page
     panel = page.locator("#profiles-section")
     await expect(panel).to_contain_text("No profiles", timeout=15_000)
@@ -262,6 +263,7 @@ async def test_profiles_create_show_edit_delete_and_errors(browser: Browser, hub
     await maths.locator("summary").click()
     await expect(maths.locator(".profile-tools li")).to_have_count(2, timeout=10_000)
     assert sorted(await maths.locator(".profile-tools li").all_text_contents()) == ["demo__add", "mb__add"]
+    await expect(other.page.get_by_role("article", name="maths", exact=True)).to_contain_text("2 tools")
     assert json.loads(served.config.read_text())["profiles"]["maths"] == {
         "tools": ["*__add"],
         "discovery": "full",
@@ -282,6 +284,8 @@ async def test_profiles_create_show_edit_delete_and_errors(browser: Browser, hub
     await expect(maths).to_have_count(0)
     await expect(page.locator("#profile-status")).to_contain_text("Deleted profile maths")
     assert "maths" not in json.loads(served.config.read_text()).get("profiles", {})
+    await expect(other.page.get_by_role("article", name="maths", exact=True)).to_have_count(0)
+    await close(other)
     await close(tab)
 
 

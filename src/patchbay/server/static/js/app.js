@@ -839,12 +839,12 @@ function start() {
       refreshCluster();
     }
   }, 10000);
-  loadRole();
   setupPinning(() => refreshTools(0));
   setupProfiles();
   refreshAll();
   activity = createActivity($("activity"));
   const opened = () => {
+    loadRole(); // the token may have changed (a 401 asked for another one)
     refreshAll();
     activity.opened();
   };
