@@ -360,9 +360,11 @@ async def _restart(cluster: Parts, name: str) -> None:
 
 @pytest.mark.timeout(300)
 @pytest.mark.filterwarnings("ignore::mcp.shared.exceptions.MCPDeprecationWarning")
-async def test_a_session_survives_the_kill_9_of_its_replica(cluster: Parts) -> None:
+@pytest.mark.parametrize("end", ["kill -9", "SIGTERM"])
+async def test_a_session_survives_the_end_of_its_replica(cluster: Parts, end: str) -> None:
     """The same ClientSession, never initialised again, goes on through another replica, which adopted
-    the session from its state in Redis: tools, calls, its log level and its resource subscription."""
+    the session from its state in Redis: tools, calls, its log level and its resource subscription.
+    Killed (a rolling restart's SIGTERM too), the holder's sessions are not lost."""
     spec = {"command": sys.executable, "args": [str(PASSTHROUGH)]}
     async with cluster.c.http() as c:
         assert (await c.post("/api/servers", json={"name": "pt", "spec": spec})).status_code == 201, "pt"
@@ -407,7 +409,10 @@ async def test_a_session_survives_the_kill_9_of_its_replica(cluster: Parts) -> N
             assert state["protocolVersion"] and state["clientParams"]["clientInfo"]["name"], state
             await eventually(lambda: len(streams) == 1, 30, "the GET stream to open")
             victim = await _session_holder(cluster, session_id)
-            cluster.replicas[victim].kill()
+            if end == "kill -9":
+                cluster.replicas[victim].kill()
+            else:  # waits for the replica to exit; the client's loop goes on meanwhile
+                await asyncio.to_thread(cluster.replicas[victim].stop)
 
             assert "mb__echo" in {t.name for t in (await session.list_tools()).tools}
             result = await session.call_tool("mb__echo", {"text": "after the kill"})
@@ -430,6 +435,49 @@ async def test_a_session_survives_the_kill_9_of_its_replica(cluster: Parts) -> N
                 await _restart(cluster, name)
         async with cluster.a.http() as a:
             assert (await a.delete("/api/servers/pt")).status_code == 204
+
+
+@pytest.mark.timeout(300)
+async def test_a_profile_session_is_adopted_into_the_same_profile(cluster: Parts) -> None:
+    async with cluster.c.http() as c:
+        put = await c.put("/api/profiles/mbonly", json={"servers": ["mb"]})
+        assert put.status_code == 200, put.text
+    ids: set[str] = set()
+
+    async def on_response(response: httpx2.Response) -> None:
+        if sid := response.headers.get("mcp-session-id"):
+            ids.add(sid)
+
+    async def profile_everywhere() -> bool:
+        for r in cluster.replicas.values():
+            async with r.http() as h:
+                if (await h.get("/api/profiles/mbonly")).status_code != 200:
+                    return False
+        return True
+
+    try:
+        await eventually(profile_everywhere, 30, "the profile on every replica")
+        http = httpx2.AsyncClient(event_hooks={"response": [on_response]}, timeout=30)
+        async with (
+            http,
+            streamable_http_client(f"{cluster.lb.url('all')}/mcp/mbonly", http_client=http) as (r, w),
+            ClientSession(r, w) as session,
+        ):
+            await session.initialize()
+            (session_id,) = ids
+            state = json.loads(cluster.redis.client().get(f"patchbay:session-state:{session_id}") or "{}")
+            assert state["path"] == "/mcp/mbonly", state
+            victim = await _session_holder(cluster, session_id)
+            cluster.replicas[victim].kill()
+            names = {t.name for t in (await session.list_tools()).tools}
+            assert "mb__echo" in names and all(n.startswith("mb__") for n in names), names
+            assert await _session_holder(cluster, session_id) != victim
+    finally:
+        for name, replica in cluster.replicas.items():
+            if replica.proc is None:
+                await _restart(cluster, name)
+        async with cluster.a.http() as a:
+            assert (await a.delete("/api/profiles/mbonly")).status_code in (200, 204)
 
 
 async def _open_sessions(replica: Replica) -> int:

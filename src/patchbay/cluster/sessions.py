@@ -94,10 +94,6 @@ class SessionStates:
         except RedisError as exc:  # the session still works here; it cannot move if this replica dies
             log.warning("cluster: could not store an /mcp session's state in Redis: %s", exc)
 
-    async def forget(self, session_id: str) -> None:
-        with contextlib.suppress(RedisError):
-            await self.cluster.redis.delete(state_key(session_id), session_key(session_id))
-
 
 def _is_mcp(path: str) -> bool:
     return path == "/mcp" or path.startswith("/mcp/")
