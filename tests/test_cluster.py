@@ -339,6 +339,205 @@ async def test_a_session_initialised_through_one_replica_continues_through_the_o
     assert {"a", "b", "c"} <= set(answered), answered  # the session's requests landed on every replica
 
 
+PASSTHROUGH = Path(__file__).parent / "servers" / "passthrough_server.py"
+
+
+async def _session_holder(cluster: Parts, session_id: str) -> str:
+    """The replica name holding the session, from its record in Redis."""
+    raw = cluster.redis.client().get(f"patchbay:session:{session_id}")
+    assert raw, f"no holder recorded for session {session_id}"
+    rid = json.loads(raw)["replica"]
+    for name, replica in cluster.replicas.items():
+        if replica.proc is not None and await replica_id(replica) == rid:
+            return name
+    return rid  # a replica that is gone
+
+
+async def _restart(cluster: Parts, name: str) -> None:
+    cluster.replicas[name].start()
+    await cluster.ready()
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.filterwarnings("ignore::mcp.shared.exceptions.MCPDeprecationWarning")
+@pytest.mark.parametrize("end", ["kill -9", "SIGTERM"])
+async def test_a_session_survives_the_end_of_its_replica(cluster: Parts, end: str) -> None:
+    """The same ClientSession, never initialised again, goes on through another replica, which adopted
+    the session from its state in Redis: tools, calls, its log level and its resource subscription.
+    Killed (a rolling restart's SIGTERM too), the holder's sessions are not lost."""
+    spec = {"command": sys.executable, "args": [str(PASSTHROUGH)]}
+    async with cluster.c.http() as c:
+        assert (await c.post("/api/servers", json={"name": "pt", "spec": spec})).status_code == 201, "pt"
+    updated: list[str] = []
+    initializes: list[str] = []
+    ids: set[str] = set()
+    streams: list[str] = []
+
+    async def on_message(message: Any) -> None:
+        root = getattr(message, "root", message)
+        uri = getattr(getattr(root, "params", None), "uri", None)
+        if type(root).__name__ == "ResourceUpdatedNotification" and uri is not None:
+            updated.append(str(uri))
+
+    async def on_request(request: httpx2.Request) -> None:
+        if b'"initialize"' in request.content:
+            initializes.append(request.method)
+
+    async def on_response(response: httpx2.Response) -> None:
+        if response.request.method == "GET" and response.status_code == 200:
+            streams.append(response.headers.get("x-replica", "?"))  # the GET stream (re)opened
+        if sid := response.headers.get("mcp-session-id"):
+            ids.add(sid)
+
+    try:
+        for r in cluster.replicas.values():
+            await eventually(lambda r=r: _has(r, "pt__touch"), 30, f"pt on replica {r.name}")  # type: ignore[misc]
+        http = httpx2.AsyncClient(
+            event_hooks={"request": [on_request], "response": [on_response]}, timeout=30
+        )
+        async with (
+            http,
+            streamable_http_client(f"{cluster.lb.url('all')}/mcp", http_client=http) as (r, w),
+            ClientSession(r, w, message_handler=on_message) as session,
+        ):
+            await session.initialize()
+            await session.set_logging_level("debug")
+            await session.subscribe_resource("pt://a")
+            (session_id,) = ids
+            state = json.loads(cluster.redis.client().get(f"patchbay:session-state:{session_id}") or "{}")
+            assert state["logLevel"] == "debug" and state["subscriptions"] == ["pt://a"], state
+            assert state["protocolVersion"] and state["clientParams"]["clientInfo"]["name"], state
+            await eventually(lambda: len(streams) == 1, 30, "the GET stream to open")
+            victim = await _session_holder(cluster, session_id)
+            if end == "kill -9":
+                cluster.replicas[victim].kill()
+            else:  # waits for the replica to exit; the client's loop goes on meanwhile
+                await asyncio.to_thread(cluster.replicas[victim].stop)
+
+            assert "mb__echo" in {t.name for t in (await session.list_tools()).tools}
+            result = await session.call_tool("mb__echo", {"text": "after the kill"})
+            assert not result.is_error and result.content[0].text == "after the kill"  # type: ignore[union-attr]
+            adopter = await _session_holder(cluster, session_id)
+            assert adopter != victim and adopter in cluster.replicas, adopter
+            # its subscription is held again at the adopter's hub, and its updates reach the session
+            subscribed = await session.call_tool("pt__subscribed", {})
+            assert subscribed.content[0].text == "pt://a"  # type: ignore[union-attr]
+            # the client's GET stream, broken by the kill, reconnects to the adopter (directly or proxied)
+            await eventually(lambda: len(streams) == 2, 30, "the GET stream to reconnect")
+            await session.call_tool("pt__touch", {"uri": "pt://a"})
+            await eventually(lambda: "pt://a" in updated, 30, "resources/updated after the adoption")
+            state = json.loads(cluster.redis.client().get(f"patchbay:session-state:{session_id}") or "{}")
+            assert state["logLevel"] == "debug", state
+        assert initializes == ["POST"], initializes  # one initialize, before the kill; none after
+    finally:
+        for name, replica in cluster.replicas.items():
+            if replica.proc is None:
+                await _restart(cluster, name)
+        async with cluster.a.http() as a:
+            assert (await a.delete("/api/servers/pt")).status_code == 204
+
+
+@pytest.mark.timeout(300)
+async def test_a_profile_session_is_adopted_into_the_same_profile(cluster: Parts) -> None:
+    async with cluster.c.http() as c:
+        put = await c.put("/api/profiles/mbonly", json={"servers": ["mb"]})
+        assert put.status_code == 200, put.text
+    ids: set[str] = set()
+
+    async def on_response(response: httpx2.Response) -> None:
+        if sid := response.headers.get("mcp-session-id"):
+            ids.add(sid)
+
+    async def profile_everywhere() -> bool:
+        for r in cluster.replicas.values():
+            async with r.http() as h:
+                if (await h.get("/api/profiles/mbonly")).status_code != 200:
+                    return False
+        return True
+
+    try:
+        await eventually(profile_everywhere, 30, "the profile on every replica")
+        http = httpx2.AsyncClient(event_hooks={"response": [on_response]}, timeout=30)
+        async with (
+            http,
+            streamable_http_client(f"{cluster.lb.url('all')}/mcp/mbonly", http_client=http) as (r, w),
+            ClientSession(r, w) as session,
+        ):
+            await session.initialize()
+            (session_id,) = ids
+            state = json.loads(cluster.redis.client().get(f"patchbay:session-state:{session_id}") or "{}")
+            assert state["path"] == "/mcp/mbonly", state
+            victim = await _session_holder(cluster, session_id)
+            cluster.replicas[victim].kill()
+            names = {t.name for t in (await session.list_tools()).tools}
+            assert "mb__echo" in names and all(n.startswith("mb__") for n in names), names
+            assert await _session_holder(cluster, session_id) != victim
+    finally:
+        for name, replica in cluster.replicas.items():
+            if replica.proc is None:
+                await _restart(cluster, name)
+        async with cluster.a.http() as a:
+            assert (await a.delete("/api/profiles/mbonly")).status_code in (200, 204)
+
+
+async def _open_sessions(replica: Replica) -> int:
+    async with replica.http() as http:
+        text = (await http.get("/metrics")).text
+    line = next(x for x in text.splitlines() if x.startswith("patchbay_mcp_sessions"))
+    return int(float(line.split()[-1]))
+
+
+async def _has(replica: Replica, tool: str) -> bool:
+    return tool in await tools(replica)
+
+
+@pytest.mark.timeout(300)
+async def test_two_replicas_racing_to_adopt_a_session_one_wins_the_other_proxies(cluster: Parts) -> None:
+    ids: set[str] = set()
+
+    async def on_response(response: httpx2.Response) -> None:
+        if sid := response.headers.get("mcp-session-id"):
+            ids.add(sid)
+
+    http = httpx2.AsyncClient(event_hooks={"response": [on_response]}, timeout=30)
+    try:
+        async with (
+            http,
+            streamable_http_client(f"{cluster.lb.url('all')}/mcp", http_client=http) as (r, w),
+            ClientSession(r, w) as session,
+        ):
+            init = await session.initialize()
+            (session_id,) = ids
+            victim = await _session_holder(cluster, session_id)
+            survivors = [rep for name, rep in cluster.replicas.items() if name != victim]
+            before = {rep.name: await _open_sessions(rep) for rep in survivors}
+            cluster.replicas[victim].kill()
+            headers = {
+                "mcp-session-id": session_id,
+                "mcp-protocol-version": init.protocol_version,
+                "accept": "application/json, text/event-stream",
+            }
+            body = {"jsonrpc": "2.0", "id": 7, "method": "tools/list"}
+
+            async def ask(replica: Replica) -> httpx2.Response:
+                async with replica.http() as h:
+                    return await h.post("/mcp", json=body, headers=headers)
+
+            answers = await asyncio.gather(*(ask(rep) for rep in survivors))
+            for answer in answers:
+                assert answer.status_code == 200, answer.text
+                assert "mb__echo" in answer.text, answer.text
+            winner = await _session_holder(cluster, session_id)
+            assert winner in {rep.name for rep in survivors}, winner
+            # the session was opened on the winner only; the other replica proxied to it
+            gained = {rep.name: await _open_sessions(rep) - before[rep.name] for rep in survivors}
+            assert gained == {rep.name: int(rep.name == winner) for rep in survivors}, (gained, winner)
+    finally:
+        for name, replica in cluster.replicas.items():
+            if replica.proc is None:
+                await _restart(cluster, name)
+
+
 # --- agents across replicas ------------------------------------------------------------------------------
 
 

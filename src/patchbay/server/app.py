@@ -226,7 +226,12 @@ def create_app(hub: Hub, settings: ServeSettings | None = None) -> FastAPI:
     if hub.cluster is not None:  # /mcp sessions held by another replica are routed there (inside the Guard)
         from patchbay.cluster.sessions import SessionRouter
 
-        app.add_middleware(SessionRouter, cluster=hub.cluster, ttl=settings.session_idle_timeout)
+        def endpoint_at(path: str) -> McpEndpoint | None:  # where a session another replica held reopens
+            return endpoint if path == "/mcp" else profiles.endpoint(path.removeprefix("/mcp/"))
+
+        app.add_middleware(
+            SessionRouter, cluster=hub.cluster, ttl=settings.session_idle_timeout, endpoints=endpoint_at
+        )
     # Each route's least role (access/roles.py), once the Guard below has said who is asking.
     app.add_middleware(RoleGate)
     # Agents authenticate with their own tokens at /agents; everything else with the hub's.

@@ -186,6 +186,14 @@ class McpEndpoint:
         self._tasks: set[asyncio.Task[Any]] = set()  # short-lived sends and releases, owned here
         self._stopped = False
         self.notify_rounds = 0  # how many list_changed rounds went out (tests, metrics)
+        # Cluster mode: each handshake-era session's state, kept in Redis so another replica can adopt it.
+        self.path = "/mcp" if profile is None else f"/mcp/{profile}"
+        self._states: dict[str, dict[str, Any]] = {}
+        self._store: Any = None
+        if hub.cluster is not None:
+            from patchbay.cluster.sessions import SessionStates
+
+            self._store = SessionStates(hub.cluster, session_idle_timeout)
         with warnings.catch_warnings():  # logging and subscribe are deprecated in 2026-07-28, still used
             warnings.simplefilter("ignore")
             self.server = HubServer(
@@ -370,6 +378,7 @@ class McpEndpoint:
         result = await call_next(ctx)
         if ctx.method == "initialize":
             self._allow_fast_path(ctx, result)
+            await self._save_initialized(ctx, result)
         elif ctx.method == "notifications/initialized":
             self._track(ctx.session)
         return result
@@ -412,6 +421,83 @@ class McpEndpoint:
             self.fast_sessions.clients[session_id] = client_info((ctx.params or {}).get("clientInfo"))
             if not asks_back:
                 self.fast_sessions.eligible.add(session_id)
+
+    # --- session state in Redis (cluster mode): another replica adopts the session if this one dies -----
+
+    async def _save_initialized(self, ctx: Any, result: Any) -> None:
+        """Before the ``initialize`` answer goes out, so the client can never reach a replica without it."""
+        conn = sdk_adapter.connection_of(ctx.session)
+        session_id = getattr(conn, "session_id", None)
+        negotiated = result.get("protocolVersion") if isinstance(result, dict) else None
+        negotiated = negotiated or getattr(result, "protocol_version", None)
+        if self._store is None or not session_id or not isinstance(negotiated, str):
+            return
+        if not sdk_adapter.on_connection_close(conn, self._states.pop, session_id, None):
+            return
+        self._states[session_id] = {
+            "path": self.path,
+            "protocolVersion": negotiated,
+            "clientParams": dict(ctx.params or {}),
+            "logLevel": None,
+            "subscriptions": [],
+        }
+        await self._store.save(session_id, self._states[session_id])
+
+    async def _save_change(self, session: Any, **change: Any) -> None:
+        """A setLevel or (un)subscribe: stored before its answer goes out."""
+        session_id = getattr(sdk_adapter.connection_of(session), "session_id", None)
+        state = self._states.get(session_id) if session_id else None
+        if state is None or self._store is None:
+            return
+        state.update(change)
+        await self._store.save(session_id, state)
+
+    async def adopt(self, session_id: str, state: dict[str, Any]) -> bool:
+        """Reopen a session another replica initialised (it died) from its stored ``state``: same id,
+        same negotiated version and client, its log level, its resource subscriptions held again."""
+        version, params = state.get("protocolVersion"), state.get("clientParams")
+        if not isinstance(version, str) or not isinstance(params, dict):
+            return False
+        level = state.get("logLevel")
+        wanted = [u for u in state.get("subscriptions") or [] if isinstance(u, str)]
+        keys: list[int] = []
+
+        def ready(connection: Any, session: ServerSession) -> None:
+            key = self._track(session)
+            if key is None:
+                return
+            keys.append(key)
+            if level in LEVELS:
+                self._log_levels[key] = LEVELS.index(level)
+            caps = params.get("capabilities")
+            if sdk_adapter.on_connection_close(connection, self.fast_sessions.forget, session_id):
+                self.fast_sessions.listable[session_id] = version
+                self.fast_sessions.clients[session_id] = client_info(params.get("clientInfo"))
+                if isinstance(caps, dict) and not any(
+                    caps.get(k) is not None for k in ("sampling", "elicitation")
+                ):
+                    self.fast_sessions.eligible.add(session_id)
+            if sdk_adapter.on_connection_close(connection, self._states.pop, session_id, None):
+                self._states[session_id] = {**state, "subscriptions": []}
+
+        if not await sdk_adapter.adopt_session(
+            self.manager, session_id, protocol_version=version, client_params=params, ready=ready
+        ):
+            return False
+        if keys:
+            held: list[str] = []
+            for uri in wanted:  # held at this replica's hub from now on
+                try:
+                    await self.hub.subscribe_resource(uri)
+                except PatchbayError as exc:
+                    log.info("adopted session: cannot subscribe to %s again: %s", uri, exc)
+                    continue
+                held.append(uri)
+                self._subscriptions.setdefault(keys[0], set()).add(uri)
+                self._subscribers.setdefault(uri, set()).add(keys[0])
+            if session_id in self._states:
+                self._states[session_id]["subscriptions"] = held
+        return True
 
     def _forget(self, key: int) -> None:
         self._legacy.pop(key, None)
@@ -660,6 +746,7 @@ class McpEndpoint:
             return types.EmptyResult()
         self._subscriptions.setdefault(key, set()).add(uri)
         self._subscribers.setdefault(uri, set()).add(key)
+        await self._save_change(ctx.session, subscriptions=sorted(self._subscriptions[key]))
         return types.EmptyResult()
 
     async def _unsubscribe(self, ctx: Any, params: types.UnsubscribeRequestParams) -> types.EmptyResult:
@@ -670,6 +757,7 @@ class McpEndpoint:
             return types.EmptyResult()
         held.discard(uri)
         self._drop_subscriber(uri, key)
+        await self._save_change(ctx.session, subscriptions=sorted(held))
         try:
             await self.hub.unsubscribe_resource(uri)
         except PatchbayError as exc:
@@ -700,6 +788,7 @@ class McpEndpoint:
         key = self._track(ctx.session)
         if key is not None:
             self._log_levels[key] = LEVELS.index(params.level)
+            await self._save_change(ctx.session, logLevel=params.level)
         return types.EmptyResult()
 
     # --- upstream → downstream notifications -------------------------------------------------------

@@ -10,11 +10,15 @@ to the SDK, the session tracker tracks nothing.
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Callable
 from typing import Any
 
 import anyio
+from anyio.abc import TaskStatus
+
+log = logging.getLogger(__name__)
 
 # (where, attribute) pairs this module reads; checked by missing().
 PRIVATE_ATTRIBUTES: tuple[tuple[str, str], ...] = (
@@ -26,6 +30,9 @@ PRIVATE_ATTRIBUTES: tuple[tuple[str, str], ...] = (
     ("StreamableHTTPServerTransport", "is_terminated"),
     ("ServerSession", "_connection"),
     ("Connection", "exit_stack"),
+    ("StreamableHTTPSessionManager", "_task_group"),
+    ("StreamableHTTPSessionManager", "_lifespan_state"),
+    ("StreamableHTTPSessionManager", "_discard_session"),
 )
 
 
@@ -105,4 +112,83 @@ def on_connection_close(connection: Any, callback: Callable[..., Any], *args: An
     if stack is None:
         return False
     stack.callback(callback, *args)
+    return True
+
+
+# --- adopting a session initialised on another replica (cluster mode) --------------------------------
+
+
+async def adopt_session(
+    manager: Any,
+    session_id: str,
+    *,
+    protocol_version: str,
+    client_params: dict[str, Any],
+    ready: Callable[[Any, Any], None],
+) -> bool:
+    """Open a session under ``session_id`` that is already initialised with what another replica's
+    ``initialize`` negotiated: the client goes on without a new handshake.
+
+    The SDK only opens sessions at ``initialize`` and under ids it makes up; this does what its
+    ``_admit_session`` and ``_serve_opening_request`` do, with the given id and a connection whose
+    handshake is done. ``ready(connection, session)`` runs once the session exists, before any request
+    reaches it (``session`` sends the connection's own notifications). False when the manager is not
+    running or the stored parameters do not validate; True if the session is (now) open here."""
+    from mcp.server.connection import Connection
+    from mcp.server.runner import serve_connection
+    from mcp.server.session import ServerSession
+    from mcp.server.streamable_http import StreamableHTTPServerTransport
+    from mcp.shared.jsonrpc_dispatcher import JSONRPCDispatcher
+    from mcp.types import InitializeRequestParams
+    from pydantic import ValidationError
+
+    if session_id in manager._server_instances:
+        return True
+    if manager._task_group is None:
+        return False
+    try:
+        params = InitializeRequestParams.model_validate(client_params)
+    except ValidationError as exc:
+        log.warning(
+            "cannot adopt session %s: its stored initialize parameters are invalid: %s", session_id, exc
+        )
+        return False
+    transport = StreamableHTTPServerTransport(
+        mcp_session_id=session_id,
+        is_json_response_enabled=manager.json_response,
+        event_store=manager.event_store,
+        security_settings=manager.security_settings,
+        retry_interval=manager.retry_interval,
+        idle_timeout=manager.session_idle_timeout,
+    )
+    manager._server_instances[session_id] = transport
+
+    async def run(*, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        try:
+            async with transport.connect() as (read_stream, write_stream):
+                dispatcher: Any = JSONRPCDispatcher(
+                    read_stream, write_stream, inline_methods=frozenset({"initialize"})
+                )
+                connection = Connection.for_loop(dispatcher, session_id=session_id)
+                connection.client_params = params
+                connection.protocol_version = protocol_version
+                connection.initialized.set()
+                ready(connection, ServerSession(dispatcher, connection))
+                task_status.started()
+                idle_scope = transport.idle_scope if transport.idle_scope is not None else anyio.CancelScope()
+                with idle_scope:
+                    await serve_connection(
+                        manager.app, dispatcher, connection=connection, lifespan_state=manager._lifespan_state
+                    )
+        except Exception:
+            log.exception("adopted session %s crashed", session_id)
+        finally:
+            await manager._discard_session(session_id, transport)
+
+    try:
+        await manager._task_group.start(run)
+    except Exception:  # the session could not even start: nothing is left open
+        log.exception("could not adopt session %s", session_id)
+        await manager._discard_session(session_id, transport)
+        return False
     return True
