@@ -225,11 +225,13 @@ async def world(
     )
     async with async_playwright() as pw:
         chromium = await pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        world = World(hubs[0], hubs[1], metadata_server, chromium)
         try:
-            yield World(hubs[0], hubs[1], metadata_server, chromium)
+            yield world
         finally:
             await chromium.close()
-            for hub in hubs:
+            # the hubs as they are now: a test may have restarted one (world.b = await restart_hub(...))
+            for hub in {id(h): h for h in (*hubs, world.a, world.b)}.values():
                 await stop_serve(hub)
 
 
