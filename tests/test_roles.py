@@ -94,6 +94,7 @@ VIEWER_ROUTES = {
     ("GET", "/api/agents"),
     ("GET", "/api/tools"),
     ("GET", "/api/tools/search"),
+    ("GET", "/api/tools/search/status"),
     ("GET", "/api/tools/changes"),
     ("GET", "/api/resources"),
     ("GET", "/api/resources/templates"),

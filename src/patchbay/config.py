@@ -443,6 +443,12 @@ def parse_config(text: str, source: str = "<config>", path: Path | None = None) 
         list_page_size(doc)
     except ConfigError as exc:
         problems.append(str(exc))
+    try:
+        from patchbay.semantic import search_mode  # light: numpy & co. load only when search runs
+
+        search_mode(doc)
+    except ConfigError as exc:
+        problems.append(str(exc))
     if problems:
         raise ConfigError(f"{source}: invalid configuration:\n  " + "\n  ".join(problems))
     return HubConfig(

@@ -123,7 +123,7 @@ class _Caller(Protocol):
 
     async def wait_started(self) -> None: ...
 
-    def search_tools(
+    async def asearch_tools(
         self, query: str, limit: int = ..., *, profile: str | None = None
     ) -> list[ToolMatch]: ...
 
@@ -198,7 +198,7 @@ async def _search(hub: _Caller, profile: str, args: dict[str, Any]) -> types.Cal
     if unknown:
         return _error(f"{SEARCH_TOOLS} takes 'query' and 'limit' only (got {', '.join(map(repr, unknown))})")
     await hub.wait_started()  # a search during start-up would miss the servers still starting
-    matches = hub.search_tools(query, limit, profile=profile)
+    matches = await hub.asearch_tools(query, limit, profile=profile)
     found = [
         {
             "name": m.name,

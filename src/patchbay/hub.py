@@ -52,6 +52,7 @@ from patchbay.profiles import ProfileInfo, Profiles, ProfileView
 from patchbay.ratelimit import RateLimitedError, rate_limiter
 from patchbay.runtime import RuntimeChanges
 from patchbay.search import DEFAULT_LIMIT, SearchIndex, ToolMatch
+from patchbay.semantic import HybridSearch, search_mode
 from patchbay.sources import Source, SourceRegistry
 from patchbay.supervisor import ServerStatus, ServerSupervisor
 from patchbay.telemetry import tracing_for
@@ -160,7 +161,9 @@ class Hub:
         self._background: set[asyncio.Task[Any]] = set()
         self._runtime = RuntimeChanges(self)
         self._pinning = Pinning(pinning_mode(self.config.document), pins_path(self.config.path))
-        self._search: SearchIndex | None = None  # built on the first search
+        self._search: SearchIndex | HybridSearch | None = None  # built on the first search
+        self._search_mode = search_mode(self.config.document)  # "lexical" or "hybrid" (semantic.py)
+        self._embedding: asyncio.Task[None] | None = None  # embedding tools for hybrid search
         self._profiles = Profiles(self.config.profiles)
         self.cluster: Cluster | None = None  # cluster mode (``patchbay serve --cluster``): see cluster/
         # who did what (audit.py) and how often they may (ratelimit.py); both from the config's top level
@@ -225,6 +228,8 @@ class Hub:
         finally:
             if not initial.done():
                 initial.set_result(None)
+        if self._search_mode == "hybrid":
+            self._search_index()  # load the model and embed the catalog now, not on the first search
 
     async def wait_started(self) -> None:
         """Return once every enabled server has settled its first start (ready or failed).
@@ -313,6 +318,28 @@ class Hub:
         view = self.profile(profile) if profile is not None else None
         return self._search_index().search(query, limit, allowed=self._allowed(None, view))
 
+    async def asearch_tools(
+        self, query: str, limit: int = DEFAULT_LIMIT, *, profile: str | None = None
+    ) -> list[ToolMatch]:
+        """``search_tools`` for async code: with ``"search": "hybrid"`` the request is embedded on a worker
+        thread (about 10 ms of CPU), so the event loop keeps serving calls meanwhile."""
+        view = self.profile(profile) if profile is not None else None
+        index = self._search_index()
+        if not isinstance(index, HybridSearch):
+            return index.search(query, limit, allowed=self._allowed(None, view))
+        vector = await asyncio.to_thread(index.encode_query, query)
+        return index.search(query, limit, allowed=self._allowed(None, view), query_vector=vector)
+
+    def search_status(self) -> dict[str, Any]:
+        """The search mode, and for ``hybrid`` whether every tool is embedded yet (until then, or if the
+        model could not be loaded, the tools without a vector are ranked lexically)."""
+        index = self._search
+        if self._search_mode != "hybrid":
+            return {"mode": "lexical"}
+        if not isinstance(index, HybridSearch):
+            return {"mode": "hybrid", "ready": False, "pending": len(self.catalog.tools), "error": None}
+        return {"mode": "hybrid", "ready": index.ready, "pending": len(index.pending()), "error": index.error}
+
     def _allowed(self, server: str | None, view: ProfileView | None) -> set[str] | frozenset[str] | None:
         allowed: set[str] | frozenset[str] | None = None
         if server is not None:
@@ -348,11 +375,28 @@ class Hub:
         if event is not None:
             self._bus.publish(event)
 
-    def _search_index(self) -> SearchIndex:
+    def _search_index(self) -> SearchIndex | HybridSearch:
         if self._search is None:
-            self._search = SearchIndex()
-        self._search.sync(self.catalog)  # incremental: only tools that changed since the last search
-        return self._search
+            self._search = HybridSearch() if self._search_mode == "hybrid" else SearchIndex()
+        index = self._search
+        index.sync(self.catalog)  # incremental: only tools that changed since the last search
+        busy = self._embedding is not None and not self._embedding.done()
+        if isinstance(index, HybridSearch) and not busy and index.error is None and index.pending():
+            try:
+                asyncio.get_running_loop()
+            except RuntimeError:  # no loop (a sync script before start): lexical until one runs
+                return index
+            self._embedding = self._own(index.embed_pending())
+        return index
+
+    async def prepare_search(self) -> None:
+        """Return once search is as good as it gets: with ``"search": "hybrid"``, the model loaded and
+        every current tool embedded (a one-off command waits for this; a server need not)."""
+        await self.wait_started()
+        self._search_index()
+        while self._embedding is not None and not self._embedding.done():
+            await asyncio.shield(self._embedding)
+            self._search_index()  # tools that arrived meanwhile
 
     @property
     def pinning(self) -> str:
@@ -1007,6 +1051,8 @@ class Hub:
         self._bus.publish(
             CatalogEvent(version=self.catalog.version, server=source.name, added=added, removed=removed)
         )
+        if self._search_mode == "hybrid" and self._started and (added or removed or listing is not None):
+            self._search_index()  # embed the new tools now, not on the next search
 
     def _rerank(self) -> None:
         """The config order changed (a reload): recompute every rank, then every name, at once."""
@@ -1017,11 +1063,12 @@ class Hub:
         if owners != {name: entry.source for name, entry in self.catalog.tools.items()}:  # else: no news
             self._bus.publish(CatalogEvent(version=self.catalog.version, added=added, removed=removed))
 
-    def _own(self, coro: Any) -> None:
+    def _own(self, coro: Any) -> asyncio.Task[Any]:
         """Run a background job of the hub's; failures are logged, never lost."""
-        task = asyncio.ensure_future(coro)
+        task: asyncio.Task[Any] = asyncio.ensure_future(coro)
         self._background.add(task)
         task.add_done_callback(self._finished)
+        return task
 
     def _finished(self, task: asyncio.Task[Any]) -> None:
         self._background.discard(task)

@@ -546,11 +546,12 @@ class SearchIndex:
                     score += NAME_COVER_BOOST * top
             ranked.append((score, name))
         ranked.sort(key=lambda sn: (-sn[0], sn[1]))
-        out = []
-        for score, name in ranked[:limit]:
-            doc = self._docs[name]
-            out.append(ToolMatch(name, score, doc.server, doc.tool.model_copy(update={"name": name})))
-        return out
+        return [self.match(name, score) for score, name in ranked[:limit]]
+
+    def match(self, name: str, score: float) -> ToolMatch:
+        """An indexed tool as a search result with ``score`` (for rankings made outside this index)."""
+        doc = self._docs[name]
+        return ToolMatch(name, score, doc.server, doc.tool.model_copy(update={"name": name}))
 
     # --- internals ---------------------------------------------------------------------------------
 

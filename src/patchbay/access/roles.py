@@ -43,6 +43,7 @@ RULES: tuple[tuple[frozenset[str], str, Role], ...] = (
     (READ, "/api/agents", "viewer"),
     (READ, "/api/tools", "viewer"),
     (READ, "/api/tools/search", "viewer"),
+    (READ, "/api/tools/search/status", "viewer"),
     (READ, "/api/tools/changes", "viewer"),
     (READ, "/api/resources", "viewer"),
     (READ, "/api/resources/templates", "viewer"),

@@ -32,7 +32,8 @@ def build_search_api(hub: Hub) -> APIRouter:
         summary="Search tools",
         description="The tools that best match a request in the user's own words, best first, each with "
         "its exposed name, score, server, description and input schema. Ranking is lexical (BM25F with "
-        "light stemming and common synonyms), offline.",
+        'light stemming and common synonyms), offline; with `"search": "hybrid"` fused with a sentence '
+        "encoder's (see `GET /api/tools/search/status`).",
     )
     async def search_tools(
         q: Annotated[str, Query(min_length=1, description="What the tool should do, in plain words.")],
@@ -41,10 +42,21 @@ def build_search_api(hub: Hub) -> APIRouter:
     ) -> JSONResponse:
         await hub.wait_started()
         try:
-            matches = hub.search_tools(q, limit, profile=profile)
+            matches = await hub.asearch_tools(q, limit, profile=profile)
         except ValueError as exc:
             return JSONResponse({"detail": str(exc), "error": "invalid"}, status_code=422)
         return JSONResponse([m.to_json() for m in matches])
+
+    @router.get(
+        "/tools/search/status",
+        tags=["tools"],
+        summary="Search mode",
+        description="`lexical`, or `hybrid` with whether every tool is embedded yet (`ready`), how many "
+        "are still waiting (`pending`; ranked lexically meanwhile) and why the model could not be "
+        "loaded (`error`), if so.",
+    )
+    async def search_status() -> dict[str, Any]:
+        return hub.search_status()
 
     @router.get(
         "/tools/changes",

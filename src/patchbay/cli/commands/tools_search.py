@@ -39,7 +39,8 @@ async def cmd_tools_search(args: argparse.Namespace) -> int:
             )
     else:
         async with local_hub(config_path(args), out) as local:
-            matches = [m.to_json() for m in local.search_tools(query, args.limit)]
+            await local.prepare_search()  # "search": "hybrid": the tools embedded first
+            matches = [m.to_json() for m in await local.asearch_tools(query, args.limit)]
     if out.json_mode:
         out.emit_json(matches)
         return EXIT_OK
