@@ -501,7 +501,13 @@ class SearchIndex:
     def search(
         self, query: str, limit: int = DEFAULT_LIMIT, *, allowed: Container[str] | None = None
     ) -> list[ToolMatch]:
-        """The best ``limit`` tools for ``query``, best first; ``allowed`` restricts the candidates.
+        """The best ``limit`` tools for ``query``, best first; ``allowed`` restricts the candidates."""
+        return [self.match(name, score) for score, name in self.ranked(query, limit, allowed=allowed)]
+
+    def ranked(
+        self, query: str, limit: int = DEFAULT_LIMIT, *, allowed: Container[str] | None = None
+    ) -> list[tuple[float, str]]:
+        """``search`` as (score, exposed name) pairs, best first: for rankings built on this one.
 
         Two phases, for speed: BM25F with each query word scored by its best stand-in, then the
         coordination factor and the name boost on the leading candidates only.
@@ -546,7 +552,7 @@ class SearchIndex:
                     score += NAME_COVER_BOOST * top
             ranked.append((score, name))
         ranked.sort(key=lambda sn: (-sn[0], sn[1]))
-        return [self.match(name, score) for score, name in ranked[:limit]]
+        return ranked[:limit]
 
     def match(self, name: str, score: float) -> ToolMatch:
         """An indexed tool as a search result with ``score`` (for rankings made outside this index)."""

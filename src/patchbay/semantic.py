@@ -61,7 +61,7 @@ NEEDS = ("numpy", "tokenizers", "safetensors", MODEL_PACKAGE)
 SEARCH_MODES = ("lexical", "hybrid")
 DOC_TOKENS = 128  # a tool's name and the start of its description: what it does, not every detail
 QUERY_TOKENS = 64
-DEPTH = 100  # candidates taken from each ranking before fusing
+DEPTH = 30  # candidates taken from each ranking before fusing (30, 50, 100 judged on the dev half)
 RRF_K = 60  # reciprocal rank fusion: 1 / (RRF_K + rank), each ranking weighted equally
 BATCH = 32
 
@@ -299,14 +299,14 @@ class HybridSearch:
         query_vector: Any = None,
     ) -> list[ToolMatch]:
         """The best ``limit`` tools: BM25F's and the encoder's top candidates, fused by reciprocal rank."""
-        lexical = self.lexical.search(query, max(limit, DEPTH), allowed=allowed)  # validates the query
+        lexical = self.lexical.ranked(query, max(limit, DEPTH), allowed=allowed)  # validates the query
         if query_vector is None:
             query_vector = self.encode_query(query)
         if query_vector is None or not self._vectors:
-            return lexical[:limit]
+            return [self.lexical.match(name, score) for score, name in lexical[:limit]]
         fused: dict[str, float] = {}
-        for rank, match in enumerate(lexical):
-            fused[match.name] = 0.5 / (RRF_K + rank)
+        for rank, (_, name) in enumerate(lexical):
+            fused[name] = 0.5 / (RRF_K + rank)
         for rank, name in enumerate(self._semantic(query_vector, allowed)):
             fused[name] = fused.get(name, 0.0) + 0.5 / (RRF_K + rank)
         best = sorted(fused.items(), key=lambda kv: (-kv[1], kv[0]))[: min(limit, len(fused))]
