@@ -73,8 +73,8 @@ def test_commands_that_do_not_serve_leave_the_sdk_alone(tmp_path: Path, args: li
 
 # ``config check`` validates everything (servers and their oauth, profiles, agents, tokens and roles,
 # auth.oauth, tracing, rate limits, audit) without what serves it: no token verification (PyJWT,
-# cryptography), no tracing SDK.
-CHECK_NOT_NEEDED = NOT_NEEDED | {"jwt", "cryptography", "opentelemetry"}
+# cryptography), no tracing SDK, and, having nothing to await, no event loop. ``--help`` needs no loop either.
+CHECK_NOT_NEEDED = NOT_NEEDED | {"jwt", "cryptography", "opentelemetry", "asyncio"}
 URL = "https://example.com/mcp"
 FULL_CONFIG = {
     "mcpServers": {
@@ -102,6 +102,12 @@ FULL_CONFIG = {
     "rateLimits": {"default": "100/min"},
     "audit": {"maxBytes": 10_000_000},
 }
+
+
+def test_help_needs_no_event_loop(tmp_path: Path) -> None:
+    code, modules = imported(tmp_path, "--help")
+    assert code == 0 and "patchbay" in modules
+    assert not modules & CHECK_NOT_NEEDED, sorted(modules & CHECK_NOT_NEEDED)
 
 
 def test_config_check_of_a_full_config_leaves_the_serving_stack_alone(tmp_path: Path) -> None:
