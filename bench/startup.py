@@ -5,7 +5,9 @@ run by scripts; they must finish in ≤ 0.3 s (issue 12), which they cannot if t
 (1-2 s). Which modules they import is a test (tests/test_startup_imports.py); how long they take is measured
 here. Each row runs its command ``--runs`` times per round as a fresh ``python -m patchbay`` process (no hub
 running: ``servers list`` falls back to the file) and reports the median wall time and the median CPU time
-(user + system, less sensitive to a busy machine). Two reference rows: the interpreter alone
+(user + system, less sensitive to a busy machine). ``config check`` runs on a one-server file and on a
+full config (every section it validates: servers with OAuth, agents, profiles, tokens, ``auth.oauth``,
+tracing, rate limits, audit). Two reference rows: the interpreter alone
 (``python -c pass``) and ``python -c "import mcp"``, the cost these commands no longer pay.
 
 Run with ``python -m bench.startup [--rounds N] [--runs N]`` (``make bench-all`` runs it).
@@ -29,6 +31,32 @@ from pathlib import Path
 from bench.rounds import Column, Section, finish, run_sync
 
 GOAL_S = 0.3
+URL = "https://example.com/mcp"
+# Every section config check validates: servers (stdio, remote with OAuth), agents, profiles, tokens with
+# roles, auth.oauth (the resource server), tracing, rate limits, audit.
+FULL_CONFIG = {
+    "mcpServers": {
+        "local": {"command": "echo", "args": ["x"], "env": {"HOME_DIR": "${HOME}"}},
+        "gh": {"url": URL, "oauth": {"clientId": "c", "clientSecret": "s", "scopes": ["repo"]}},
+        "machine": {
+            "url": URL,
+            "oauth": {"grant": "client_credentials", "clientId": "c", "clientSecret": "s"},
+        },
+    },
+    "agents": {"laptop": {"token": "agent-token"}},
+    "profiles": {"coding": {"servers": ["local", "gh"], "tools": ["local__*"]}},
+    "auth": {
+        "tokens": ["admin-token", {"name": "ci", "token": "ci-token", "role": "user", "profile": "coding"}],
+        "oauth": {
+            "issuer": "https://idp.example.com",
+            "resource": "https://hub.example.com/mcp",
+            "scopes": {"mcp": "user"},
+        },
+    },
+    "telemetry": {"otlpEndpoint": "http://collector.example:4318"},
+    "rateLimits": {"default": "100/min"},
+    "audit": {"maxBytes": 10_000_000},
+}
 
 
 def dead_port() -> int:
@@ -55,7 +83,14 @@ def main(ns: argparse.Namespace) -> None:
         cwd = Path(tmp)
         (cwd / "cfg.json").write_text(json.dumps({"mcpServers": {"a": {"command": "echo", "args": ["x"]}}}))
         (cwd / "claude.json").write_text(json.dumps({"mcpServers": {"x": {"command": "echo"}}}))
-        env = {k: v for k, v in os.environ.items() if not k.startswith("PATCHBAY_")}
+        (cwd / "full.json").write_text(json.dumps(FULL_CONFIG))
+        # PYTHONDONTWRITEBYTECODE would make every run compile patchbay's sources again (+0.1 s): an
+        # installed package has its .pyc files, and the warm-up below writes them for a source tree
+        env = {
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith(("PATCHBAY_", "OTEL_")) and k != "PYTHONDONTWRITEBYTECODE"
+        }
         env["PATCHBAY_URL"] = f"http://127.0.0.1:{dead_port()}"  # no hub: commands use the file
         pb = [sys.executable, "-m", "patchbay"]
         py = sys.executable
@@ -64,6 +99,7 @@ def main(ns: argparse.Namespace) -> None:
             'python -c "import mcp"': [py, "-c", "import mcp"],
             "patchbay --help": [*pb, "--help"],
             "patchbay config check": [*pb, "config", "check", "--config", "cfg.json"],
+            "patchbay config check (full config)": [*pb, "config", "check", "--config", "full.json"],
             "patchbay servers list --config FILE": [*pb, "servers", "list", "--config", "cfg.json"],
             "patchbay import claude --dry-run": [
                 *pb,

@@ -21,7 +21,6 @@ disk, and a disk that fails makes the log complain in the hub's log, never a cal
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import contextvars
 import datetime as dt
@@ -230,6 +229,8 @@ class AuditLog:
         self.active = False
 
     async def aclose(self) -> None:
+        import asyncio  # here, not at the top: ``config check`` reads the settings without an event loop
+
         await asyncio.to_thread(self.close)
 
     def flush(self, timeout: float = 10.0) -> bool:
@@ -242,6 +243,8 @@ class AuditLog:
         return done.wait(timeout)
 
     async def aflush(self) -> bool:
+        import asyncio
+
         return await asyncio.to_thread(self.flush)
 
     # --- recording (the event loop's side: append a tuple, nothing more) ----------------------------
@@ -294,6 +297,8 @@ class AuditLog:
         """Run a management change and record who made it (``ACTING``, else ``LOCAL``) and how it went."""
         if not self.active:
             return await work
+        import asyncio
+
         t0 = time.perf_counter()
         outcome = "error"
         try:

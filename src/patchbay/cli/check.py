@@ -217,7 +217,7 @@ def check_config(path: Path) -> dict[str, Any]:
                 report["warnings"].append(_problem(str(exc), field=exc.field))
         auth = config.document.get("auth")
         if isinstance(auth, dict) and auth.get("oauth") is not None:  # else the HTTP/JWT stack stays out
-            from patchbay.access.resource_server import resource_server_config
+            from patchbay.access.resource_settings import resource_server_config
 
             try:
                 resource_server_config(config, expand_env=False)
@@ -226,7 +226,7 @@ def check_config(path: Path) -> dict[str, Any]:
         traced = "telemetry" in config.document or any(k.startswith("OTEL_") for k in os.environ)
         try:  # the tracing settings (config key and OTEL_* variables) would stop the hub at start
             if traced:  # else nothing to check, and the tracing (and web) modules stay out
-                from patchbay.telemetry import settings_from
+                from patchbay.telemetry_settings import settings_from
 
                 settings_from(config)
         except ConfigError as exc:

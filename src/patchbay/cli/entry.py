@@ -3,7 +3,6 @@ turn whatever it raises into one error line and an exit code."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import os
@@ -11,13 +10,16 @@ import signal
 import subprocess
 import sys
 from collections.abc import Callable, Coroutine
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from patchbay.cli.commands.serve import event_loop_factory
 from patchbay.cli.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE, CliError, exit_code_for
 from patchbay.cli.output import Output
 from patchbay.cli.parser import absorb_extras, build_parser
 from patchbay.errors import PatchbayError
+
+if TYPE_CHECKING:  # imported by run_interruptibly: a command with nothing to await never needs it
+    import asyncio
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -35,7 +37,10 @@ def main(argv: list[str] | None = None) -> int:
     out = Output()
     try:
         loop_factory = event_loop_factory(args.loop) if args.command == "serve" else None
-        return run_interruptibly(args.func(args), loop_factory)
+        result = args.func(args)
+        if isinstance(result, int):  # a command with nothing to await (``config check``): no event loop
+            return result
+        return run_interruptibly(result, loop_factory)
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
     except CliError as exc:
@@ -74,6 +79,8 @@ def run_interruptibly(
     takes longer than :data:`INTERRUPT_GRACE_SECONDS` (or Ctrl-C comes again), every child process group is
     killed and the process exits with 130 at once. Commands that handle SIGINT themselves (``run``,
     ``serve``) replace this handler with their own."""
+    import asyncio
+
     with asyncio.Runner(loop_factory=loop_factory) as runner:
         loop = runner.get_loop()
         task = loop.create_task(coro)

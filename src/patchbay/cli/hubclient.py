@@ -4,7 +4,6 @@ or works on the config file (:func:`connect`, which says which on stderr)."""
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import os
 from collections.abc import Mapping
@@ -149,6 +148,8 @@ def _transport_reason(exc: Exception) -> str:
 async def _nothing_listens(url: str) -> bool:
     """Whether a TCP connection to a loopback hub's port is refused: the usual "no hub running" case, told
     without importing the HTTP client, so commands that then work on the file start fast."""
+    import asyncio
+
     parts = urlsplit(url)
     if parts.scheme != "http" or not _is_loopback_url(url):
         return False

@@ -3,14 +3,12 @@ started here, each shown on stderr as it becomes ready or fails."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from patchbay.cli.output import STATE_STYLE, Output, error_suffix
-from patchbay.events import ServerStateEvent
 
 if TYPE_CHECKING:  # the hub (and the MCP SDK under it) is imported only when servers are started
     from patchbay.hub import Hub
@@ -30,6 +28,10 @@ async def local_hub(path: Path, out: Output) -> AsyncIterator[Hub]:
 
 
 async def start_with_progress(hub: Hub, out: Output) -> None:
+    import asyncio
+
+    from patchbay.events import ServerStateEvent  # its models are built only when servers start
+
     enabled = [n for n in hub.servers if hub.server_spec(n).is_enabled]
     if not enabled:
         out.note("no enabled servers in the config")

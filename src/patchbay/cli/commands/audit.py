@@ -8,7 +8,6 @@ file, across rotations.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
 from pathlib import Path
@@ -82,6 +81,8 @@ async def cmd_audit_tail(args: argparse.Namespace) -> int:
 
 
 async def _tail_hub(hub: HubClient, args: argparse.Namespace, out: Output) -> None:
+    import asyncio
+
     params = _params(args)
     records: list[dict[str, Any]] = await hub.request("GET", "/api/audit", params=params)
     _emit(out, records)
@@ -118,6 +119,8 @@ def _settings(args: argparse.Namespace) -> Any:
 
 
 async def _tail_file(args: argparse.Namespace, out: Output) -> None:
+    import asyncio
+
     from patchbay.audit import AuditQuery, audit_files, parse_time, read_records
     from patchbay.errors import ConfigError
 
@@ -140,6 +143,7 @@ async def _tail_file(args: argparse.Namespace, out: Output) -> None:
 
 async def _follow(path: Path, query: Any, out: Output) -> None:
     """New lines of the log as they are written; a rotation (new inode, or a shorter file) starts over."""
+    import asyncio
     import datetime as dt
 
     position, inode = _end(path)

@@ -9,7 +9,6 @@ without one, the sign-in runs here and the tokens go to the same store a hub rea
 from __future__ import annotations
 
 import argparse
-import asyncio
 import logging
 import time
 import webbrowser
@@ -24,6 +23,8 @@ from patchbay.config import HubConfig, load_config
 from patchbay.errors import UnknownServerError
 
 if TYPE_CHECKING:  # the OAuth stack imports the MCP SDK: only when a command runs, never for --help
+    import asyncio
+
     from patchbay.oauth import OAuthClient, OAuthManager
 
 log = logging.getLogger(__name__)
@@ -53,6 +54,8 @@ def _client_from_file(config: HubConfig, name: str, manager: OAuthManager) -> OA
 
 
 async def cmd_auth_login(args: argparse.Namespace) -> int:
+    import asyncio
+
     from patchbay.oauth import OAuthManager
     from patchbay.oauth.callback import LoopbackCallback
 
@@ -96,6 +99,8 @@ async def cmd_auth_login(args: argparse.Namespace) -> int:
 
 
 async def _finish(args: argparse.Namespace, out: Output, url: str, done: asyncio.Future[str]) -> int:
+    import asyncio
+
     from patchbay.oauth import OAuthError
     from patchbay.oauth.client import PENDING_TTL
 

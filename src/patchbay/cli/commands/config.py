@@ -27,7 +27,8 @@ def _check_target(args: argparse.Namespace) -> Path:
     return path.expanduser()
 
 
-async def cmd_config_check(args: argparse.Namespace) -> int:
+def cmd_config_check(args: argparse.Namespace) -> int:
+    """Synchronous: nothing to await, so it runs without an event loop (and without importing asyncio)."""
     out = Output(args.json)
     path = _check_target(args)
     report = check_config(path)

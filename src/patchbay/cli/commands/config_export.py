@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import sys
 
@@ -28,6 +27,8 @@ async def cmd_config_export(args: argparse.Namespace) -> int:
             "give the cluster's Redis: --cluster redis://HOST:PORT/DB (or --config FILE whose "
             '"cluster": {"redis": …} names it)'
         )
+    import asyncio
+
     from redis.exceptions import RedisError
 
     from patchbay.cluster.export import read_config_of_record

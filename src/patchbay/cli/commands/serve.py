@@ -4,7 +4,6 @@ management API over HTTP) and ``agent`` (lend this machine's servers to a remote
 from __future__ import annotations
 
 import argparse
-import asyncio
 import importlib.util
 import os
 import signal
@@ -17,9 +16,10 @@ from patchbay.cli.configfile import announce_config, config_path
 from patchbay.cli.errors import EXIT_USAGE, CliError
 from patchbay.cli.output import Output
 from patchbay.errors import ConfigError
-from patchbay.events import CatalogEvent, ServerStateEvent
 
 if TYPE_CHECKING:  # the hub (and the MCP SDK under it) is imported only by the commands that run servers
+    import asyncio
+
     from patchbay.hub import Hub
 
 
@@ -86,7 +86,10 @@ def _print_tools(hub: Hub) -> None:
 
 
 async def cmd_run(args: argparse.Namespace) -> int:
+    import asyncio
+
     from patchbay import __version__
+    from patchbay.events import CatalogEvent, ServerStateEvent
     from patchbay.hub import Hub
 
     args.config = config_path(args)
@@ -134,6 +137,8 @@ async def cmd_run(args: argparse.Namespace) -> int:
 
 
 async def cmd_serve(args: argparse.Namespace) -> int:
+    import asyncio
+
     from patchbay import __version__
     from patchbay.hub import Hub
     from patchbay.server.app import ServeSettings, create_app, env_tokens, uvicorn_config

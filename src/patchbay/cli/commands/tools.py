@@ -4,7 +4,6 @@ running hub, or with the config's servers started in-process for the one command
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import sys
 from collections.abc import Mapping, Sequence
@@ -109,6 +108,8 @@ def parse_call_arguments(
 
 
 async def cmd_call(args: argparse.Namespace) -> int:
+    import asyncio
+
     import mcp.types as types
 
     from patchbay.results import result_text
