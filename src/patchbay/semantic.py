@@ -25,7 +25,6 @@ it has finished ranks the tools not embedded yet by BM25F alone, so search never
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import importlib.util
 import logging
@@ -261,6 +260,8 @@ class HybridSearch:
 
     async def embed_pending(self) -> None:
         """Load the model (once) and embed every tool without a vector, a batch at a time on a thread."""
+        import asyncio  # here: `patchbay config check` imports this module and must not load asyncio
+
         if self._load_error is not None:
             return
         if self._encoder is None:
