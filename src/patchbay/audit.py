@@ -194,7 +194,27 @@ class AuditLog:
         self._seq = 0
         self._reported_drops = 0
         self._failing = False
+        self._shared: Any = None  # cluster mode: cluster/audit.py's SharedAudit
+        self.origin: str | None = None  # cluster mode: the replica id, in every record
         self.configure(settings)
+
+    def share(self, shared: Any) -> None:
+        """Cluster mode: also append every record to the cluster's stream, and read queries from it."""
+        self._shared = shared
+        self.origin = shared.replica
+
+    def read(self, query: AuditQuery) -> tuple[list[dict[str, Any]], str]:
+        """The records matching ``query`` and where they come from: ``cluster`` (every replica's, from
+        the shared stream) or ``replica`` (this hub's files: no cluster, or Redis unreachable)."""
+        shared = self._shared
+        if shared is not None:
+            from redis.exceptions import RedisError
+
+            try:
+                return shared.read(query), "cluster"
+            except RedisError as exc:
+                log.warning("audit: Redis is unreachable (%s); answering from this replica's file", exc)
+        return read_records(self.files(), query), "replica"
 
     # --- settings and lifecycle ----------------------------------------------------------------------
 
@@ -361,12 +381,16 @@ class AuditLog:
             lines.append(self._line({"time": iso(time.time()), "event": "audit_dropped", "count": count}))
         if lines:
             self._write(lines)
+            if self._shared is not None:
+                self._shared.sink(lines)
         for done in waiting:
             done.set()
 
     def _line(self, record: dict[str, Any]) -> bytes:
         self._seq += 1
         record["seq"] = self._seq
+        if self.origin is not None:
+            record["replica"] = self.origin
         return (json.dumps(record, ensure_ascii=False, default=str) + "\n").encode("utf-8", "surrogatepass")
 
     def _format(self, item: tuple[Any, ...]) -> bytes:

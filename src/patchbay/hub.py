@@ -49,7 +49,7 @@ from patchbay.jsonrpc import METHOD_NOT_FOUND, ProgressCallback
 from patchbay.llm import run_anthropic_tool_uses, run_openai_tool_calls
 from patchbay.pinning import Pinning, ToolApprovedEvent, ToolChange, ToolChangedEvent, pinning_mode, pins_path
 from patchbay.profiles import ProfileInfo, Profiles, ProfileView
-from patchbay.ratelimit import RateLimitedError, rate_limiter
+from patchbay.ratelimit import RateLimitedError, RateLimiter, rate_limiter
 from patchbay.runtime import RuntimeChanges
 from patchbay.search import DEFAULT_LIMIT, SearchIndex, ToolMatch
 from patchbay.semantic import HybridSearch, search_mode
@@ -483,7 +483,10 @@ class Hub:
                 client_name = client_info.name if client_info is not None else None
                 self._call_feed.started(call_id, name, server, who, client_name)
             if limits is not None:
-                limits.check(caller, name)
+                if limits.shared:  # cluster mode: the buckets are in Redis (cluster/ratelimits.py)
+                    await limits.acheck(caller, name)
+                else:
+                    limits.check(caller, name)
             result = await self._call_tool(name, arguments, timeout, progress, client, profile, caller)
             outcome = "tool_error" if result.is_error else "ok"
             return result
@@ -923,7 +926,7 @@ class Hub:
         settings: list[Any] = []
 
         async def apply() -> dict[str, list[str]]:
-            settings.extend((parse_audit(new.document, new.path), rate_limiter(new.document)))
+            settings.extend((parse_audit(new.document, new.path), self._rate_limiter(new.document)))
             return await self._runtime.apply_config(new)
 
         changes = await self.audit.change("config.reload", None, apply())  # recorded, failed or not
@@ -931,6 +934,19 @@ class Hub:
         await asyncio.to_thread(self.audit.configure, audit)  # joins the old writer: off the loop
         self._limits = limits
         return changes
+
+    def _rate_limiter(self, document: Mapping[str, Any]) -> RateLimiter | None:
+        """The limiter a config asks for: in cluster mode, with its buckets shared in Redis."""
+        limiter = rate_limiter(document)
+        if limiter is None or self.cluster is None:
+            return limiter
+        from patchbay.cluster.ratelimits import SharedRateLimiter
+
+        return SharedRateLimiter(limiter.settings, self.cluster.redis)
+
+    def adopt_limits(self) -> None:
+        """Rate limits from the config now in force (the cluster's config of record, once adopted)."""
+        self._limits = self._rate_limiter(self.config.document)
 
     # --- LLM tool-calling loop ----------------------------------------------------------------------
 

@@ -166,9 +166,10 @@ class RateLimiter:
             return None
         return self.settings.default
 
-    def check(self, caller: Identity | None, tool: str) -> None:
-        """Take one token from each bucket that applies, or raise ``RateLimitedError`` taking none."""
-        identity = caller or LOCAL
+    shared = False  # True for the cluster's limiter (cluster/ratelimits.py): ``await acheck`` instead
+
+    def applicable(self, identity: Identity, tool: str) -> list[tuple[tuple[str, str | None], Rate, str]]:
+        """The buckets a call of ``tool`` by ``identity`` takes a token from: (key, rate, scope)."""
         rates: list[tuple[tuple[str, str | None], Rate, str]] = []
         rate = self._identity_rate(identity)
         if rate is not None:
@@ -176,6 +177,15 @@ class RateLimiter:
         tool_rate = self._tools.get(tool)
         if tool_rate is not None and (identity.kind != "local" or identity.name in self._identities):
             rates.append(((identity.name, tool), tool_rate, "tool"))
+        return rates
+
+    async def acheck(self, caller: Identity | None, tool: str) -> None:
+        self.check(caller, tool)
+
+    def check(self, caller: Identity | None, tool: str) -> None:
+        """Take one token from each bucket that applies, or raise ``RateLimitedError`` taking none."""
+        identity = caller or LOCAL
+        rates = self.applicable(identity, tool)
         if not rates:
             return
         now = self._clock()

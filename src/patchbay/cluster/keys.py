@@ -23,3 +23,16 @@ def agent_key(name: str) -> str:
 def rpc_channel(replica: str) -> str:
     """Each replica's own channel: calls forwarded to it and the answers to the calls it forwarded."""
     return f"{PREFIX}rpc:{replica}"
+
+
+AUDIT_STREAM = PREFIX + "audit"  # every replica's audit records (a capped stream, newest last)
+
+
+def rate_key(identity: str, tool: str | None) -> str:
+    """One token bucket: an identity's, or an identity's for one tool (names hashed: any text is safe)."""
+    import hashlib
+
+    who = hashlib.sha256(identity.encode()).hexdigest()[:32]
+    if tool is None:
+        return f"{PREFIX}rate:{who}"
+    return f"{PREFIX}rate:{who}:{hashlib.sha256(tool.encode()).hexdigest()[:32]}"

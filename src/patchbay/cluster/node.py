@@ -30,6 +30,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
+from patchbay.cluster.audit import SharedAudit
 from patchbay.cluster.configstore import ConfigStore
 from patchbay.cluster.forward import Forwarder, RemoteConnection, Responder
 from patchbay.cluster.keys import EVENTS, HEARTBEAT_EVERY, rpc_channel
@@ -120,6 +121,8 @@ class Cluster:
         except RedisError as exc:
             self._down(exc)
             log.warning("cluster: serving the local config until Redis is back")
+        self.hub.adopt_limits()  # shared buckets (cluster/ratelimits.py), even while Redis is away
+        self.hub.audit.share(SharedAudit(self.url, self.id))  # every replica's records in one stream
         for name, sup in list(self.hub._supervisors().items()):  # built before the hub joined
             try:
                 leased = self.supervisor(name, sup.spec)
@@ -319,6 +322,7 @@ class Cluster:
                     source = f"the cluster's config (version {version})"
                     new = parse_config(text, source, self.hub.config.path)
                     changes = await self.hub._runtime.apply_config(new)
+                    self.hub.adopt_limits()  # the cluster's rateLimits, with buckets in Redis
                 except ConfigError as exc:
                     self.config_error = str(exc)
                     self.version = version

@@ -23,7 +23,6 @@ from patchbay.audit import (
     AuditQuery,
     identity_fields,
     parse_time,
-    read_records,
 )
 from patchbay.errors import ConfigError
 from patchbay.hub import Hub
@@ -149,6 +148,7 @@ def build_audit_api(hub: Hub) -> APIRouter:
                 status_code=409,
             )  # fmt: skip
         await audit.aflush()  # what happened up to now, including what is still queued
-        return await asyncio.to_thread(read_records, audit.files(), query)
+        records, scope = await asyncio.to_thread(audit.read, query)
+        return JSONResponse(records, headers={"X-Patchbay-Audit-Scope": scope})
 
     return router
