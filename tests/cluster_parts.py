@@ -100,8 +100,11 @@ class Replica:
     """``patchbay serve --cluster`` (or, without a Redis URL, a plain ``patchbay serve``) as a subprocess on
     a port chosen once (restarts reuse it)."""
 
-    def __init__(self, name: str, config: Path, workdir: Path, redis_url: str | None) -> None:
+    def __init__(
+        self, name: str, config: Path, workdir: Path, redis_url: str | None, env: dict[str, str] | None = None
+    ) -> None:
         self.name = name
+        self.env = env or {}
         self.config = config
         self.log = workdir / f"replica-{name}.log"
         self.redis_url = redis_url
@@ -118,7 +121,7 @@ class Replica:
                 [sys.executable, "-m", "patchbay", "serve", "--config", str(self.config), "--port",
                  str(self.port), "--agent-ping", "1", "--no-reload",
                  *(["--cluster", self.redis_url] if self.redis_url else [])],
-                env=dict(os.environ), stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+                env={**os.environ, **self.env}, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
             )  # fmt: skip
         return self
 

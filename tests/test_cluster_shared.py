@@ -145,7 +145,9 @@ async def test_the_audit_trail_of_every_replica_is_read_on_any(shared: Shared) -
     ids = {}
     for name, replica in shared.replicas.items():
         async with shared.http(replica.base, ADMIN) as http:
-            ids[name] = (await http.get("/api/cluster")).json()["replica"]
+            status = (await http.get("/api/cluster")).json()
+            ids[name] = status["replica"]
+            assert status["oauthShared"] is False  # no PATCHBAY_SECRET_KEY here: sign-ins stay per replica
     async with shared.http(shared.replicas["c"].base, ADMIN) as http:
 
         async def all_three() -> list[dict[str, Any]] | None:

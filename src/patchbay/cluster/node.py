@@ -110,6 +110,34 @@ class Cluster:
         self._closers: list[Callable[[], Awaitable[None]]] = []
         self._served: dict[str, object] = {}  # leased server -> the Listing last published
         self._served_lv: dict[str, int] = {}
+        self.oauth_shared = self._share_oauth()
+
+    def _share_oauth(self) -> bool:
+        """Remote servers' OAuth tokens and pending sign-ins in Redis, if every replica has the key."""
+        from cryptography.fernet import Fernet
+
+        from patchbay.cluster.oauth_store import KEY_ENV, SharedPending, SharedTokenStore
+        from patchbay.oauth.client import PENDING_TTL
+
+        raw = os.environ.get(KEY_ENV, "").strip()
+        if not raw:
+            log.warning(
+                "cluster: %s is not set, so OAuth sign-ins to remote servers stay on each replica; give "
+                "every replica the same Fernet key to share them",
+                KEY_ENV,
+            )
+            return False
+        try:
+            Fernet(raw.encode())
+        except ValueError as exc:
+            raise ConfigError(
+                f"{KEY_ENV} is not a Fernet key (32 url-safe base64-encoded bytes; make one with "
+                "python -c 'from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())')"
+            ) from exc
+        manager = self.hub.oauth
+        manager.store = SharedTokenStore(self.url, raw.encode(), self.redis)
+        manager.shared_pending = SharedPending(raw.encode(), self.redis, PENDING_TTL)
+        return True
 
     # --- lifecycle -----------------------------------------------------------------------------------
 
@@ -609,6 +637,7 @@ class Cluster:
                 if isinstance(s, LeasedServer)
             },
             "forwardedInFlight": self.forwarder.in_flight,
+            "oauthShared": self.oauth_shared,  # remote servers' sign-ins in Redis (PATCHBAY_SECRET_KEY set)
             "replicas": [
                 {
                     "id": r.get("id"),

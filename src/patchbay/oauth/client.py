@@ -544,7 +544,7 @@ class OAuthClient:
         ``stale`` is the access token the caller found wanting: if another task already replaced it, that is
         success without a second refresh (with rotation a second one would use a spent refresh token).
         """
-        async with self._lock:
+        async with self._lock, self.store.refresh_lock(self.name):  # cluster mode: one replica at a time
             record = self.record()
             tokens = record.tokens if record is not None else None
             if tokens is not None and stale is not None and tokens.access_token != stale:

@@ -10,7 +10,7 @@ import asyncio
 import logging
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from patchbay.config import ServerSpec
 from patchbay.oauth.callback import LoopbackCallback
@@ -45,6 +45,7 @@ class OAuthManager:
         self.clients: dict[str, OAuthClient] = {}
         self.labels: dict[str, str] = {}  # a per-user client's store name → "server (for identity)"
         self._pending: dict[str, PendingAuthorization] = {}
+        self.shared_pending: Any = None  # cluster mode: cluster/oauth_store.py's SharedPending
         self._loopback: LoopbackCallback | None = None
         self._closing: asyncio.Task[None] | None = None  # owned: awaited by close() and the next listener
 
@@ -127,12 +128,17 @@ class OAuthManager:
         pending = await client.begin(redirect_uri)
         self._pending = {s: p for s, p in self._pending.items() if not p.expired}
         self._pending[pending.state] = pending
+        if self.shared_pending is not None:  # the redirect may come back to another replica
+            await self.shared_pending.put(pending)
         return pending.url
 
     async def complete(self, params: Mapping[str, str]) -> str:
         """Handle a redirect: the server it was for, signed in; ``OAuthError`` if it is refused."""
         state = params.get("state") or ""
         pending = self._pending.pop(state, None)
+        if self.shared_pending is not None:  # one use, on whichever replica the redirect reached
+            shared = await self.shared_pending.take(state)
+            pending = pending or shared
         if pending is None or pending.expired:
             raise OAuthError(
                 "(unknown)",

@@ -118,11 +118,27 @@ class TokenStore:
     def _path(self, server: str) -> Path:
         return self.directory / f"server-{server}.tokens"
 
-    def _read(self, server: str) -> dict[str, Any]:
-        path = self._path(server)
+    # Where the encrypted blobs live: a file per server here, Redis in cluster mode (cluster/oauth_store.py).
+    def _load_blob(self, server: str) -> bytes | None:
         try:
-            blob = path.read_bytes()
+            return self._path(server).read_bytes()
         except FileNotFoundError:
+            return None
+
+    def _store_blob(self, server: str, blob: bytes | None) -> None:
+        if blob is None:
+            with contextlib.suppress(FileNotFoundError):
+                self._path(server).unlink()
+        else:
+            atomic_write(self._path(server), blob)
+
+    def refresh_lock(self, server: str) -> contextlib.AbstractAsyncContextManager[Any]:
+        """Held while ``server``'s tokens are refreshed; one process needs none beyond the client's own."""
+        return contextlib.nullcontext()
+
+    def _read(self, server: str) -> dict[str, Any]:
+        blob = self._load_blob(server)
+        if blob is None:
             return {}
         try:
             data = json.loads(self._cipher().decrypt(blob))
@@ -152,8 +168,7 @@ class TokenStore:
         data = self._read(server)
         record.updated_at = time.time()
         data[record.issuer] = record.model_dump(mode="json", exclude_none=True)
-        blob = self._cipher().encrypt(json.dumps(data).encode())
-        atomic_write(self._path(server), blob)
+        self._store_blob(server, self._cipher().encrypt(json.dumps(data).encode()))
 
     def delete(self, server: str, issuer: str | None = None) -> list[TokenRecord]:
         """Forget ``server``'s records (one issuer's, or all); returns what was removed."""
@@ -161,9 +176,8 @@ class TokenStore:
         removed = [r for r in records if issuer is None or r.issuer == issuer]
         kept = [r for r in records if r not in removed]
         if not kept:
-            with contextlib.suppress(FileNotFoundError):
-                self._path(server).unlink()
+            self._store_blob(server, None)
         else:
             data = {r.issuer: r.model_dump(mode="json", exclude_none=True) for r in kept}
-            atomic_write(self._path(server), self._cipher().encrypt(json.dumps(data).encode()))
+            self._store_blob(server, self._cipher().encrypt(json.dumps(data).encode()))
         return removed

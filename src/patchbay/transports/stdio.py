@@ -34,6 +34,7 @@ SECRET_ENV_VARS = frozenset(
     {
         "PATCHBAY_TOKEN",
         "PATCHBAY_AGENT_TOKEN",
+        "PATCHBAY_SECRET_KEY",  # cluster mode: the key of the shared OAuth token store
         "OTEL_EXPORTER_OTLP_HEADERS",
         "OTEL_EXPORTER_OTLP_TRACES_HEADERS",
     }

@@ -164,7 +164,10 @@ async def cmd_serve(args: argparse.Namespace) -> int:
         from patchbay.cluster.node import Cluster
 
         address = advertised(args.cluster_advertise, args.host, args.port)
-        hub.cluster = Cluster(redis_url, hub, address=address)
+        try:
+            hub.cluster = Cluster(redis_url, hub, address=address)
+        except ConfigError as exc:  # a PATCHBAY_SECRET_KEY that is no key
+            return _usage_error(str(exc))
     settings = ServeSettings(
         host=args.host,
         port=args.port,

@@ -1,0 +1,155 @@
+"""Signing in to a remote server once, for every replica: tokens and pending sign-ins shared in Redis.
+
+A real Redis, two real ``patchbay serve --cluster`` replicas given the same ``PATCHBAY_SECRET_KEY`` (each
+with its own data directory, so nothing is shared through the disk), node-oidc-provider as the
+authorization server, an SDK ``MCPServer`` that validates its tokens, and a headless Chromium at the
+provider's login and consent pages. The sign-in starts on replica A; the browser's redirect goes to replica
+B, as it would through a load balancer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import httpx2
+import pytest
+import pytest_asyncio
+from cryptography.fernet import Fernet
+
+from tests.cluster_parts import RedisProc, Replica
+from tests.oauth.harness import ProtectedServer, Provider, consent, provider_available
+from tests.test_agents import eventually
+from tests.test_oauth import CHROMIUM, CHROMIUM_ARGS, CLIENTS
+
+try:
+    from playwright.async_api import Browser, async_playwright
+except ImportError:  # pragma: no cover - `make test` installs it
+    async_playwright = None  # type: ignore[assignment]
+
+pytestmark = pytest.mark.skipif(
+    not provider_available() or async_playwright is None, reason="needs tests/npm (make test)"
+)
+KEY = Fernet.generate_key().decode()
+
+
+@pytest.fixture(scope="module")
+def provider() -> Iterator[Provider]:
+    p = Provider(clients=CLIENTS).start()
+    yield p
+    p.stop()
+
+
+@pytest_asyncio.fixture(loop_scope="module", scope="module")
+async def browser() -> AsyncIterator[Browser]:
+    async with async_playwright() as pw:
+        chromium = await pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield chromium
+        await chromium.close()
+
+
+async def ready(replica: Replica, timeout: float = 60) -> None:
+    """Up (its remote server waits for a sign-in, so /readyz is 503 until then: /healthz)."""
+    async with replica.http() as http, asyncio.timeout(timeout):
+        while True:
+            assert replica.proc is not None and replica.proc.poll() is None, replica.log.read_text()
+            try:
+                if (await http.get("/healthz")).status_code == 200:
+                    return
+            except httpx2.TransportError:
+                pass
+            await asyncio.sleep(0.05)
+
+
+async def state(replica: Replica, server: str) -> str:
+    async with replica.http() as http:
+        return str((await http.get(f"/api/servers/{server}")).json()["state"])
+
+
+@pytest.mark.asyncio(loop_scope="module")
+async def test_a_sign_in_begun_on_one_replica_and_finished_on_another_serves_both(
+    provider: Provider, browser: Browser, tmp_path: Path
+) -> None:
+    mcp_server = await ProtectedServer(provider.issuer).start()
+    redis = RedisProc(tmp_path).start()
+    seed = tmp_path / "seed.json"
+    seed.write_text(json.dumps({"mcpServers": {"linear": {"url": mcp_server.url}}}))
+    replicas = {
+        n: Replica(
+            n, seed, tmp_path, redis.url, env={"PATCHBAY_SECRET_KEY": KEY, "XDG_DATA_HOME": str(tmp_path / n)}
+        )
+        for n in ("a", "b")
+    }
+    a, b = replicas["a"], replicas["b"]
+    try:
+        for r in replicas.values():
+            r.start()
+        await asyncio.gather(ready(a), ready(b))
+        async with a.http() as http:
+            assert (await http.get("/api/cluster")).json()["oauthShared"] is True
+        for r in (a, b):
+            await eventually(lambda r=r: _is(r, "linear", "needs_auth"), 30, f"{r.name} waiting for sign-in")
+        async with a.http() as http:  # the public callback URL (a load balancer's) reaches B here
+            r = await http.post("/api/servers/linear/auth", json={"redirectUri": f"{b.base}/oauth/callback"})
+            assert r.status_code == 200, r.text
+            url = r.json()["url"]
+        client = redis.client()
+        assert client.keys("patchbay:oauth-pending:*"), "the pending sign-in is in Redis"
+        await consent(browser, url)  # the provider's redirect reaches B, which never saw the sign-in begin
+        assert not client.keys("patchbay:oauth-pending:*"), "used once, then gone"
+        for r in (a, b):
+            await eventually(lambda r=r: _is(r, "linear", "ready"), 30, f"linear ready on {r.name}")
+            async with r.http() as http:
+                called = await http.post("/api/tools/linear__echo/call", json={"arguments": {"text": r.name}})
+                assert called.status_code == 200 and r.name in called.text, called.text
+        # what Redis holds is ciphertext: no token, no verifier, no client id in the clear
+        stored = {k: client.get(k) for k in client.keys("patchbay:oauth*")}
+        assert stored, "the tokens are in Redis"
+        seen = [c["jti"] for c in mcp_server.seen]
+        for value in stored.values():
+            assert value is not None and "eyJ" not in value and "access_token" not in value
+            assert all(j not in value for j in seen)
+        # nothing was written to either replica's own token store
+        assert not list((tmp_path / "a").rglob("server-*.tokens"))
+        assert not list((tmp_path / "b").rglob("server-*.tokens"))
+        # signing out on B forgets the tokens for every replica (A's open session ends when its token does)
+        async with b.http() as http:
+            assert (await http.delete("/api/servers/linear/auth")).status_code == 204
+        assert not client.keys("patchbay:oauth:*")
+
+        async def signed_out_on_a() -> bool:
+            async with a.http() as http:
+                return (await http.get("/api/servers/linear/auth")).json()["signed_in"] is False
+
+        await eventually(signed_out_on_a, 10, "A to see the sign-out")
+    finally:
+        for r in replicas.values():
+            r.stop()
+        redis.stop()
+        await mcp_server.stop()
+
+
+async def _is(replica: Replica, server: str, wanted: str) -> bool:
+    return await state(replica, server) == wanted
+
+
+def test_a_secret_key_that_is_no_fernet_key_stops_serve_with_its_name(tmp_path: Path) -> None:
+    redis = RedisProc(tmp_path).start()
+    try:
+        config = tmp_path / "c.json"
+        config.write_text(json.dumps({"mcpServers": {}}))
+        proc = subprocess.run(
+            [sys.executable, "-m", "patchbay", "serve", "--config", str(config), "--port", "0",
+             "--cluster", redis.url],
+            env={**__import__("os").environ, "PATCHBAY_SECRET_KEY": "not-a-key"},
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert proc.returncode == 2, proc.stdout + proc.stderr
+        assert "PATCHBAY_SECRET_KEY is not a Fernet key" in proc.stderr
+        assert "not-a-key" not in proc.stderr + proc.stdout
+    finally:
+        redis.stop()
