@@ -417,6 +417,23 @@ class Hub:
             self._listing_changed(source, conn.listing)
         return change
 
+    def share_pins(self, url: str) -> None:
+        """Cluster mode: pins of record in Redis (cluster/pins.py), this replica's own file's joining them."""
+        if self._pinning.mode == "off":
+            return
+        from patchbay.cluster.pins import SharedPinStore
+
+        shared = SharedPinStore(url)
+        shared.adopt(self._pinning.store)
+        self._pinning.store = shared
+
+    def rescreen(self) -> None:
+        """Screen every listing again (a tool was approved on another replica: it may rejoin here)."""
+        for source in list(self._sources):
+            conn = source.connection
+            if conn is not None and conn.listing is not None and self._sources.get(source.name) is source:
+                self._listing_changed(source, conn.listing)
+
     def resources(self) -> list[types.Resource]:
         return [e.resource.model_copy(update={"name": e.name}) for e in self.catalog.resources.values()]
 

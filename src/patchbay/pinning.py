@@ -197,6 +197,13 @@ class PinStore:
     def put(self, server: str, tool: str, defn: dict[str, Any], dig: str) -> None:
         self.pins.setdefault(server, {})[tool] = {"digest": dig, "definition": defn, "pinnedAt": time.time()}
 
+    def approve(self, server: str, tool: str, defn: dict[str, Any], dig: str) -> None:
+        """An approved definition replaces the pin (``put`` only pins tools seen for the first time)."""
+        self.put(server, tool, defn, dig)
+
+    def refresh(self) -> None:
+        """Before a screen: nothing to re-read for pins kept here (cluster/pins.py reads Redis)."""
+
     def save(self) -> None:
         if self.path is None:
             return
@@ -227,6 +234,7 @@ class Pinning:
         """
         if self.mode == "off":
             return listing, []
+        self.store.refresh()
         fresh: list[ToolChange] = []
         kept: list[types.Tool] = []
         dirty = False
@@ -293,7 +301,7 @@ class Pinning:
         if change is None:
             pending = [c.name for c in self._changes.values()]
             raise UnknownToolError(name, pending, kind="changed tool awaiting approval")
-        self.store.put(change.server, change.original, change.current, change.current_digest)
+        self.store.approve(change.server, change.original, change.current, change.current_digest)
         del self._changes[(change.server, change.original)]
         self._save()
         return change

@@ -150,6 +150,7 @@ class Cluster:
             self._down(exc)
             log.warning("cluster: serving the local config until Redis is back")
         self.hub.adopt_limits()  # shared buckets (cluster/ratelimits.py), even while Redis is away
+        self.hub.share_pins(self.url)  # one pin of record per tool, one approval for all (cluster/pins.py)
         self.hub.audit.share(SharedAudit(self.url, self.id))  # every replica's records in one stream
         for name, sup in list(self.hub._supervisors().items()):  # built before the hub joined
             try:
@@ -569,6 +570,8 @@ class Cluster:
             if entry is not None and entry[1].holder == message.get("replica"):
                 self._drop(name, f"disconnected from replica {entry[1].holder}")
             self._agents_dirty.set()
+        elif kind == "pins":  # a tool was approved somewhere: re-screen what this replica lists
+            self.hub.rescreen()
         elif kind == "replica_gone":
             replica = str(message.get("replica"))
             if replica != self.id:
