@@ -225,6 +225,7 @@ async def test_a_call_is_traced_from_the_downstream_request_to_the_upstream_and_
                 ClientSession(r, w) as session,
             ):
                 await session.initialize()
+                listed = await session.list_tools()  # answered by the fast path from encoded pages
                 # The fast path (a plain call): the HTTP traceparent is the parent.
                 fast = await session.call_tool("trace__meta", {})
                 # The SDK path (a progress token), from a client whose own span goes in _meta: that one
@@ -297,6 +298,14 @@ async def test_a_call_is_traced_from_the_downstream_request_to_the_upstream_and_
         "mcp.protocol.version": "2025-11-25",
     }.items():
         assert client_span["attributes"][key] == value, key
+
+    # tools/list (the fast path's pre-encoded answer) has its SERVER span too, under the HTTP traceparent.
+    assert any(t.name == "trace__meta" for t in listed.tools)
+    lists = [s for s in spans if s["name"] == "tools/list" and s["kind"] == "server"]
+    assert lists and all(s["trace_id"] == header_trace and s["parent"] == header_span for s in lists)
+    assert lists[0]["attributes"]["mcp.method.name"] == "tools/list"
+    assert lists[0]["attributes"]["patchbay.outcome"] == "ok"
+    assert lists[0]["attributes"]["mcp.protocol.version"] == "2025-11-25"
 
     # SDK path: the _meta context is the parent, the HTTP one a link; one SERVER span, patchbay's.
     up_trace, up_span = parse(upstream_meta(sdk)["traceparent"])

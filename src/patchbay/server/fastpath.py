@@ -293,7 +293,21 @@ class McpFastPath:
             except CursorError:
                 return False  # the SDK's handler refuses it with -32602
             head = b'{"jsonrpc":"2.0","id":' + json.dumps(msg["id"]).encode() + b',"result":'
-            await _respond(send, 200, head + result + b"}", session_id)
+            tracing = self.hub.tracing
+            if tracing is None:
+                await _respond(send, 200, head + result + b"}", session_id)
+            else:  # a SERVER span, as for every downstream request (telemetry.py)
+                with tracing.serving(
+                    "tools/list",
+                    None,
+                    meta=meta,
+                    headers=headers,
+                    protocol="streamable-http",
+                    request_id=msg["id"],
+                    session_id=session_id,
+                    protocol_version=headers.get("mcp-protocol-version") or protocol,
+                ):
+                    await _respond(send, 200, head + result + b"}", session_id)
         finally:
             sdk_adapter.release(transport)
         return True
