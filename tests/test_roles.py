@@ -315,6 +315,14 @@ async def test_a_profile_bound_token_sees_and_calls_only_its_profile(served: Ser
         assert got.status_code == 200 and "Ada" in json.dumps(got.json())
         refused = await c.post("/api/prompts/fs__greet/get", json={"arguments": {"name": "Ada"}})
         assert refused.status_code == 404 and "prompt in profile 'coding'" in refused.json()["detail"]
+        # /metrics: only the profile's servers, agents and tools; no hub-wide totals
+        await admin.post("/api/tools/fs__echo/call", json={"arguments": {"text": "x"}})
+        mine, everything = (await c.get("/metrics")).text, (await admin.get("/metrics")).text
+        assert 'server="gh"' in mine and 'tool="gh__echo"' in mine
+        assert 'server="fs"' not in mine and "fs__" not in mine and 'agent="desk"' not in mine
+        assert "patchbay_tools " not in mine and "patchbay_servers{" not in mine
+        assert 'server="fs"' in everything and 'tool="fs__echo"' in everything
+        assert "patchbay_tools " in everything
         assert (
             await admin.post("/api/prompts/fs__greet/get", json={"arguments": {"name": "A"}})
         ).status_code == 200

@@ -26,6 +26,7 @@ from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import Collector
 
 from patchbay.hub import Hub
+from patchbay.identity import identity_of
 from patchbay.supervisor import ServerState
 
 # 0.1 ms (an in-process echo) … 60 s (the default call timeout).
@@ -252,6 +253,37 @@ def build_metrics(hub: Hub, registry: CollectorRegistry | None = None) -> APIRou
             collector.sessions = lambda: int(endpoint.sessions)
         calls.prune()
         encoder, content_type = choose_encoder(request.headers.get("accept", ""))
+        bound = identity_of(request.scope).profile
+        if bound is not None:  # a profile-bound token: only its profile's servers, agents and tools
+            return Response(encoder(_ProfileMetrics(registry, hub, bound)), media_type=content_type)  # type: ignore[arg-type]
         return Response(encoder(registry), media_type=content_type)
 
     return router
+
+
+class _ProfileMetrics:
+    """The registry as a profile-bound token may read it: series labelled with a server, agent or tool
+    outside the profile are left out, and so are the hub-wide totals (servers, tools, agents, sessions)."""
+
+    HUB_WIDE = frozenset({"patchbay_servers", "patchbay_tools", "patchbay_agents", "patchbay_mcp_sessions"})
+
+    def __init__(self, registry: CollectorRegistry, hub: Hub, profile: str) -> None:
+        self.registry = registry
+        view = hub.profile(profile)
+        self.sources = {s.name for s in hub._sources if view.admits_source(s.name)}
+        self.tools = view.names(hub.catalog)
+
+    def _admits(self, labels: dict[str, str]) -> bool:
+        if "tool" in labels:
+            return labels["tool"] in self.tools
+        for key in ("server", "agent"):
+            if key in labels:
+                return labels[key] in self.sources
+        return True
+
+    def collect(self) -> Iterable[Metric]:
+        for family in self.registry.collect():
+            if family.name in self.HUB_WIDE:
+                continue
+            family.samples = [s for s in family.samples if self._admits(s.labels)]
+            yield family
