@@ -10,6 +10,7 @@ to the SDK, the session tracker tracks nothing.
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 from collections.abc import Callable
@@ -52,6 +53,16 @@ def missing() -> list[str]:
         "Connection": connection,
     }
     return [f"{where}.{attr}" for where, attr in PRIVATE_ATTRIBUTES if not hasattr(instances[where], attr)]
+
+
+@functools.cache
+def can_materialise() -> bool:
+    """Whether every private detail is where this module looks, so that a session held without the SDK
+    (``lean_sessions.py``) can be handed to it later (:func:`adopt_session`); checked once."""
+    gone = missing()
+    if gone:
+        log.warning("the MCP SDK changed (%s); /mcp sessions are all opened by the SDK", ", ".join(gone))
+    return not gone
 
 
 # --- the session manager's sessions (fast path) ------------------------------------------------------
