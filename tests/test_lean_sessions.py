@@ -257,3 +257,43 @@ async def test_idle_lean_sessions_expire_and_busy_ones_are_held(make_hub: Any) -
         assert idle["Mcp-Session-Id"] not in endpoint.fast_sessions.listable
         expired = await http.post("/mcp", json=call(5, "mb__echo", {"text": "x"}), headers=idle)
         assert expired.status_code == 404
+
+
+async def test_a_profile_endpoint_holds_its_sessions_lean_too(tmp_path: Path) -> None:
+    """``/mcp/<profile>`` through ``patchbay serve``: the lean session sees the profile's view, its
+    DELETE ends it, and a session of one path is unknown on the other."""
+    config = tmp_path / "patchbay.json"
+    doc = {
+        "mcpServers": {"gh": bad("--name", "gh"), "fs": bad("--name", "fs")},
+        "profiles": {"coding": {"servers": ["gh"]}},
+    }
+    config.write_text(json.dumps(doc))
+    served = await start_serve(config)
+    try:
+        async with served.http() as http:
+            r = await http.post("/mcp/coding", json=INIT, headers=ACCEPT)
+            assert r.status_code == 200 and r.headers["content-type"] == "text/event-stream"
+            assert "Profile: coding." in sse_json(r.text)["result"]["instructions"]
+            headers = {
+                **ACCEPT,
+                "Mcp-Session-Id": r.headers["mcp-session-id"],
+                "MCP-Protocol-Version": "2025-06-18",
+            }
+            done = {"jsonrpc": "2.0", "method": "notifications/initialized"}
+            assert (await http.post("/mcp/coding", json=done, headers=headers)).status_code == 202
+            listing = {"jsonrpc": "2.0", "id": 1, "method": "tools/list"}
+            names = {
+                t["name"]
+                for t in (await http.post("/mcp/coding", json=listing, headers=headers)).json()["result"][
+                    "tools"
+                ]
+            }
+            assert "gh__echo" in names and not any(n.startswith("fs__") for n in names)
+            outside = await http.post("/mcp/coding", json=call(2, "fs__echo", {"text": "x"}), headers=headers)
+            assert "error" in outside.json() or outside.json()["result"].get("isError")
+            assert (await http.post("/mcp", json=listing, headers=headers)).status_code == 404
+            assert (await http.delete("/mcp/coding", headers=headers)).status_code == 200
+            after = await http.post("/mcp/coding", json=call(3, "gh__echo", {"text": "x"}), headers=headers)
+            assert after.status_code == 404
+    finally:
+        await stop_serve(served)

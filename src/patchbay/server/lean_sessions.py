@@ -66,36 +66,39 @@ def session_state(path: str, protocol_version: str, client_params: dict[str, Any
     }
 
 
-def initialize_result(server: Any, params: Any) -> tuple[str, dict[str, Any]] | None:
-    """The negotiated version and the wire ``result`` the SDK's runner gives this ``initialize``
-    (``ServerRunner._handle_initialize`` and ``_serialize``, through the same public pieces); None for
-    params the SDK would refuse (it answers those itself)."""
+def negotiate(server: Any, params: Any) -> str | None:
+    """The protocol version the SDK's runner negotiates for this ``initialize``
+    (``ServerRunner._negotiate_initialize``); None for params it would refuse (it answers those itself)."""
     try:
         validate_client_request("initialize", LATEST_HANDSHAKE_VERSION, params)
-        init = InitializeRequestParams.model_validate(params or {}, by_name=False)
-        if getattr(server, "cache_hints", {}).get("initialize") is not None:
-            return None  # the SDK would add its cache hints: let it
-        requested = init.protocol_version
-        negotiated = requested if requested in HANDSHAKE_PROTOCOL_VERSIONS else LATEST_HANDSHAKE_VERSION
-        opts = server.create_initialization_options()
-        result = InitializeResult(
-            protocol_version=negotiated,
-            capabilities=opts.capabilities,
-            server_info=Implementation(
-                name=opts.server_name,
-                title=opts.title,
-                description=opts.description,
-                version=opts.server_version,
-                website_url=opts.website_url,
-                icons=opts.icons,
-            ),
-            instructions=opts.instructions,
-        )
-        dumped = result.model_dump(by_alias=True, mode="json", exclude_none=True)
-        return negotiated, serialize_server_result("initialize", LATEST_HANDSHAKE_VERSION, dumped)
+        requested = InitializeRequestParams.model_validate(params or {}, by_name=False).protocol_version
     except Exception:  # whatever the SDK makes of these params, it says so itself
         log.debug("initialize left to the SDK", exc_info=True)
         return None
+    if getattr(server, "cache_hints", {}).get("initialize") is not None:
+        return None  # the SDK would add its cache hints: let it
+    return requested if requested in HANDSHAKE_PROTOCOL_VERSIONS else LATEST_HANDSHAKE_VERSION
+
+
+def initialize_result(server: Any, negotiated: str) -> dict[str, Any]:
+    """The wire ``result`` the SDK's runner gives an ``initialize`` (``ServerRunner._handle_initialize``
+    and ``_serialize``, from the same public pieces)."""
+    opts = server.create_initialization_options()
+    result = InitializeResult(
+        protocol_version=negotiated,
+        capabilities=opts.capabilities,
+        server_info=Implementation(
+            name=opts.server_name,
+            title=opts.title,
+            description=opts.description,
+            version=opts.server_version,
+            website_url=opts.website_url,
+            icons=opts.icons,
+        ),
+        instructions=opts.instructions,
+    )
+    dumped = result.model_dump(by_alias=True, mode="json", exclude_none=True)
+    return serialize_server_result("initialize", LATEST_HANDSHAKE_VERSION, dumped)
 
 
 class LeanSession:
@@ -224,12 +227,13 @@ class LeanSessions:
             await _respond(send, 503, _TOO_MANY, "application/json", None)
             return True
 
-        async def answer() -> tuple[str, bytes] | None:
+        negotiated = negotiate(self.server, params)
+        if negotiated is None:
+            return False
+
+        async def answer() -> tuple[str, bytes]:
             await self._wait_started()  # as the SDK path does: the capabilities reflect every upstream
-            found = initialize_result(self.server, params)
-            if found is None:
-                return None
-            negotiated, result = found
+            result = initialize_result(self.server, negotiated)
             session_id = uuid4().hex
             state = session_state(self.path, negotiated, dict(params))
             self.sessions[session_id] = LeanSession(state)
@@ -241,10 +245,7 @@ class LeanSessions:
             answer = {"jsonrpc": "2.0", "id": rid, "result": result}
             return session_id, json.dumps(answer, separators=(",", ":")).encode()  # as compact as the SDK's
 
-        opened = await traced(answer())
-        if opened is None:
-            return False
-        session_id, body = opened
+        session_id, body = await traced(answer())
         await _respond(send, 200, b"event: message\r\ndata: " + body + b"\r\n\r\n", "sse", session_id)
         return True
 
