@@ -297,3 +297,21 @@ async def test_a_profile_endpoint_holds_its_sessions_lean_too(tmp_path: Path) ->
             assert after.status_code == 404
     finally:
         await stop_serve(served)
+
+
+async def test_lean_sessions_count_toward_the_session_cap(make_hub: Any) -> None:
+    hub = await make_hub({"mb": bad()})
+    async with (
+        endpoint_server(hub) as (base, endpoint),
+        httpx2.AsyncClient(base_url=base, timeout=30) as http,
+    ):
+        assert endpoint.lean is not None
+        endpoint.manager.max_sessions = 2
+        first = await open_session(http)
+        await open_session(http)
+        refused = await http.post("/mcp", json=INIT, headers=ACCEPT)
+        assert refused.status_code == 503 and "mcp-session-id" not in refused.headers
+        assert refused.json()["error"] == {"code": -32603, "message": "Too many open sessions"}
+        assert len(endpoint.lean) == 2
+        assert (await http.delete("/mcp", headers=first)).status_code == 200  # room again
+        assert (await http.post("/mcp", json=INIT, headers=ACCEPT)).status_code == 200
