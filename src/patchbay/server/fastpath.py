@@ -164,7 +164,8 @@ class McpFastPath:
                     if scope["method"] == "DELETE":
                         await lean.delete(session_id, send)
                         return
-                    await lean.materialise(session_id)
+                    if scope["method"] == "GET":
+                        await lean.materialise(session_id)
             await self.app(scope, receive, send)
             return
         body, more = await _read_body(receive)

@@ -27,7 +27,6 @@ session as it always did.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import time
@@ -198,7 +197,10 @@ class LeanSessions:
                     and session_id not in self._materialising
                 ):
                     log.info("session %s idle timeout", session_id)
-                    self._end(session_id)
+                    try:
+                        self._end(session_id)
+                    except Exception:  # one session's cleanup must not end the sweeps
+                        log.exception("could not end idle session %s", session_id)
 
     def _end(self, session_id: str) -> None:
         if self.sessions.pop(session_id, None) is not None:
@@ -211,8 +213,8 @@ class LeanSessions:
         settings = getattr(self.manager, "security_settings", None)
         return (
             not getattr(settings, "enable_dns_rebinding_protection", False)  # that check is the SDK's
-            and getattr(self.manager, "_task_group", None) is not None
             and sdk_adapter.can_track_sessions(self.manager)
+            and sdk_adapter.is_running(self.manager)
         )
 
     async def initialize(
@@ -222,7 +224,7 @@ class LeanSessions:
         if not self.can_open():
             return False
         cap = getattr(self.manager, "max_sessions", None)
-        if cap is not None and len(self.sessions) + len(self.manager._server_instances) >= cap:
+        if cap is not None and len(self.sessions) + sdk_adapter.open_sessions(self.manager) >= cap:
             log.warning("Refusing to open a new session: %d sessions are already open", cap)
             await _respond(send, 503, _TOO_MANY, "application/json", None)
             return True
@@ -242,8 +244,8 @@ class LeanSessions:
             except BaseException:
                 self._end(session_id)
                 raise
-            answer = {"jsonrpc": "2.0", "id": rid, "result": result}
-            return session_id, json.dumps(answer, separators=(",", ":")).encode()  # as compact as the SDK's
+            reply = {"jsonrpc": "2.0", "id": rid, "result": result}
+            return session_id, json.dumps(reply, separators=(",", ":")).encode()  # as compact as the SDK's
 
         session_id, body = await traced(answer())
         await _respond(send, 200, b"event: message\r\ndata: " + body + b"\r\n\r\n", "sse", session_id)
@@ -255,7 +257,11 @@ class LeanSessions:
         await _respond(send, 200, b"", "application/json", session_id)
 
     async def accepted(self, session_id: str, send: Send) -> None:
-        """A notification the SDK would take and drop (``notifications/initialized``): 202, as it answers."""
+        """A notification the SDK would take and drop (``notifications/initialized``): 202, as it answers.
+        Like any request, it restarts the session's idle countdown."""
+        session = self.sessions.get(session_id)
+        if session is not None and not session.busy:
+            session.idle_since = time.monotonic()
         await _respond(send, 202, b"", "application/json", session_id)
 
     async def materialise(self, session_id: str) -> None:
@@ -271,9 +277,11 @@ class LeanSessions:
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._materialising[session_id] = future
         try:
-            opened = False
-            with contextlib.suppress(Exception):
+            try:
                 opened = await self._open_sdk(session_id, session.state)
+            except Exception:
+                log.exception("opening the SDK session of lean session %s failed", session_id)
+                opened = False
             transport = sdk_adapter.live_transport(self.manager, session_id) if opened else None
             if transport is None:
                 log.warning("could not open the SDK session of lean session %s; it ends", session_id)

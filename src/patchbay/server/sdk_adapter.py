@@ -2,10 +2,12 @@
 
 The SDK has no public way to enumerate a session manager's sessions, to count a request served outside
 it as "in flight" on a session, or to get from a handler's ``ServerSession`` to its connection. Patchbay
-needs all three (the fast path, the session fan-out). Each access is written here, once, and
-:func:`missing` says which of them the installed SDK no longer has (``tests/test_sdk_adapter.py``
-fails naming it). Callers step aside when an attribute is missing: the fast path hands every request
-to the SDK, the session tracker tracks nothing.
+needs all three (the fast path, the session fan-out), and to open a session under an id of its own
+choosing, already initialised (a dead replica's session adopted, a lean session handed to the SDK).
+Each access is written here, once, and :func:`missing` says which of them the installed SDK no longer
+has (``tests/test_sdk_adapter.py`` fails naming it). Callers step aside when an attribute is missing:
+the fast path hands every request to the SDK, the session tracker tracks nothing, every session is the
+SDK's from its ``initialize`` on.
 """
 
 from __future__ import annotations
@@ -71,6 +73,16 @@ def can_materialise() -> bool:
 def can_track_sessions(manager: Any) -> bool:
     """Whether the manager still keeps its sessions where :func:`live_transport` looks."""
     return isinstance(getattr(manager, "_server_instances", None), dict)
+
+
+def open_sessions(manager: Any) -> int:
+    """How many sessions the manager holds (its cap counts them)."""
+    return len(manager._server_instances)
+
+
+def is_running(manager: Any) -> bool:
+    """Whether the manager's ``run()`` is entered (it can open sessions)."""
+    return getattr(manager, "_task_group", None) is not None
 
 
 def live_transport(manager: Any, session_id: str) -> Any | None:
