@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
 import warnings
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -16,7 +17,6 @@ import pytest
 from mcp import ClientSession
 from mcp.client.streamable_http import streamable_http_client
 
-from patchbay.server.mcp import McpEndpoint
 from tests.conftest import bad
 from tests.test_fastpath import ACCEPT, call, open_session, sse_json
 from tests.test_mcp_endpoint import endpoint_server
@@ -50,8 +50,9 @@ def text(result: types.CallToolResult) -> str:
 
 
 async def test_an_sdk_client_gets_everything_from_a_session_opened_lean(served: Served) -> None:
-    """``patchbay serve`` and the SDK's ClientSession: the handshake is answered lean, the client's GET
-    stream hands the session to the SDK, and everything works on it, list_changed included."""
+    """``patchbay serve`` and the SDK's ClientSession: the handshake and the client's GET stream are
+    served lean, ``list_prompts`` hands the session (its open stream too) to the SDK, and everything works
+    on it, list_changed on the same stream included."""
     changed = asyncio.Event()
 
     async def on_message(msg: Any) -> None:
@@ -109,66 +110,126 @@ async def test_initialize_is_answered_lean_exactly_as_the_sdk_answers_it(make_hu
         assert len(endpoint.lean) == 1
 
 
-async def list_changed_on_stream(
-    http: httpx2.AsyncClient, endpoint: McpEndpoint, headers: dict[str, str]
-) -> list[str]:
-    """Open the session's GET stream and send list_changed rounds until one arrives on it; its lines."""
-    got = asyncio.Event()
-    lines: list[str] = []
-    get = {**headers, "Accept": "text/event-stream"}
+class Stream:
+    """A session's GET stream, read by a task of the test: its SSE messages, as they arrive."""
 
-    async def read() -> None:
-        async with http.stream("GET", "/mcp", headers=get) as stream:
-            assert stream.status_code == 200
+    def __init__(self, http: httpx2.AsyncClient, headers: dict[str, str]) -> None:
+        self.messages: list[dict[str, Any]] = []
+        self.status: int | None = None
+        self.arrived = asyncio.Event()
+        self.task = asyncio.create_task(self._read(http, {**headers, "Accept": "text/event-stream"}))
+
+    async def _read(self, http: httpx2.AsyncClient, headers: dict[str, str]) -> None:
+        async with http.stream("GET", "/mcp", headers=headers) as stream:
+            self.status = stream.status_code
             async for line in stream.aiter_lines():
-                lines.append(line)
-                if "notifications/tools/list_changed" in line:
-                    got.set()
-                    return
+                if line.startswith("data:"):
+                    self.messages.append(json.loads(line[5:]))
+                    self.arrived.set()
 
-    reader = asyncio.create_task(read())
-    try:
-        for _ in range(60):
-            if reader.done():
-                reader.result()
-            await endpoint.notify_catalog_changed({"tools"})
-            try:
-                await asyncio.wait_for(got.wait(), 0.5)
-                break
-            except TimeoutError:
-                continue
-        assert got.is_set()
-        await reader
-    finally:
-        reader.cancel()
-        await asyncio.gather(reader, return_exceptions=True)
-    return lines
+    async def next(self, method: str) -> dict[str, Any]:
+        """The first message with this method not taken yet (a bounded wait for it)."""
+        async with asyncio.timeout(30):
+            while True:
+                for i, message in enumerate(self.messages):
+                    if message.get("method") == method:
+                        return self.messages.pop(i)
+                if self.task.done():
+                    self.task.result()
+                    raise AssertionError(f"the stream ended without {method}: {self.messages}")
+                self.arrived.clear()
+                await self.arrived.wait()
+
+    async def close(self) -> None:
+        self.task.cancel()
+        await asyncio.gather(self.task, return_exceptions=True)
 
 
-async def test_a_lean_session_that_opens_its_get_stream_is_handed_to_the_sdk(make_hub: Any) -> None:
+async def until_true(check: Any, what: str) -> None:
+    """A bounded wait for a condition of the real system, never a guessed sleep."""
+    async with asyncio.timeout(30):
+        while not check():
+            await asyncio.sleep(0.02)
+
+
+def streaming(lean: Any, session_id: str) -> bool:
+    session = lean.get(session_id)
+    return session is not None and session.stream is not None
+
+
+async def test_a_lean_sessions_get_stream_carries_list_changed_before_and_after_the_sdk_takes_it(
+    make_hub: Any,
+) -> None:
     hub = await make_hub({"mb": bad()})
     async with (
         endpoint_server(hub) as (base, endpoint),
         httpx2.AsyncClient(base_url=base, timeout=30) as http,
     ):
-        assert endpoint.lean is not None
+        lean = endpoint.lean
+        assert lean is not None
         headers = await open_session(http)
         sid = headers["Mcp-Session-Id"]
-        r = await http.post("/mcp", json=call(1, "mb__echo", {"text": "x"}), headers=headers)
-        assert r.json()["result"]["content"][0]["text"] == "x"
-        listed = await http.post(
-            "/mcp", json={"jsonrpc": "2.0", "id": 2, "method": "tools/list"}, headers=headers
-        )
-        assert "mb__echo" in {t["name"] for t in listed.json()["result"]["tools"]}
-        assert sid in endpoint.lean and endpoint.notifiable == 0  # still lean: nothing needed the SDK
-        lines = await list_changed_on_stream(http, endpoint, headers)
-        assert any("notifications/tools/list_changed" in line for line in lines)
-        assert sid not in endpoint.lean and sid in endpoint.manager._server_instances
-        assert endpoint.lean.materialised == 1 and endpoint.sessions == 1
-        # the SDK's session now, under the same id; plain calls still take the fast path
-        again = await http.post("/mcp", json=call(3, "mb__echo", {"text": "y"}), headers=headers)
-        assert again.headers["content-type"].startswith("application/json")
-        assert again.json()["result"]["content"][0]["text"] == "y"
+        stream = Stream(http, headers)
+        try:
+            await until_true(lambda: streaming(lean, sid), "the stream")
+            assert stream.status == 200 and sid not in endpoint.manager._server_instances
+            second = await http.get("/mcp", headers={**headers, "Accept": "text/event-stream"})
+            assert second.status_code == 409 and "Only one SSE stream" in second.json()["error"]["message"]
+            r = await http.post("/mcp", json=call(1, "mb__echo", {"text": "x"}), headers=headers)
+            assert r.json()["result"]["content"][0]["text"] == "x"
+            await endpoint.notify_catalog_changed({"tools"})
+            assert await stream.next("notifications/tools/list_changed")
+            assert sid in lean and lean.materialised == 0  # the stream is patchbay's: still lean
+            # A request for the SDK hands the session over; the same GET stream now carries its messages.
+            prompts = {"jsonrpc": "2.0", "id": 2, "method": "prompts/list"}
+            listed = await http.post("/mcp", json=prompts, headers=headers)
+            assert [p["name"] for p in sse_json(listed.text)["result"]["prompts"]] == ["mb__greet"]
+            assert sid not in lean and sid in endpoint.manager._server_instances and lean.materialised == 1
+            await endpoint.notify_catalog_changed({"prompts"})
+            assert await stream.next("notifications/prompts/list_changed")
+            level = {"jsonrpc": "2.0", "id": 3, "method": "logging/setLevel", "params": {"level": "info"}}
+            assert sse_json((await http.post("/mcp", json=level, headers=headers)).text)["result"] == {}
+            still = await http.post("/mcp", json=call(5, "mb__echo", {"text": "y"}), headers=headers)
+            assert still.headers["content-type"].startswith("application/json")  # the fast path, still
+            # The SDK's DELETE ends the session, and with it the GET stream held here.
+            assert (await http.delete("/mcp", headers=headers)).status_code == 200
+            async with asyncio.timeout(30):
+                await stream.task
+        finally:
+            await stream.close()
+
+
+async def test_an_open_lean_stream_holds_its_session_and_ends_with_it(make_hub: Any) -> None:
+    hub = await make_hub({"mb": bad()})
+    async with (
+        endpoint_server(hub, session_idle_timeout=1.0) as (base, endpoint),
+        httpx2.AsyncClient(base_url=base, timeout=30) as http,
+    ):
+        lean = endpoint.lean
+        assert lean is not None
+        idle = await open_session(http)
+        headers = await open_session(http)
+        sid = headers["Mcp-Session-Id"]
+        stream = Stream(http, headers)
+        try:
+            await until_true(lambda: streaming(lean, sid), "the stream")
+            # an open stream is a request in flight: the idle session beside it expires, it does not
+            await until_true(lambda: idle["Mcp-Session-Id"] not in lean, "the idle session to expire")
+            assert sid in lean
+            assert (await http.delete("/mcp", headers=headers)).status_code == 200
+            async with asyncio.timeout(30):  # a lean session's DELETE ends its stream
+                await stream.task
+            assert sid not in lean
+        finally:
+            await stream.close()
+        # A stream the client closes releases its session, which then expires.
+        again = await open_session(http)
+        other = Stream(http, again)
+        await until_true(lambda: streaming(lean, again["Mcp-Session-Id"]), "the second stream")
+        await other.close()
+        await until_true(lambda: again["Mcp-Session-Id"] not in lean, "the released session to expire")
+        after = await http.post("/mcp", json=call(1, "mb__echo", {"text": "x"}), headers=again)
+        assert after.status_code == 404
 
 
 async def test_requests_the_fast_path_does_not_answer_hand_the_session_to_the_sdk(make_hub: Any) -> None:
@@ -315,3 +376,55 @@ async def test_lean_sessions_count_toward_the_session_cap(make_hub: Any) -> None
         assert len(endpoint.lean) == 2
         assert (await http.delete("/mcp", headers=first)).status_code == 200  # room again
         assert (await http.post("/mcp", json=INIT, headers=ACCEPT)).status_code == 200
+
+
+async def test_serve_ends_the_lean_streams_it_holds_when_it_stops(served: Served) -> None:
+    """SIGTERM with lean GET streams open (one still lean, one handed to the SDK): they end, as the SDK's
+    own streams do, and the server stops without running into its graceful-shutdown timeout."""
+    async with served.http() as http:
+        plain = await open_session(http)
+        moved = await open_session(http)
+        streams = [Stream(http, plain), Stream(http, moved)]
+        try:
+            for stream in streams:
+                await until_true(lambda s=stream: s.status == 200, "the stream")  # type: ignore[misc]
+            await http.post("/mcp", json={"jsonrpc": "2.0", "id": 1, "method": "prompts/list"}, headers=moved)
+            served.proc.send_signal(signal.SIGTERM)
+            async with asyncio.timeout(30):
+                for stream in streams:
+                    await stream.task  # ended by the server (no error: a clean end of the response)
+        finally:
+            for stream in streams:
+                await stream.close()
+    # uvicorn re-raises the signal once it has shut down gracefully
+    assert await asyncio.wait_for(served.proc.wait(), 30) == -signal.SIGTERM
+    err = (await served.proc.stderr.read()).decode()  # type: ignore[union-attr]
+    assert "timeout graceful shutdown exceeded" not in err, err
+
+
+async def test_a_tools_only_sdk_client_stays_lean_with_its_stream_and_gets_list_changed(
+    make_hub: Any,
+) -> None:
+    hub = await make_hub({"mb": bad()})
+    changed = asyncio.Event()
+
+    async def on_message(msg: Any) -> None:
+        if isinstance(msg, types.ToolListChangedNotification):
+            changed.set()
+
+    async with (
+        endpoint_server(hub) as (base, endpoint),
+        streamable_http_client(f"{base}/mcp") as (r, w),
+        ClientSession(r, w, message_handler=on_message) as session,
+    ):
+        lean = endpoint.lean
+        assert lean is not None
+        await session.initialize()
+        (sid,) = list(lean.sessions)
+        await until_true(lambda: streaming(lean, sid), "the client's GET stream")
+        assert text(await session.call_tool("mb__echo", {"text": "lean"})) == "lean"
+        await session.call_tool("mb__set_tools", {"names": ["fresh"]})  # the upstream re-lists
+        async with asyncio.timeout(30):
+            await changed.wait()
+        assert "mb__fresh" in {t.name for t in (await session.list_tools()).tools}
+        assert sid in lean and lean.materialised == 0 and sid not in endpoint.manager._server_instances

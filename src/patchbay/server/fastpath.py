@@ -16,8 +16,8 @@ parses and checks exactly as the SDK would and hands over anything it would refu
 on every input and nothing invalid reaches an upstream.
 
 It also answers ``initialize`` and keeps the session lean (``lean_sessions.py``: a compact record instead
-of the SDK's ~32 KiB of per-session objects) until a request needs the SDK, which then opens the session
-from that record.
+of the SDK's ~32 KiB of per-session objects, and its GET stream held here) until a request needs the SDK,
+which then opens the session from that record and takes the open stream over.
 
 It relies on private SDK details (the manager's sessions, the transport's idle bookkeeping), all read
 through ``sdk_adapter``; if they are missing (an SDK change), every request simply takes the SDK path.
@@ -165,6 +165,12 @@ class McpFastPath:
                         await lean.delete(session_id, send)
                         return
                     if scope["method"] == "GET":
+                        headers = {
+                            k.decode("latin-1").lower(): v.decode("latin-1")
+                            for k, v in scope.get("headers", [])
+                        }
+                        if await lean.stream(session_id, headers, receive, send):
+                            return
                         await lean.materialise(session_id)
             await self.app(scope, receive, send)
             return

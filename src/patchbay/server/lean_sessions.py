@@ -1,4 +1,4 @@
-"""Handshake-era ``/mcp`` sessions kept as a compact record until they need the MCP SDK.
+"""Handshake-era ``/mcp`` sessions (and their GET streams) kept as a compact record until they need the SDK.
 
 Why: measured with ``bench/sessions.py --where``, an open handshake-era session cost ~40 KiB, ~32 KiB of it
 the SDK's per-session objects (a transport with its memory streams and router task, a dispatcher, a
@@ -7,26 +7,30 @@ them: the fast path answers those requests. So the fast path answers a valid ``i
 SDK's runner would (the same ``InitializeResult`` from the server's initialization options, sieved by the
 same per-version schema, on the same SSE wire, under a ``uuid4().hex`` id), and keeps the session as the
 record the cluster code stores to adopt a session on another replica (:func:`session_state`: path,
-protocol version, client parameters, log level, subscriptions). The first request the fast path does not
-answer (a GET stream, a listing of resources or prompts, ``logging/setLevel``, a call with progress or from
-a client that may be asked for sampling, anything unexpected) *materialises* the session: the endpoint
+protocol version, client parameters, log level, subscriptions). Its GET stream is held here too (the SDK's
+GET answer, ~60 KiB of SDK objects less): list_changed is all a session that never needed the SDK can be
+sent, and the endpoint's fan-out writes it there. The first request the fast path does not answer (a
+listing of resources or prompts, ``logging/setLevel``, a call with progress or from a client that may be
+asked for sampling, a stream resumption, anything unexpected) *materialises* the session: the endpoint
 opens the SDK session under the same id from that record, exactly as it adopts a dead replica's session
-(``McpEndpoint.open_sdk_session`` → ``sdk_adapter.adopt_session``), then the request goes to the SDK, which
-owns the session from then on (its idle timeout, DELETE, notifications on its GET stream).
+(``McpEndpoint.adopt`` → ``sdk_adapter.adopt_session``), an open GET stream becomes the SDK transport's
+standalone stream (its messages carried onto the response held open here), then the request goes to the
+SDK, which owns the session from then on (its idle timeout, DELETE, what it sends on the stream).
 
 What the SDK does for a session, a lean one does the same way: unknown or ended ids get the SDK's 404 (the
 request is simply handed to it), DELETE is answered as the SDK's transport answers it, the idle timeout
 applies (one sweep for all of them, no timer per session; a request in flight holds the session), and the
-session cap counts them. A lean session has no GET stream, so there is nowhere to send it list_changed,
-logs or resource updates, as for an SDK session without one. Where this cannot answer as the SDK would (an
-``initialize`` that does not validate, DNS-rebinding checks configured on the SDK, no way to materialise
-because the SDK changed: ``sdk_adapter.missing()``), the request goes to the SDK, which opens a full
-session as it always did.
+session cap counts them; an open stream holds its session as a request in flight does, a second one is
+refused with 409, and held streams end when uvicorn starts shutting down, as the SDK's SSE responses do.
+Where this cannot answer as the SDK would (an ``initialize`` that does not validate, DNS-rebinding checks
+configured on the SDK, no way to materialise because the SDK changed: ``sdk_adapter.missing()``), the
+request goes to the SDK, which opens a full session as it always did.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import time
@@ -35,7 +39,7 @@ from typing import Any
 from uuid import uuid4
 
 from mcp.types import Implementation, InitializeRequestParams, InitializeResult, JSONRPCError
-from mcp_types import INTERNAL_ERROR, ErrorData
+from mcp_types import INTERNAL_ERROR, INVALID_REQUEST, ErrorData
 from mcp_types.methods import serialize_server_result, validate_client_request
 from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS, LATEST_HANDSHAKE_VERSION
 from starlette.types import Send
@@ -48,6 +52,17 @@ log = logging.getLogger(__name__)
 _TOO_MANY = (
     JSONRPCError(
         jsonrpc="2.0", id=None, error=ErrorData(code=INTERNAL_ERROR, message="Too many open sessions")
+    )
+    .model_dump_json(by_alias=True, exclude_unset=True)
+    .encode()
+)
+
+
+_CONFLICT = (
+    JSONRPCError(
+        jsonrpc="2.0",
+        id=None,
+        error=ErrorData(code=INVALID_REQUEST, message="Conflict: Only one SSE stream is allowed per session"),
     )
     .model_dump_json(by_alias=True, exclude_unset=True)
     .encode()
@@ -100,13 +115,41 @@ def initialize_result(server: Any, negotiated: str) -> dict[str, Any]:
     return serialize_server_result("initialize", LATEST_HANDSHAKE_VERSION, dumped)
 
 
-class LeanSession:
-    """One lean session: its state record, and its idle bookkeeping."""
+class LeanStream:
+    """A lean session's GET stream, held open by patchbay: list_changed is written to it directly, and
+    once the session is the SDK's, whatever the SDK sends on its GET stream (``carrier``)."""
 
-    __slots__ = ("busy", "idle_since", "state", "transport")
+    __slots__ = ("carrier", "ended", "lock", "send")
+
+    def __init__(self, send: Send) -> None:
+        self.send = send
+        self.lock = asyncio.Lock()  # one writer at a time: the fan-out, the carrier, the end
+        self.ended = False
+        self.carrier: asyncio.Task[None] | None = None
+
+    async def write(self, data: bytes) -> None:
+        async with self.lock:
+            if not self.ended:
+                await self.send({"type": "http.response.body", "body": data, "more_body": True})
+
+    async def end(self) -> None:
+        """End the response (the client's receive then reports a disconnect, and the GET returns)."""
+        async with self.lock:
+            if self.ended:
+                return
+            self.ended = True
+            with contextlib.suppress(Exception):  # the client may be gone already
+                await self.send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
+class LeanSession:
+    """One lean session: its state record, its idle bookkeeping, and its GET stream if one is open."""
+
+    __slots__ = ("busy", "idle_since", "state", "stream", "transport")
 
     def __init__(self, state: dict[str, Any]) -> None:
         self.state = state
+        self.stream: LeanStream | None = None
         self.busy = 0  # requests in flight on it (they hold it open, as the SDK's transport counts them)
         self.idle_since = time.monotonic()
         self.transport: Any = None  # the SDK's, once materialised: holds taken before move to it
@@ -157,6 +200,9 @@ class LeanSessions:
         self.sessions: dict[str, LeanSession] = {}
         self._materialising: dict[str, asyncio.Future[None]] = {}
         self._sweeper: asyncio.Task[None] | None = None
+        self._tasks: set[asyncio.Task[None]] = set()  # streams' carriers and ends, owned here
+        self._exit_watch: asyncio.Task[None] | None = None
+        self._open: set[LeanStream] = set()  # every GET stream held here, handed over or not
         self.materialised = 0  # how many went to the SDK (tests, diagnostics)
 
     def __contains__(self, session_id: object) -> bool:
@@ -176,12 +222,18 @@ class LeanSessions:
 
     async def stop(self) -> None:
         """Stop sweeping and forget every lean session (the endpoint is going away)."""
-        if self._sweeper is not None:
-            self._sweeper.cancel()
-            await asyncio.gather(self._sweeper, return_exceptions=True)
-            self._sweeper = None
+        for task in (self._sweeper, self._exit_watch):
+            if task is not None:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+        self._sweeper = self._exit_watch = None
         for session_id in list(self.sessions):
             self._end(session_id)
+        tasks = list(self._tasks)
+        for task in tasks:
+            if task.get_name() == "patchbay-lean-carrier":
+                task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     async def _sweep(self, timeout: float) -> None:
         """End the sessions that had no request in flight for ``timeout`` (checked every quarter of it,
@@ -203,8 +255,92 @@ class LeanSessions:
                         log.exception("could not end idle session %s", session_id)
 
     def _end(self, session_id: str) -> None:
-        if self.sessions.pop(session_id, None) is not None:
+        session = self.sessions.pop(session_id, None)
+        if session is not None:
             self._ended(session_id)
+            if session.stream is not None:  # its GET ends too (DELETE, shutdown)
+                self._own(session.stream.end(), "patchbay-lean-end")
+
+    def _own(self, coro: Any, name: str) -> asyncio.Task[None]:
+        task: asyncio.Task[None] = asyncio.ensure_future(coro)
+        task.set_name(name)
+        self._tasks.add(task)
+        task.add_done_callback(self._done)
+        return task
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.debug("a lean session's stream task failed: %r", task.exception())
+
+    # --- GET streams -----------------------------------------------------------------------------------
+
+    async def stream(self, session_id: str, headers: dict[str, str], receive: Any, send: Send) -> bool:
+        """Serve a lean session's GET stream (the SDK's GET handler's answer, without the SDK's session);
+        False to hand the GET over (a second stream, resumption, an Accept the SDK refuses...)."""
+        session = self.sessions.get(session_id)
+        version = headers.get("mcp-protocol-version")
+        accept = [t.split(";")[0].strip().lower() for t in headers.get("accept", "").split(",")]
+        if session is not None and session.stream is not None and not session.stream.ended:
+            await _respond(send, 409, _CONFLICT, "application/json", session_id)  # as the SDK refuses it
+            return True
+        if (
+            session is None
+            or (self._exit_watch is not None and self._exit_watch.done())  # shutting down: the SDK's
+            or session_id in self._materialising
+            or "last-event-id" in headers
+            or (version is not None and version not in HANDSHAKE_PROTOCOL_VERSIONS)
+            or not any(t in ("*/*", "text/event-stream", "text/*") for t in accept)
+        ):
+            return False
+        stream = session.stream = LeanStream(send)
+        self._open.add(stream)
+        session.hold()
+        if self._exit_watch is None:
+            self._exit_watch = asyncio.create_task(self._end_streams_on_exit(), name="patchbay-lean-exit")
+        try:
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 200,
+                    "headers": [
+                        (b"cache-control", b"no-cache, no-transform"),
+                        (b"connection", b"keep-alive"),
+                        (b"content-type", b"text/event-stream"),
+                        (b"mcp-session-id", session_id.encode()),
+                    ],
+                }
+            )
+            await stream.write(b"")
+            while (await receive())["type"] != "http.disconnect":
+                pass
+        finally:
+            stream.ended = True
+            self._open.discard(stream)
+            if session.stream is stream:
+                session.stream = None
+            if stream.carrier is not None:  # the SDK's session: unregister the stream there
+                stream.carrier.cancel()
+                await asyncio.gather(stream.carrier, return_exceptions=True)
+            session.release()
+        return True
+
+    async def _end_streams_on_exit(self) -> None:
+        """End the GET streams held here once the server starts shutting down, as the SDK's end: its
+        SSE responses (sse-starlette) watch ``AppStatus.should_exit``, which that library sets from
+        uvicorn's exit handler. Without this, a shutdown would wait for every client to hang up."""
+        try:
+            from sse_starlette.sse import AppStatus
+        except ImportError:  # the SDK no longer uses it: streams end when their clients go
+            return
+        while not AppStatus.should_exit:
+            await asyncio.sleep(0.5)
+        for stream in list(self._open):
+            await stream.end()
+
+    def streams(self) -> list[LeanStream]:
+        """The open GET streams of sessions still lean (the SDK's sessions are notified by the SDK)."""
+        return [s.stream for s in self.sessions.values() if s.stream is not None and not s.stream.ended]
 
     # --- what the fast path hands over -----------------------------------------------------------------
 
@@ -287,14 +423,27 @@ class LeanSessions:
                 log.warning("could not open the SDK session of lean session %s; it ends", session_id)
                 self._end(session_id)
                 return
-            for _ in range(session.busy):  # calls in flight hold the SDK's session from now on
+            for _ in range(session.busy):  # calls in flight (and the stream) hold the SDK's session now
                 sdk_adapter.hold(transport)
             session.transport = transport
+            stream = session.stream
+            if stream is not None and not stream.ended:  # the SDK's GET stream is the one held open here
+                messages = sdk_adapter.take_standalone_stream(transport)
+                if messages is not None:
+                    stream.carrier = self._own(_carry(transport, messages, stream), "patchbay-lean-carrier")
             self.sessions.pop(session_id, None)  # the SDK's now: its close forgets it (no ``ended``)
             self.materialised += 1
         finally:
             future.set_result(None)
             del self._materialising[session_id]
+
+
+async def _carry(transport: Any, messages: Any, stream: LeanStream) -> None:
+    """The SDK's GET-stream messages onto the stream held here; when the session ends, the GET ends."""
+    try:
+        await sdk_adapter.carry_standalone_stream(transport, messages, stream.write)
+    finally:
+        await stream.end()
 
 
 async def _respond(send: Send, status: int, body: bytes, kind: str, session_id: str | None) -> None:

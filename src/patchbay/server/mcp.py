@@ -371,7 +371,11 @@ class McpEndpoint:
         for kind in LIST_KINDS:
             if kind in kinds:
                 await self.bus.publish(LIST_KINDS[kind]())
-        await asyncio.gather(*(self._notify_session(s, kinds) for s in list(self._legacy.values())))
+        lean = self.lean.streams() if self.lean is not None else []
+        await asyncio.gather(
+            *(self._notify_session(s, kinds) for s in list(self._legacy.values())),
+            *(_notify_stream(stream, kinds) for stream in lean),
+        )
 
     @staticmethod
     async def _notify_session(session: ServerSession, kinds: set[str]) -> None:
@@ -560,9 +564,10 @@ class McpEndpoint:
 
     @property
     def notifiable(self) -> int:
-        """The sessions the SDK holds, tracked since their ``notifications/initialized`` (or since they
-        were adopted or materialised): only these can be sent notifications (on their GET stream)."""
-        return len(self._legacy)
+        """The sessions a list_changed round goes to: the SDK's (tracked since their
+        ``notifications/initialized``, or since they were adopted or materialised; the SDK sends on their
+        GET stream if one is open) and the lean ones whose GET stream is open here."""
+        return len(self._legacy) + (len(self.lean.streams()) if self.lean is not None else 0)
 
     # --- handlers ----------------------------------------------------------------------------------
 
@@ -869,6 +874,23 @@ class McpEndpoint:
                 self._spawn(session.send_resource_updated(uri), "forward a resource update")
 
 
+async def _notify_stream(stream: Any, kinds: set[str]) -> None:
+    """A lean session's list_changed, on the GET stream patchbay holds for it (as the SDK would send it)."""
+    try:
+        async with asyncio.timeout(NOTIFY_TIMEOUT):
+            for kind in LIST_KINDS:
+                if kind in kinds:
+                    await stream.write(_LIST_CHANGED[kind])
+    except Exception:
+        log.debug("could not notify a lean client session", exc_info=True)
+
+
+_LIST_CHANGED = {
+    kind: b'event: message\r\ndata: {"jsonrpc":"2.0","method":"notifications/'
+    + kind.encode()
+    + b'/list_changed"}\r\n\r\n'
+    for kind in LIST_KINDS
+}
 _EMPTY_VIEW = ProfileView("", ProfileSpec(servers=[]))  # a removed profile: nothing is in it
 # What identifies an item of each listing (its epoch moves when these change, in order).
 _identity: dict[str, Callable[[Any], str]] = {

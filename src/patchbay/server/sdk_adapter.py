@@ -15,7 +15,7 @@ from __future__ import annotations
 import functools
 import logging
 import math
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import anyio
@@ -36,6 +36,9 @@ PRIVATE_ATTRIBUTES: tuple[tuple[str, str], ...] = (
     ("StreamableHTTPSessionManager", "_task_group"),
     ("StreamableHTTPSessionManager", "_lifespan_state"),
     ("StreamableHTTPSessionManager", "_discard_session"),
+    ("StreamableHTTPServerTransport", "_request_streams"),
+    ("StreamableHTTPServerTransport", "_create_event_data"),
+    ("StreamableHTTPServerTransport", "_clean_up_memory_streams"),
 )
 
 
@@ -46,6 +49,11 @@ def missing() -> list[str]:
     from mcp.server.session import ServerSession
     from mcp.server.streamable_http import StreamableHTTPServerTransport
     from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
+
+    try:  # the names the standalone-stream hand-over uses
+        from mcp.server.streamable_http import GET_STREAM_KEY, REQUEST_STREAM_BUFFER_SIZE, EventMessage  # noqa: F401
+    except ImportError:
+        return ["mcp.server.streamable_http.GET_STREAM_KEY/REQUEST_STREAM_BUFFER_SIZE/EventMessage"]
 
     connection = Connection(None, protocol_version="2025-11-25")  # type: ignore[arg-type]
     instances: dict[str, Any] = {
@@ -215,3 +223,38 @@ async def adopt_session(
         await manager._discard_session(session_id, transport)
         return False
     return True
+
+
+# --- a GET stream patchbay holds, handed to the SDK's session (lean sessions) -------------------------
+
+
+def take_standalone_stream(transport: Any) -> Any | None:
+    """Register a standalone (GET) stream on the transport, as its GET handler does, and return the end
+    the transport's messages for it arrive on; None if the transport already has one."""
+    from mcp.server.streamable_http import GET_STREAM_KEY, REQUEST_STREAM_BUFFER_SIZE, EventMessage
+
+    if GET_STREAM_KEY in transport._request_streams:
+        return None
+    pair = anyio.create_memory_object_stream[EventMessage](REQUEST_STREAM_BUFFER_SIZE)
+    transport._request_streams[GET_STREAM_KEY] = pair
+    return pair[1]
+
+
+async def carry_standalone_stream(
+    transport: Any, messages: Any, write: Callable[[bytes], Awaitable[None]]
+) -> None:
+    """Write each message the transport sends on its GET stream as its GET handler's writer would (one
+    SSE event each), until the session ends or the caller cancels; then unregister the stream."""
+    from mcp.server.streamable_http import GET_STREAM_KEY
+
+    try:
+        async with messages:
+            async for message in messages:
+                event = transport._create_event_data(message)
+                head = f"id: {event['id']}\r\n" if event.get("id") else ""
+                await write(f"{head}event: {event['event']}\r\ndata: {event['data']}\r\n\r\n".encode())
+    except (anyio.ClosedResourceError, anyio.EndOfStream):
+        pass
+    finally:
+        with anyio.CancelScope(shield=True):
+            await transport._clean_up_memory_streams(GET_STREAM_KEY)
