@@ -311,7 +311,6 @@ class LeanSessions:
                     ],
                 }
             )
-            await stream.write(b"")
             while (await receive())["type"] != "http.disconnect":
                 pass
         finally:
