@@ -59,8 +59,8 @@ from patchbay.server.paging import CursorError, Page, Pager
 log = logging.getLogger(__name__)
 
 RESOURCE_NOT_FOUND = replies.RESOURCE_NOT_FOUND
-# Abandoned sessions cost memory until reaped (1-2 KiB lean, ~40 KiB once the SDK holds them: with a GET
-# stream, say); the SDK's default keeps them for 30 minutes.
+# Abandoned sessions cost memory until reaped (1-2 KiB lean, ~17 KiB with a GET stream, 40-100 KiB once
+# the SDK holds them); the SDK's default keeps them for 30 minutes.
 DEFAULT_SESSION_IDLE_TIMEOUT = 300.0
 # A client whose notification stream stops draining must not stall the fan-out to everyone else.
 NOTIFY_TIMEOUT = 5.0
