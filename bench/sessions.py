@@ -14,7 +14,8 @@ a single session open, one with ``--sessions`` (default 1000) sessions opened by
 Run with ``python -m bench.sessions [--sessions N] [--streams] [--rounds N] [--calls N]``
 (``make bench-all`` runs it). ``--where N`` instead serves the hub in this process under ``tracemalloc``,
 opens N sessions from a client process, and says who holds the memory they added (by the innermost frame
-of a known package in each allocation's traceback).
+of a known package in each allocation's traceback); with ``--streams`` their GET streams are held open
+too, and ``--top N`` lists the N source lines that allocated most.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import resource
 import sys
 import tempfile
 import time
+from asyncio.subprocess import PIPE
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -141,19 +143,32 @@ class Caller:
         return latency_metrics(lat)
 
 
-# The client of --where: N handshake-era sessions, one after another, from a process of its own.
+# The client of --where: N handshake-era sessions, one after another, from a process of its own; with
+# "streams", each session's GET stream too, held open until stdin closes (the parent measures meanwhile).
 CLIENT = """
-import sys, httpx2
-url, n = sys.argv[1], int(sys.argv[2])
+import socket, sys, httpx2
+url, n, streams = sys.argv[1], int(sys.argv[2]), sys.argv[3] == "streams"
+host, _, rest = url.removeprefix("http://").partition("/")
 accept = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
 init = {"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
     "protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "where", "version": "1"}}}
+held = []
 with httpx2.Client(timeout=30) as c:
     for _ in range(n):
         r = c.post(url, json=init, headers=accept)
         h = {**accept, "Mcp-Session-Id": r.headers["mcp-session-id"], "MCP-Protocol-Version": "2025-11-25"}
         done = {"jsonrpc": "2.0", "method": "notifications/initialized"}
         c.post(url, json=done, headers=h).raise_for_status()
+        if streams:
+            s = socket.create_connection((host.partition(":")[0], int(host.partition(":")[2])))
+            sid = h["Mcp-Session-Id"]
+            s.sendall((f"GET /{rest} HTTP/1.1\\r\\nHost: {host}\\r\\nAccept: text/event-stream\\r\\n"
+                       f"Mcp-Session-Id: {sid}\\r\\nMCP-Protocol-Version: 2025-11-25\\r\\n\\r\\n").encode())
+            if b" 200 " not in s.recv(4096).split(b"\\r\\n")[0]:
+                sys.exit("GET stream refused")
+            held.append(s)
+print("ready", flush=True)
+sys.stdin.read()
 """
 OWNERS = (
     ("/patchbay/", "patchbay"),
@@ -165,7 +180,7 @@ OWNERS = (
 )
 
 
-async def where(n: int) -> None:
+async def where(n: int, streams: bool = False, top: int = 0) -> None:
     import gc
     import tracemalloc
 
@@ -182,16 +197,28 @@ async def where(n: int) -> None:
         await asyncio.sleep(0.05)
     url = f"http://127.0.0.1:{server.servers[0].sockets[0].getsockname()[1]}/mcp"
 
-    async def sessions(count: int) -> None:
-        proc = await asyncio.create_subprocess_exec(sys.executable, "-c", CLIENT, url, str(count))
+    async def sessions(count: int) -> asyncio.subprocess.Process:
+        """Open ``count`` sessions from a client process; returned once they are open (and held)."""
+        kind = "streams" if streams else "plain"
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-c", CLIENT, url, str(count), kind, stdin=PIPE, stdout=PIPE
+        )
+        assert proc.stdout is not None
+        if (await proc.stdout.readline()).strip() != b"ready":
+            raise RuntimeError("the client failed")
+        return proc
+
+    async def done(proc: asyncio.subprocess.Process) -> None:
+        assert proc.stdin is not None
+        proc.stdin.close()
         if await proc.wait() != 0:
             raise RuntimeError("the client failed")
 
-    await sessions(20)  # warm: first-use caches are not the sessions' memory
+    await done(await sessions(20))  # warm: first-use caches are not the sessions' memory
     gc.collect()
     tracemalloc.start(25)
     before = tracemalloc.take_snapshot()
-    await sessions(n)
+    client = await sessions(n)
     await asyncio.sleep(1)
     gc.collect()
     after = tracemalloc.take_snapshot()
@@ -203,21 +230,30 @@ async def where(n: int) -> None:
         )
         owners[owner] = owners.get(owner, 0) + stat.size_diff
     total = sum(owners.values())
-    print(f"{n} sessions: {total / n / 1024:.1f} KiB per session (tracemalloc), held by:")
+    kind = " with GET streams" if streams else ""
+    print(f"{n} sessions{kind}: {total / n / 1024:.1f} KiB per session (tracemalloc), held by:")
     for owner, size in sorted(owners.items(), key=lambda kv: -kv[1]):
         print(f"  {size / n / 1024:6.1f} KiB  {owner}")
+    if top:
+        print(f"the {top} lines that allocated most (innermost frame):")
+        lines = after.compare_to(before, "lineno")[:top]
+        for stat in lines:
+            frame = stat.traceback[0]
+            where_ = frame.filename.rsplit("site-packages/", 1)[-1].rsplit("/src/", 1)[-1]
+            print(f"  {stat.size_diff / n:8.0f} B  {where_}:{frame.lineno}")
+    await done(client)
     server.should_exit = True
     await task
 
 
 async def main(ns: argparse.Namespace) -> None:
-    if ns.where:
-        await where(ns.where)
-        return
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    want = ns.sessions * 2 + 256
+    want = (ns.where or ns.sessions) * 2 + 256
     if soft < want:  # the hub (a child) inherits it: one socket per GET stream on each side
         resource.setrlimit(resource.RLIMIT_NOFILE, (min(want, hard), hard))
+    if ns.where:
+        await where(ns.where, ns.streams, ns.top)
+        return
     limits = httpx2.Limits(max_connections=64, max_keepalive_connections=64)
     streams: list[asyncio.StreamWriter] = []
     with tempfile.TemporaryDirectory(prefix="bench-sessions-") as tmp, hubs(Path(tmp)) as servers:
@@ -296,6 +332,7 @@ if __name__ == "__main__":
     parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds (default 5)")
     parser.add_argument("--calls", type=int, default=200, help="calls per row and round (default 200)")
     parser.add_argument("--where", type=int, metavar="N", help="who holds N sessions' memory (tracemalloc)")
+    parser.add_argument("--top", type=int, default=0, help="with --where: the N lines that allocated most")
     parser.add_argument("--json", help="write the results here (bench/all.py does)")
     parser.add_argument("--verbose", action="store_true", help="print every round")
     with contextlib.suppress(KeyboardInterrupt):

@@ -492,6 +492,52 @@ async def _has(replica: Replica, tool: str) -> bool:
 
 
 @pytest.mark.timeout(300)
+async def test_a_lean_session_is_adopted_after_its_replica_dies(cluster: Parts) -> None:
+    """A session that never needed the SDK (initialize and calls, no GET stream) is held lean by its
+    replica; the state that replica stored before answering its initialize is what another adopts."""
+    accept = {"accept": "application/json, text/event-stream", "content-type": "application/json"}
+    init = {
+        "jsonrpc": "2.0",
+        "id": 0,
+        "method": "initialize",
+        "params": {
+            "protocolVersion": "2025-06-18",
+            "capabilities": {},
+            "clientInfo": {"name": "lean", "version": "1"},
+        },
+    }
+
+    def echo(rid: int, text: str) -> dict[str, Any]:
+        params = {"name": "mb__echo", "arguments": {"text": text}}
+        return {"jsonrpc": "2.0", "id": rid, "method": "tools/call", "params": params}
+
+    try:
+        async with cluster.a.http() as a:
+            opened = await a.post("/mcp", json=init, headers=accept)
+            assert opened.status_code == 200, opened.text
+            session_id = opened.headers["mcp-session-id"]
+            headers = {**accept, "mcp-session-id": session_id, "mcp-protocol-version": "2025-06-18"}
+            done = {"jsonrpc": "2.0", "method": "notifications/initialized"}
+            assert (await a.post("/mcp", json=done, headers=headers)).status_code == 202
+            before = await a.post("/mcp", json=echo(1, "before"), headers=headers)
+            assert before.json()["result"]["content"][0]["text"] == "before"
+        state = json.loads(cluster.redis.client().get(f"patchbay:session-state:{session_id}") or "{}")
+        assert state["path"] == "/mcp" and state["protocolVersion"] == "2025-06-18", state
+        assert state["clientParams"]["clientInfo"]["name"] == "lean", state
+        assert await _session_holder(cluster, session_id) == "a"
+        cluster.a.kill()
+        async with cluster.b.http() as b:
+            after = await b.post("/mcp", json=echo(2, "after"), headers=headers)
+            assert after.status_code == 200, after.text
+            assert after.json()["result"]["content"][0]["text"] == "after"
+        assert await _session_holder(cluster, session_id) == "b"
+    finally:
+        for name, replica in cluster.replicas.items():
+            if replica.proc is None:
+                await _restart(cluster, name)
+
+
+@pytest.mark.timeout(300)
 async def test_two_replicas_racing_to_adopt_a_session_one_wins_the_other_proxies(cluster: Parts) -> None:
     ids: set[str] = set()
 

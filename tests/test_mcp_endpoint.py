@@ -223,8 +223,8 @@ async def test_a_burst_of_catalog_changes_gives_a_constant_number_of_notificatio
         ClientSession(r, w, message_handler=on_message) as session,
     ):
         await session.initialize()
-        async with asyncio.timeout(30):  # the session is tracked (notifications/initialized processed)
-            while endpoint.sessions < 1:
+        async with asyncio.timeout(30):  # the session's GET stream is open: it can be notified
+            while endpoint.notifiable < 1:
                 await asyncio.sleep(0.02)
         rounds = endpoint.notify_rounds
         for i in range(50):  # fifty catalog changes in one burst

@@ -15,6 +15,10 @@ took the SDK ~0.4 s (``bench/lists.py``). Invalid input is the SDK's to answer t
 parses and checks exactly as the SDK would and hands over anything it would refuse, so both paths agree
 on every input and nothing invalid reaches an upstream.
 
+It also answers ``initialize`` and keeps the session lean (``lean_sessions.py``: a compact record instead
+of the SDK's ~32 KiB of per-session objects, and its GET stream held here) until a request needs the SDK,
+which then opens the session from that record and takes the open stream over.
+
 It relies on private SDK details (the manager's sessions, the transport's idle bookkeeping), all read
 through ``sdk_adapter``; if they are missing (an SDK change), every request simply takes the SDK path.
 """
@@ -40,6 +44,7 @@ from patchbay.errors import PatchbayError
 from patchbay.hub import Hub
 from patchbay.identity import Identity, identity_of
 from patchbay.server import sdk_adapter
+from patchbay.server.lean_sessions import LeanSession, LeanSessions
 from patchbay.server.paging import CursorError
 from patchbay.server.security import route_path
 
@@ -72,6 +77,7 @@ class FastSessions:
         self.listable: dict[str, str] = {}
         self.in_flight: dict[tuple[str, str | int], asyncio.Task[Any]] = {}
         self.clients: dict[str, ClientInfo] = {}  # session id -> its initialize's clientInfo (audit)
+        self.lean: LeanSessions | None = None  # sessions held without the SDK (lean_sessions.py)
         # (protocol version, cursor) -> the encoded result; raises CursorError (the SDK then answers)
         self.tools_list: Callable[[str, str | None], bytes] | None = None
 
@@ -147,22 +153,35 @@ class McpFastPath:
             log.warning("the MCP SDK changed; /mcp fast path disabled (everything goes through the SDK)")
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if (
-            not self.enabled
-            or scope["type"] != "http"
-            or scope["method"] != "POST"
-            or route_path(scope) != self.path
-        ):
+        if not self.enabled or scope["type"] != "http" or route_path(scope) != self.path:
+            await self.app(scope, receive, send)
+            return
+        lean = self.sessions.lean
+        if scope["method"] != "POST":
+            if lean is not None and len(lean):  # a lean session's DELETE, or its GET stream (the SDK's)
+                session_id = _session_header(scope)
+                if session_id is not None and session_id in lean:
+                    if scope["method"] == "DELETE":
+                        await lean.delete(session_id, send)
+                        return
+                    if scope["method"] == "GET":
+                        headers = {
+                            k.decode("latin-1").lower(): v.decode("latin-1")
+                            for k, v in scope.get("headers", [])
+                        }
+                        if await lean.stream(session_id, headers, receive, send):
+                            return
+                        await lean.materialise(session_id)
             await self.app(scope, receive, send)
             return
         body, more = await _read_body(receive)
         replay = _replaying(body, more, receive)
-        if more:  # too large to inspect: the SDK answers it (413)
-            await self.app(scope, replay, send)
-            return
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
-        handled = await self._try(headers, body, receive, send, identity_of(scope))
-        if not handled:
+        handled = not more and await self._try(headers, body, receive, send, identity_of(scope))
+        if not handled:  # too large to inspect (the SDK answers 413), or anything else that is the SDK's
+            session_id = headers.get("mcp-session-id")
+            if lean is not None and session_id is not None and session_id in lean:
+                await lean.materialise(session_id)
             await self.app(scope, replay, send)
 
     async def _try(
@@ -191,6 +210,19 @@ class McpFastPath:
         session_id = headers.get("mcp-session-id")
         if method == "notifications/cancelled" and session_id and "id" not in msg:
             return await self._cancel(session_id, msg, send)
+        lean = self.sessions.lean
+        if lean is not None and legacy:
+            if method == "initialize" and session_id is None and replies.is_request_id(msg.get("id")):
+                return await self._initialize(lean, headers, msg, send)
+            if (
+                method == "notifications/initialized"
+                and session_id in lean
+                and "id" not in msg
+                and type(msg.get("params", {})) is dict
+            ):
+                assert session_id is not None
+                await lean.accepted(session_id, send)  # what the SDK answers, before it sets a flag
+                return True
         if method == "tools/list" and replies.is_request_id(msg.get("id")):
             return await self._list(headers, msg, send)
         if method != "tools/call" or not replies.is_request_id(rid := msg.get("id")):
@@ -228,7 +260,7 @@ class McpFastPath:
             return False
         if version is not None and version not in HANDSHAKE_PROTOCOL_VERSIONS:
             return False
-        transport = sdk_adapter.live_transport(self.manager, session_id)
+        transport = self._handle(session_id)
         if transport is None:
             self.sessions.eligible.discard(session_id)
             return False
@@ -281,11 +313,11 @@ class McpFastPath:
             protocol = self.sessions.listable[session_id]
             if version is not None and version not in HANDSHAKE_PROTOCOL_VERSIONS:
                 return False
-            transport = sdk_adapter.live_transport(self.manager, session_id)
+            transport = self._handle(session_id)
             if transport is None:
                 self.sessions.listable.pop(session_id, None)
                 return False
-        sdk_adapter.hold(transport)
+        _hold(transport)
         try:
             await self.hub.wait_started()  # as the SDK handler does: a client never keeps a partial list
             try:
@@ -309,8 +341,41 @@ class McpFastPath:
                 ):
                     await _respond(send, 200, head + result + b"}", session_id)
         finally:
-            sdk_adapter.release(transport)
+            _release(transport)
         return True
+
+    def _handle(self, session_id: str) -> Any | None:
+        """What holds the session while the fast path serves it: the SDK's transport, or the lean
+        session; None when neither may be served (unknown, ending, the SDK's to answer)."""
+        transport = sdk_adapter.live_transport(self.manager, session_id)
+        if transport is None and self.sessions.lean is not None:
+            return self.sessions.lean.get(session_id)
+        return transport
+
+    async def _initialize(
+        self, lean: LeanSessions, headers: dict[str, str], msg: dict[str, Any], send: Send
+    ) -> bool:
+        """``initialize`` opening a lean session (``lean_sessions.py``); False hands it to the SDK."""
+        params = msg.get("params")
+        if type(params) is not dict:
+            return False
+        tracing = self.hub.tracing
+
+        def traced(answer: Any) -> Any:
+            if tracing is None:
+                return answer
+            return tracing.served(
+                answer,
+                "initialize",
+                params,
+                meta=params.get("_meta") if isinstance(params.get("_meta"), dict) else None,
+                headers=headers,
+                protocol="streamable-http",
+                request_id=msg["id"],
+                protocol_version=headers.get("mcp-protocol-version"),
+            )
+
+        return await lean.initialize(msg["id"], params, send, traced=traced)
 
     @staticmethod
     def _modern_ok(headers: dict[str, str], params: dict[str, Any], meta: dict[str, Any]) -> bool:
@@ -355,7 +420,7 @@ class McpFastPath:
         transport = session[1] if session else None
         if key is not None:
             self.sessions.in_flight[key] = task
-        sdk_adapter.hold(transport)
+        _hold(transport)
         watcher = asyncio.ensure_future(_until_disconnect(receive))
         try:
             await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
@@ -390,7 +455,7 @@ class McpFastPath:
             await _settle(watcher)
             if key is not None:
                 self.sessions.in_flight.pop(key, None)
-            sdk_adapter.release(transport)
+            _release(transport)
 
     def _stamp(self, data: dict[str, Any]) -> None:
         meta = data.get("_meta")
@@ -404,10 +469,35 @@ class McpFastPath:
             return False
         task = self.sessions.in_flight.get((session_id, request_id))
         if task is None:
+            lean = self.sessions.lean
+            if lean is not None and session_id in lean:  # nothing of it is in flight at the SDK either
+                await lean.accepted(session_id, send)
+                return True
             return False  # not one of ours: the SDK handles it
         task.cancel()
         await _respond(send, 202, b"", session_id)
         return True
+
+
+def _hold(handle: Any) -> None:
+    if isinstance(handle, LeanSession):
+        handle.hold()
+    else:
+        sdk_adapter.hold(handle)
+
+
+def _release(handle: Any) -> None:
+    if isinstance(handle, LeanSession):
+        handle.release()
+    else:
+        sdk_adapter.release(handle)
+
+
+def _session_header(scope: Scope) -> str | None:
+    for name, value in scope.get("headers", []):
+        if name.lower() == b"mcp-session-id":
+            return str(value.decode("latin-1"))
+    return None
 
 
 def client_info(info: Any) -> ClientInfo:

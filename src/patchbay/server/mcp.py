@@ -53,12 +53,14 @@ from patchbay.identity import Identity, identity_of
 from patchbay.profiles import ProfilesChangedEvent, ProfileView
 from patchbay.server import sdk_adapter
 from patchbay.server.fastpath import FastSessions, client_info
+from patchbay.server.lean_sessions import LeanSessions, session_state
 from patchbay.server.paging import CursorError, Page, Pager
 
 log = logging.getLogger(__name__)
 
 RESOURCE_NOT_FOUND = replies.RESOURCE_NOT_FOUND
-# Abandoned sessions cost ~40 KiB each until reaped; the SDK's default keeps them for 30 minutes.
+# Abandoned sessions cost memory until reaped (1-2 KiB lean, ~17 KiB with a GET stream, 40-100 KiB once
+# the SDK holds them); the SDK's default keeps them for 30 minutes.
 DEFAULT_SESSION_IDLE_TIMEOUT = 300.0
 # A client whose notification stream stops draining must not stall the fan-out to everyone else.
 NOTIFY_TIMEOUT = 5.0
@@ -231,6 +233,19 @@ class McpEndpoint:
             session_idle_timeout=session_idle_timeout,
         )
         hub.add_notification_observer(self._upstream_notification)
+        # Handshake-era sessions the fast path holds without the SDK until they need it (lean_sessions.py).
+        self.lean: LeanSessions | None = None
+        if sdk_adapter.can_materialise():
+            self.lean = self.fast_sessions.lean = LeanSessions(
+                manager=self.manager,
+                server=self.server,
+                path=self.path,
+                idle_timeout=session_idle_timeout,
+                wait_started=hub.wait_started,
+                open_sdk=self.adopt,
+                opened=self._lean_opened,
+                ended=self._lean_ended,
+            )
 
     # --- lifecycle ---------------------------------------------------------------------------------
 
@@ -240,11 +255,15 @@ class McpEndpoint:
         self._seen = self._snapshot()
         self._fanout = asyncio.create_task(self._watch_catalog(), name="patchbay-mcp-catalog-watch")
         self._notifier = asyncio.create_task(self._notify_catalog_changes(), name="patchbay-mcp-fanout")
+        if self.lean is not None:
+            self.lean.start()
 
     async def stop(self) -> None:
         """End the listen streams, then cancel and await every task this endpoint started."""
         self._stopped = True
         self.hub.remove_notification_observer(self._upstream_notification)
+        if self.lean is not None:
+            await self.lean.stop()
         self._listen.close()
         if self._events is not None:
             self._events.close()
@@ -352,7 +371,11 @@ class McpEndpoint:
         for kind in LIST_KINDS:
             if kind in kinds:
                 await self.bus.publish(LIST_KINDS[kind]())
-        await asyncio.gather(*(self._notify_session(s, kinds) for s in list(self._legacy.values())))
+        lean = self.lean.streams() if self.lean is not None else []
+        await asyncio.gather(
+            *(self._notify_session(s, kinds) for s in list(self._legacy.values())),
+            *(_notify_stream(stream, kinds) for stream in lean),
+        )
 
     @staticmethod
     async def _notify_session(session: ServerSession, kinds: set[str]) -> None:
@@ -434,14 +457,26 @@ class McpEndpoint:
             return
         if not sdk_adapter.on_connection_close(conn, self._states.pop, session_id, None):
             return
-        self._states[session_id] = {
-            "path": self.path,
-            "protocolVersion": negotiated,
-            "clientParams": dict(ctx.params or {}),
-            "logLevel": None,
-            "subscriptions": [],
-        }
+        self._states[session_id] = session_state(self.path, negotiated, dict(ctx.params or {}))
         await self._store.save(session_id, self._states[session_id])
+
+    async def _lean_opened(self, session_id: str, state: dict[str, Any]) -> None:
+        """A lean session starts (before its ``initialize`` is answered): what ``_allow_fast_path`` and
+        ``_save_initialized`` do for a session the SDK opened."""
+        params = state["clientParams"]
+        caps = params.get("capabilities")
+        self.fast_sessions.listable[session_id] = state["protocolVersion"]
+        self.fast_sessions.clients[session_id] = client_info(params.get("clientInfo"))
+        if isinstance(caps, dict) and not any(caps.get(k) is not None for k in ("sampling", "elicitation")):
+            self.fast_sessions.eligible.add(session_id)
+        if self._store is not None:
+            self._states[session_id] = state
+            await self._store.save(session_id, state)
+
+    def _lean_ended(self, session_id: str) -> None:
+        """A lean session ended without ever needing the SDK (idle timeout, DELETE)."""
+        self.fast_sessions.forget(session_id)
+        self._states.pop(session_id, None)
 
     async def _save_change(self, session: Any, **change: Any) -> None:
         """A setLevel or (un)subscribe: stored before its answer goes out."""
@@ -454,7 +489,8 @@ class McpEndpoint:
 
     async def adopt(self, session_id: str, state: dict[str, Any]) -> bool:
         """Reopen a session another replica initialised (it died) from its stored ``state``: same id,
-        same negotiated version and client, its log level, its resource subscriptions held again."""
+        same negotiated version and client, its log level, its resource subscriptions held again. Also
+        how a lean session gets its SDK session when it first needs one (``lean_sessions.py``)."""
         version, params = state.get("protocolVersion"), state.get("clientParams")
         if not isinstance(version, str) or not isinstance(params, dict):
             return False
@@ -477,7 +513,9 @@ class McpEndpoint:
                     caps.get(k) is not None for k in ("sampling", "elicitation")
                 ):
                     self.fast_sessions.eligible.add(session_id)
-            if sdk_adapter.on_connection_close(connection, self._states.pop, session_id, None):
+            if self._store is not None and sdk_adapter.on_connection_close(
+                connection, self._states.pop, session_id, None
+            ):
                 self._states[session_id] = {**state, "subscriptions": []}
 
         if not await sdk_adapter.adopt_session(
@@ -521,7 +559,15 @@ class McpEndpoint:
 
     @property
     def sessions(self) -> int:
-        return len(self._legacy)
+        """Open handshake-era sessions: the SDK's (once initialized) and the lean ones."""
+        return len(self._legacy) + (len(self.lean) if self.lean is not None else 0)
+
+    @property
+    def notifiable(self) -> int:
+        """The sessions a list_changed round goes to: the SDK's (tracked since their
+        ``notifications/initialized``, or since they were adopted or materialised; the SDK sends on their
+        GET stream if one is open) and the lean ones whose GET stream is open here."""
+        return len(self._legacy) + (len(self.lean.streams()) if self.lean is not None else 0)
 
     # --- handlers ----------------------------------------------------------------------------------
 
@@ -828,6 +874,23 @@ class McpEndpoint:
                 self._spawn(session.send_resource_updated(uri), "forward a resource update")
 
 
+async def _notify_stream(stream: Any, kinds: set[str]) -> None:
+    """A lean session's list_changed, on the GET stream patchbay holds for it (as the SDK would send it)."""
+    try:
+        async with asyncio.timeout(NOTIFY_TIMEOUT):
+            for kind in LIST_KINDS:
+                if kind in kinds:
+                    await stream.write(_LIST_CHANGED[kind])
+    except Exception:
+        log.debug("could not notify a lean client session", exc_info=True)
+
+
+_LIST_CHANGED = {
+    kind: b'event: message\r\ndata: {"jsonrpc":"2.0","method":"notifications/'
+    + kind.encode()
+    + b'/list_changed"}\r\n\r\n'
+    for kind in LIST_KINDS
+}
 _EMPTY_VIEW = ProfileView("", ProfileSpec(servers=[]))  # a removed profile: nothing is in it
 # What identifies an item of each listing (its epoch moves when these change, in order).
 _identity: dict[str, Callable[[Any], str]] = {

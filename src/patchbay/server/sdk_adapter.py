@@ -2,17 +2,20 @@
 
 The SDK has no public way to enumerate a session manager's sessions, to count a request served outside
 it as "in flight" on a session, or to get from a handler's ``ServerSession`` to its connection. Patchbay
-needs all three (the fast path, the session fan-out). Each access is written here, once, and
-:func:`missing` says which of them the installed SDK no longer has (``tests/test_sdk_adapter.py``
-fails naming it). Callers step aside when an attribute is missing: the fast path hands every request
-to the SDK, the session tracker tracks nothing.
+needs all three (the fast path, the session fan-out), and to open a session under an id of its own
+choosing, already initialised (a dead replica's session adopted, a lean session handed to the SDK).
+Each access is written here, once, and :func:`missing` says which of them the installed SDK no longer
+has (``tests/test_sdk_adapter.py`` fails naming it). Callers step aside when an attribute is missing:
+the fast path hands every request to the SDK, the session tracker tracks nothing, every session is the
+SDK's from its ``initialize`` on.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import anyio
@@ -33,6 +36,9 @@ PRIVATE_ATTRIBUTES: tuple[tuple[str, str], ...] = (
     ("StreamableHTTPSessionManager", "_task_group"),
     ("StreamableHTTPSessionManager", "_lifespan_state"),
     ("StreamableHTTPSessionManager", "_discard_session"),
+    ("StreamableHTTPServerTransport", "_request_streams"),
+    ("StreamableHTTPServerTransport", "_create_event_data"),
+    ("StreamableHTTPServerTransport", "_clean_up_memory_streams"),
 )
 
 
@@ -44,6 +50,11 @@ def missing() -> list[str]:
     from mcp.server.streamable_http import StreamableHTTPServerTransport
     from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 
+    try:  # the names the standalone-stream hand-over uses
+        from mcp.server.streamable_http import GET_STREAM_KEY, REQUEST_STREAM_BUFFER_SIZE, EventMessage  # noqa: F401
+    except ImportError:
+        return ["mcp.server.streamable_http.GET_STREAM_KEY/REQUEST_STREAM_BUFFER_SIZE/EventMessage"]
+
     connection = Connection(None, protocol_version="2025-11-25")  # type: ignore[arg-type]
     instances: dict[str, Any] = {
         "StreamableHTTPSessionManager": StreamableHTTPSessionManager(app=Server("probe")),
@@ -54,12 +65,32 @@ def missing() -> list[str]:
     return [f"{where}.{attr}" for where, attr in PRIVATE_ATTRIBUTES if not hasattr(instances[where], attr)]
 
 
+@functools.cache
+def can_materialise() -> bool:
+    """Whether every private detail is where this module looks, so that a session held without the SDK
+    (``lean_sessions.py``) can be handed to it later (:func:`adopt_session`); checked once."""
+    gone = missing()
+    if gone:
+        log.warning("the MCP SDK changed (%s); /mcp sessions are all opened by the SDK", ", ".join(gone))
+    return not gone
+
+
 # --- the session manager's sessions (fast path) ------------------------------------------------------
 
 
 def can_track_sessions(manager: Any) -> bool:
     """Whether the manager still keeps its sessions where :func:`live_transport` looks."""
     return isinstance(getattr(manager, "_server_instances", None), dict)
+
+
+def open_sessions(manager: Any) -> int:
+    """How many sessions the manager holds (its cap counts them)."""
+    return len(manager._server_instances)
+
+
+def is_running(manager: Any) -> bool:
+    """Whether the manager's ``run()`` is entered (it can open sessions)."""
+    return getattr(manager, "_task_group", None) is not None
 
 
 def live_transport(manager: Any, session_id: str) -> Any | None:
@@ -192,3 +223,38 @@ async def adopt_session(
         await manager._discard_session(session_id, transport)
         return False
     return True
+
+
+# --- a GET stream patchbay holds, handed to the SDK's session (lean sessions) -------------------------
+
+
+def take_standalone_stream(transport: Any) -> Any | None:
+    """Register a standalone (GET) stream on the transport, as its GET handler does, and return the end
+    the transport's messages for it arrive on; None if the transport already has one."""
+    from mcp.server.streamable_http import GET_STREAM_KEY, REQUEST_STREAM_BUFFER_SIZE, EventMessage
+
+    if GET_STREAM_KEY in transport._request_streams:
+        return None
+    pair = anyio.create_memory_object_stream[EventMessage](REQUEST_STREAM_BUFFER_SIZE)
+    transport._request_streams[GET_STREAM_KEY] = pair
+    return pair[1]
+
+
+async def carry_standalone_stream(
+    transport: Any, messages: Any, write: Callable[[bytes], Awaitable[None]]
+) -> None:
+    """Write each message the transport sends on its GET stream as its GET handler's writer would (one
+    SSE event each), until the session ends or the caller cancels; then unregister the stream."""
+    from mcp.server.streamable_http import GET_STREAM_KEY
+
+    try:
+        async with messages:
+            async for message in messages:
+                event = transport._create_event_data(message)
+                head = f"id: {event['id']}\r\n" if event.get("id") else ""
+                await write(f"{head}event: {event['event']}\r\ndata: {event['data']}\r\n\r\n".encode())
+    except (anyio.ClosedResourceError, anyio.EndOfStream):
+        pass
+    finally:
+        with anyio.CancelScope(shield=True):
+            await transport._clean_up_memory_streams(GET_STREAM_KEY)
