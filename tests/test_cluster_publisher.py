@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 from redis.asyncio import Redis
+from redis.asyncio.client import PubSub
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -29,9 +30,9 @@ def redis_proc(tmp_path: Path) -> Iterator[RedisProc]:
         proc.stop()
 
 
-def publisher(proc: RedisProc, timeout: float = 2.0) -> tuple[Publisher, Redis]:
+def publisher(proc: RedisProc, timeout: float = 2.0, *, replies: bool = True) -> tuple[Publisher, Redis]:
     factory = Redis.from_url(proc.url, decode_responses=True, socket_connect_timeout=2)
-    return Publisher(factory.connection_pool.make_connection, timeout), factory
+    return Publisher(factory.connection_pool.make_connection, timeout, replies=replies), factory
 
 
 @pytest.fixture
@@ -107,7 +108,7 @@ async def test_a_redis_that_does_not_answer_fails_the_publish_after_the_timeout(
         assert await pub.publish("nobody", "x") == 0
         os.kill(redis_proc.proc.pid, signal.SIGSTOP)
         try:
-            with pytest.raises(RedisTimeoutError, match="did not answer a PUBLISH"):
+            with pytest.raises(RedisTimeoutError, match="did not take or answer a PUBLISH"):
                 await pub.publish("nobody", "x")
         finally:
             os.kill(redis_proc.proc.pid, signal.SIGCONT)
@@ -125,4 +126,58 @@ async def test_after_close_a_publish_is_refused(redis_proc: RedisProc) -> None:
         with pytest.raises(RedisError, match="leaving the cluster"):
             await pub.publish("nobody", "x")
     finally:
+        await factory.aclose()
+
+
+async def next_message(pubsub: PubSub) -> str:
+    while True:
+        message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=None)
+        if message is not None:
+            return str(message["data"])
+
+
+async def test_posts_without_replies_arrive_in_order(redis_proc: RedisProc) -> None:
+    poster, factory = publisher(redis_proc, replies=False)
+    listener = Redis.from_url(redis_proc.url, decode_responses=True)
+    pubsub = listener.pubsub()
+    await pubsub.subscribe("answers")
+    try:
+        await poster.post("answers", "first")
+        assert await next_message(pubsub) == "first"
+        connections = (await listener.info("stats"))["total_connections_received"]
+        for i in range(200):
+            await poster.post("answers", f"answer {i}")
+        assert [await next_message(pubsub) for _ in range(200)] == [f"answer {i}" for i in range(200)]
+        await poster.post("answers", "last")
+        assert await next_message(pubsub) == "last"
+        # Had Redis replied, the reader would have dropped the connection and a post reconnected.
+        assert (await listener.info("stats"))["total_connections_received"] == connections
+    finally:
+        await poster.close()
+        await pubsub.aclose()  # type: ignore[no-untyped-call]
+        await listener.aclose()
+        await factory.aclose()
+
+
+async def test_a_post_after_redis_came_back_reconnects(redis_proc: RedisProc) -> None:
+    poster, factory = publisher(redis_proc, replies=False)
+    try:
+        await poster.post("nobody", "before")
+        redis_proc.stop()
+        with pytest.raises(RedisError):
+            for _ in range(50):  # the reader sees the end of the connection; a write after it fails
+                await poster.post("nobody", "while gone")
+                await asyncio.sleep(0.05)
+        redis_proc.start()  # same port
+        listener = Redis.from_url(redis_proc.url, decode_responses=True)
+        pubsub = listener.pubsub()
+        await pubsub.subscribe("answers")
+        try:
+            await poster.post("answers", "after")
+            assert await next_message(pubsub) == "after"
+        finally:
+            await pubsub.aclose()  # type: ignore[no-untyped-call]
+            await listener.aclose()
+    finally:
+        await poster.close()
         await factory.aclose()

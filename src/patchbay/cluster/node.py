@@ -91,11 +91,14 @@ class Cluster:
         )
         self.store = ConfigStore(self.redis)
         self.registry = Registry(self.redis, self.id)
-        # Forwarded calls and their answers: PUBLISH pipelined on a connection of its own (publisher.py).
-        self.publisher = Publisher(self._subscriber.connection_pool.make_connection, REDIS_TIMEOUT)
+        # Forwarded calls, pipelined on a connection of their own; the answers to calls forwarded here on
+        # another, which Redis does not reply on (publisher.py).
+        connection = self._subscriber.connection_pool.make_connection
+        self.publisher = Publisher(connection, REDIS_TIMEOUT)
+        self.answers = Publisher(connection, REDIS_TIMEOUT, replies=False)
         self.forwarder = Forwarder(self.id, self.publisher.publish)
         self.leases = Leases(self.redis, self.id)
-        self.responder = Responder(hub, self.id, self.publisher.publish, self.leases.fence)
+        self.responder = Responder(hub, self.id, self.answers.post, self.leases.fence)
         self.version = 0  # the config version this replica runs
         self.redis_ok = False
         self.redis_error: str | None = None
@@ -276,6 +279,7 @@ class Cluster:
         await self.responder.close()
         await self.forwarder.close()
         await self.publisher.close()
+        await self.answers.close()
         for name in list(self.leases.held):  # stopped here first, then released: another replica takes over
             sup = self.hub._supervisors().get(name)
             if sup is not None:

@@ -7,6 +7,11 @@ part of what forwarding added to a call. Here every PUBLISH is written at once o
 redis-py ``Connection``: its connect, auth, TLS and parser), and the replies, which Redis sends in order,
 are handed to the callers in that order by one reader task. A failure or a reply later than ``timeout``
 fails every caller waiting on the connection with a ``RedisError``; the next publish reconnects.
+
+With ``replies=False`` the connection is told not to reply at all (``CLIENT REPLY OFF``) and ``post``
+only writes: for the answers a holder sends back, whose receiver count nobody needs. That spares the
+holder a wake-up per call at the very moment the caller's replica has to wake for the answer. Its reader
+then only watches for the connection's end, so the next post reconnects.
 """
 
 from __future__ import annotations
@@ -15,8 +20,8 @@ import asyncio
 import contextlib
 import logging
 from collections import deque
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Coroutine
+from typing import Any, TypeVar
 
 from redis.asyncio.connection import AbstractConnection
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -25,13 +30,19 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 log = logging.getLogger(__name__)
 
+T = TypeVar("T")
+
 
 class Publisher:
-    """``publish(channel, message)`` -> how many subscribers received it, like ``Redis.publish``."""
+    """``publish(channel, message)`` -> how many subscribers received it, like ``Redis.publish``; or,
+    with ``replies=False``, ``post(channel, message)``, which does not wait for anything."""
 
-    def __init__(self, make: Callable[[], AbstractConnection], timeout: float) -> None:
+    def __init__(
+        self, make: Callable[[], AbstractConnection], timeout: float, *, replies: bool = True
+    ) -> None:
         self._make = make  # a new, unconnected connection (no socket timeout: the reader waits)
         self._timeout = timeout
+        self._replies = replies
         self._conn: AbstractConnection | None = None
         self._waiting: deque[asyncio.Future[int]] = deque()
         self._lock = asyncio.Lock()  # a reply is matched by order: queueing and writing go together
@@ -39,32 +50,58 @@ class Publisher:
         self._closed = False
 
     async def publish(self, channel: str, message: str) -> int:
+        assert self._replies, "a publisher without replies only posts"
         waiter: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        return await self._bounded(self._publish(channel, message, waiter))
+
+    async def post(self, channel: str, message: str) -> None:
+        """PUBLISH without waiting for (or getting) Redis' reply; a write error raises ``RedisError``."""
+        assert not self._replies, "a publisher with replies publishes"
+        await self._bounded(self._send(channel, message, None))
+
+    async def _bounded(self, work: Coroutine[Any, Any, T]) -> T:
+        """``work`` within the timeout: a Redis that takes longer is taken for gone (the next reconnects)."""
+        try:
+            async with asyncio.timeout(self._timeout):
+                return await work
+        except TimeoutError:
+            failure = RedisTimeoutError(f"Redis did not take or answer a PUBLISH within {self._timeout:g} s")
+            if self._conn is not None:
+                await self._reset(self._conn, failure)
+            raise failure from None
+
+    async def _publish(self, channel: str, message: str, waiter: asyncio.Future[int]) -> int:
+        await self._send(channel, message, waiter)
+        return await waiter
+
+    async def _send(self, channel: str, message: str, waiter: asyncio.Future[int] | None) -> None:
         async with self._lock:
             conn = await self._connected()
-            self._waiting.append(waiter)
+            if waiter is not None:
+                self._waiting.append(waiter)
             try:
                 packed = conn.pack_command("PUBLISH", channel, message)
                 await conn.send_packed_command(packed, check_health=False)
             except BaseException as exc:
-                _forget(waiter)  # failed here: nobody awaits it
+                if waiter is not None:
+                    _forget(waiter)  # failed here: nobody awaits it
                 failure = exc if isinstance(exc, RedisError) else RedisConnectionError(str(exc))
                 await self._reset(conn, failure)
                 raise
-        try:
-            async with asyncio.timeout(self._timeout):
-                return await waiter
-        except TimeoutError:
-            failure = RedisTimeoutError(f"Redis did not answer a PUBLISH within {self._timeout:g} s")
-            await self._reset(conn, failure)
-            raise failure from None
 
     async def _connected(self) -> AbstractConnection:
         if self._conn is None:
             if self._closed:
                 raise RedisConnectionError("the replica is leaving the cluster")
             conn = self._make()
-            await conn.connect()  # type: ignore[no-untyped-call]
+            try:
+                await conn.connect()  # type: ignore[no-untyped-call]
+                if not self._replies:  # no reply to this command either
+                    await conn.send_command("CLIENT", "REPLY", "OFF", check_health=False)
+            except BaseException:
+                with contextlib.suppress(RedisError, OSError):
+                    await conn.disconnect(nowait=True)
+                raise
             self._conn = conn
             reader = asyncio.create_task(self._read(conn), name="patchbay-cluster-publisher")
             self._readers.add(reader)
@@ -79,7 +116,7 @@ class Publisher:
                     reply = await conn.read_response()
                 except ResponseError as exc:  # an error reply: the connection is still in step
                     reply = exc
-                if not self._waiting:
+                if not self._waiting:  # (with replies off, anything at all)
                     raise RedisConnectionError("Redis sent a reply to no command")
                 waiter = self._waiting.popleft()
                 if waiter.done():  # its caller gave up (cancelled or timed out)
