@@ -1,12 +1,13 @@
 """PUBLISH on a connection of its own, pipelined: the hot path of forwarded calls.
 
 redis-py's pooled ``Redis.publish`` takes a connection from the pool and first checks it for unread data
-(a turn of the event loop), writes from a task of its own when a socket timeout is set (another turn),
-and reads the reply through its retry wrappers: each forwarded call publishes twice, so this was a good
-part of what forwarding added to a call. Here every PUBLISH is written at once on one connection (a
-redis-py ``Connection``: its connect, auth, TLS and parser), and the replies, which Redis sends in order,
-are handed to the callers in that order by one reader task. A failure or a reply later than ``timeout``
-fails every caller waiting on the connection with a ``RedisError``; the next publish reconnects.
+under a zero timeout (with hiredis, a turn of the event loop), writes from a task of its own when a socket
+timeout is set (a turn of the loop), and reads the reply through its retry wrappers: each forwarded call
+publishes twice, so this was a good part of what forwarding added to a call. Here every PUBLISH is written
+at once on one connection (a redis-py ``Connection``: its connect, auth, TLS and parser), and the replies,
+which Redis sends in order, are handed to the callers in that order by one reader task. A failure or a
+reply later than ``timeout`` fails every caller waiting on the connection with a ``RedisError``; the next
+publish reconnects.
 
 With ``replies=False`` the connection is told not to reply at all (``CLIENT REPLY OFF``) and ``post``
 only writes: for the answers a holder sends back, whose receiver count nobody needs. That spares the
