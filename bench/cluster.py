@@ -12,6 +12,9 @@ each replica (``floor__echo``) and by the agent (``bench__floor__echo``). Rows:
 - cluster, one replica: the same call through a haproxy frontend with only replica A (cluster mode's own
   cost, without the spread over three processes);
 - three plain replicas: the same call through haproxy to three plain replicas (the spread alone);
+- plain replica, direct / three plain replicas, client round robin: the same call without haproxy, to the
+  plain replica, and over the three plain replicas in turn by the client itself (diagnostics: how much of
+  the spread is haproxy's, how much is the processes');
 - agent on A: the agent's tool called on A, the replica the agent is connected to;
 - agent via B: the agent's tool called on B: B forwards it over Redis to A and back.
 
@@ -27,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
 import subprocess
 import sys
@@ -110,6 +114,9 @@ async def main() -> None:
                 httpx2.AsyncClient(base_url=lb.url("plain3"), timeout=30, limits=limits) as plain3,
                 httpx2.AsyncClient(base_url=replicas["a"].base, timeout=30, limits=limits) as on_a,
                 httpx2.AsyncClient(base_url=replicas["b"].base, timeout=30, limits=limits) as on_b,
+                httpx2.AsyncClient(base_url=plains[0].base, timeout=30, limits=limits) as direct1,
+                httpx2.AsyncClient(base_url=plains[1].base, timeout=30, limits=limits) as direct2,
+                httpx2.AsyncClient(base_url=plains[2].base, timeout=30, limits=limits) as direct3,
             ):
 
                 async def offered(http: httpx2.AsyncClient) -> bool:
@@ -127,6 +134,14 @@ async def main() -> None:
 
                     return call
 
+                turns = itertools.cycle([direct1, direct2, direct3])
+
+                def round_robin(name: str) -> Callable[[], Awaitable[None]]:
+                    async def call() -> None:
+                        await caller(next(turns), name)()
+
+                    return call
+
                 calls_of = {
                     "single": caller(single, "floor__echo"),
                     "cluster": caller(cluster, "floor__echo"),
@@ -134,6 +149,8 @@ async def main() -> None:
                     "three plain replicas": caller(plain3, "floor__echo"),
                     "agent on A": caller(on_a, tool),
                     "agent via B": caller(on_b, tool),
+                    "plain, direct": caller(direct1, "floor__echo"),
+                    "three plain, client round robin": round_robin("floor__echo"),
                 }
 
                 def measure(
@@ -166,6 +183,7 @@ async def main() -> None:
             "cluster, one replica": "single",
             "three plain replicas": "single",
             "agent via B": "agent on A",
+            "three plain, client round robin": "plain, direct",
         },
         vs_header="ratio (per round)",
         labels={
@@ -175,6 +193,9 @@ async def main() -> None:
             "three plain replicas": "local tool, haproxy → three plain replicas (control: the spread alone)",
             "agent on A": "agent's tool, called on the agent's own replica A",
             "agent via B": "agent's tool, called on B (forwarded over Redis to A)",
+            "plain, direct": "local tool, straight to the plain replica (no haproxy)",
+            "three plain, client round robin": "local tool, the client itself round-robins over the three "
+            "plain replicas (no haproxy)",
         },
         params={"calls": ns.calls},
         results=results,
@@ -195,6 +216,10 @@ async def main() -> None:
     section.notes.append(
         f"one cluster replica / the plain replica: {one:.2f} (cluster mode itself; the rest of the first "
         "ratio is spreading sequential calls over three processes on this machine's cores)"
+    )
+    direct = results.ratio("three plain, client round robin", "plain, direct", "median_ms").median
+    section.notes.append(
+        f"without haproxy, a client round-robining over three plain replicas / one: {direct:.2f} (per round)"
     )
     finish([section], ns.json)
 

@@ -41,7 +41,8 @@ log = logging.getLogger(__name__)
 
 HOLDER_GRACE = 1.0  # the holder waits this much longer than the caller, so the caller's timeout decides
 
-Publish = Callable[[str, str], Awaitable[int]]
+Publish = Callable[[str, str], Awaitable[int]]  # -> how many subscribers received it
+Post = Callable[[str, str], Awaitable[None]]  # the same, without waiting for Redis' reply
 
 
 class _Call:
@@ -281,11 +282,11 @@ class Responder:
     """Runs the calls other replicas forward to the agents connected here."""
 
     def __init__(
-        self, hub: Hub, replica: str, publish: Publish, fence: Callable[[str], int | None] | None = None
+        self, hub: Hub, replica: str, post: Post, fence: Callable[[str], int | None] | None = None
     ) -> None:
         self._hub = hub
         self._replica = replica
-        self._publish = publish
+        self._post = post
         self._fence = fence or (lambda name: None)
         self._running: dict[str, asyncio.Task[None]] = {}
 
@@ -367,7 +368,7 @@ class Responder:
 
     async def _send(self, channel: str, reply: dict[str, Any]) -> None:
         try:
-            await self._publish(channel, json.dumps(reply))
+            await self._post(channel, json.dumps(reply))
         except RedisError as exc:  # the caller's own timeout (or Redis coming back) ends its wait
             log.warning("could not answer a forwarded call: Redis is unreachable (%s)", exc)
 

@@ -35,6 +35,7 @@ from patchbay.cluster.configstore import ConfigStore
 from patchbay.cluster.forward import Forwarder, RemoteConnection, Responder
 from patchbay.cluster.keys import EVENTS, HEARTBEAT_EVERY, rpc_channel
 from patchbay.cluster.lease import LeasedServer, Leases, replicas_setting
+from patchbay.cluster.publisher import Publisher
 from patchbay.cluster.registry import Holder, Registry, listing_from_json, listing_to_json
 from patchbay.config import HubConfig, ServerSpec, parse_config, redact_url
 from patchbay.errors import ClusterUnavailableError, ConfigError
@@ -90,9 +91,14 @@ class Cluster:
         )
         self.store = ConfigStore(self.redis)
         self.registry = Registry(self.redis, self.id)
-        self.forwarder = Forwarder(self.id, self.redis.publish)
+        # Forwarded calls, pipelined on a connection of their own; the answers to calls forwarded here on
+        # another, which Redis does not reply on (publisher.py).
+        connection = self._subscriber.connection_pool.make_connection
+        self.publisher = Publisher(connection, REDIS_TIMEOUT)
+        self.answers = Publisher(connection, REDIS_TIMEOUT, replies=False)
+        self.forwarder = Forwarder(self.id, self.publisher.publish)
         self.leases = Leases(self.redis, self.id)
-        self.responder = Responder(hub, self.id, self.redis.publish, self.leases.fence)
+        self.responder = Responder(hub, self.id, self.answers.post, self.leases.fence)
         self.version = 0  # the config version this replica runs
         self.redis_ok = False
         self.redis_error: str | None = None
@@ -272,6 +278,8 @@ class Cluster:
         self._events.close()
         await self.responder.close()
         await self.forwarder.close()
+        await self.publisher.close()
+        await self.answers.close()
         for name in list(self.leases.held):  # stopped here first, then released: another replica takes over
             sup = self.hub._supervisors().get(name)
             if sup is not None:
@@ -525,12 +533,16 @@ class Cluster:
                 self._config_dirty.set()  # whatever was missed while not subscribed
                 self._agents_dirty.set()
                 pause = 0.1
-                async for message in pubsub.listen():  # the hot path of forwarded calls: no timer per read
-                    if message.get("type") == "message":
-                        try:
-                            self._dispatch(message["channel"], message["data"])
-                        except Exception:  # one bad message must not end the subscription
-                            log.exception("cluster: handling a message on %s failed", message.get("channel"))
+                conn = pubsub.connection
+                assert conn is not None  # subscribe() connected it
+                while True:  # the hot path of forwarded calls: the connection's replies as they come
+                    reply = await conn.read_response()  # no timer per read; PubSub.listen's wrappers cost
+                    if not (isinstance(reply, list) and len(reply) == 3 and reply[0] == "message"):
+                        continue  # the subscriptions' confirmations
+                    try:
+                        self._dispatch(reply[1], reply[2])
+                    except Exception:  # one bad message must not end the subscription
+                        log.exception("cluster: handling a message on %s failed", reply[1])
             except RedisError as exc:
                 self._down(exc)
                 # answers to the calls forwarded from here come on this subscription: they are lost
