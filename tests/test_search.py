@@ -19,6 +19,7 @@ from mcp.client.streamable_http import streamable_http_client
 
 import patchbay
 from patchbay import Hub
+from patchbay.config import load_config
 from patchbay.errors import ConfigError, UnknownToolError
 from patchbay.pinning import ToolAwaitingApprovalError, ToolChangedEvent, pins_path
 from patchbay.search import SearchIndex, terms, words
@@ -228,6 +229,26 @@ async def test_block_withholds_a_changed_tool_until_approved(tmp_path: Path) -> 
     assert json.loads(pins.read_text())["servers"]["mb"]["echo"]["definition"]["description"] == EVIL
     async with Hub.from_file(config) as again:  # approved for good
         assert "mb__echo" in again.catalog.tools and not again.tool_changes()
+
+
+async def test_the_pinning_mode_follows_a_reload(tmp_path: Path) -> None:
+    """warn → block withholds the changed tool at once, block → warn gives it back; no restart."""
+    await first_run(tmp_path, mode="warn")
+    config = pinned_config(tmp_path, EVIL, "warn")
+    async with Hub.from_file(config) as hub:
+        assert hub.pinning == "warn" and "mb__echo" in hub.catalog.tools and hub.tool_changes()
+        pinned_config(tmp_path, EVIL, "block")
+        await hub.apply_config(load_config(config))
+        assert hub.pinning == "block" and "mb__echo" not in hub.catalog.tools
+        with pytest.raises(ToolAwaitingApprovalError):
+            await hub.call_tool("mb__echo", {"text": "hi"})
+        pinned_config(tmp_path, EVIL, "strict")
+        with pytest.raises(ConfigError, match="'strict' is not a pinning mode"):
+            await hub.apply_config(load_config(config))
+        assert hub.pinning == "block"  # a bad edit changes nothing
+        pinned_config(tmp_path, EVIL, "warn")
+        await hub.apply_config(load_config(config))
+        assert hub.pinning == "warn" and "mb__echo" in hub.catalog.tools
 
 
 async def test_new_tools_are_not_changes_and_off_checks_nothing(tmp_path: Path) -> None:

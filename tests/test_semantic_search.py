@@ -194,3 +194,23 @@ def test_copying_the_model_elsewhere_keeps_it_verifiable(tmp_path: Path) -> None
         shutil.copy(model_dir() / name, tmp_path / name)
     encoder = Encoder(tmp_path)
     assert encoder.encode(["hello"]).shape == (1, 384)
+
+
+async def test_the_search_mode_follows_a_reload(tmp_path: Path) -> None:
+    from patchbay import Hub
+    from patchbay.config import load_config
+    from tests.conftest import bad
+
+    config = tmp_path / "patchbay.json"
+    config.write_text(json.dumps({"mcpServers": {"mb": bad()}, "pinning": "off"}))
+    async with Hub.from_file(config) as hub:
+        assert hub.search_status() == {"mode": "lexical"}
+        config.write_text(json.dumps({"mcpServers": {"mb": bad()}, "pinning": "off", "search": "hybrid"}))
+        await hub.apply_config(load_config(config))
+        await hub.prepare_search()
+        status = hub.search_status()
+        assert status["mode"] == "hybrid" and status["ready"] and status["pending"] == 0
+        assert [m.name for m in await hub.asearch_tools("echo the text back", 1)] == ["mb__echo"]
+        config.write_text(json.dumps({"mcpServers": {"mb": bad()}, "pinning": "off"}))
+        await hub.apply_config(load_config(config))
+        assert hub.search_status() == {"mode": "lexical"}

@@ -943,13 +943,27 @@ class Hub:
         settings: list[Any] = []
 
         async def apply() -> dict[str, list[str]]:
-            settings.extend((parse_audit(new.document, new.path), self._rate_limiter(new.document)))
+            settings.extend(
+                (
+                    parse_audit(new.document, new.path),
+                    self._rate_limiter(new.document),
+                    pinning_mode(new.document),
+                    search_mode(new.document),
+                )
+            )
             return await self._runtime.apply_config(new)
 
         changes = await self.audit.change("config.reload", None, apply())  # recorded, failed or not
-        audit, limits = settings
+        audit, limits, pin_mode, search = settings
         await asyncio.to_thread(self.audit.configure, audit)  # joins the old writer: off the loop
         self._limits = limits
+        if pin_mode != self._pinning.mode:  # e.g. warn → block: changed tools are withheld at once
+            self._pinning = Pinning(pin_mode, pins_path(new.path))
+            self.rescreen()
+        if search != self._search_mode:
+            self._search_mode, self._search = search, None
+            if search == "hybrid":
+                self._search_index()  # start embedding now
         return changes
 
     def _rate_limiter(self, document: Mapping[str, Any]) -> RateLimiter | None:
