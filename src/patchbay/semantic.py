@@ -281,15 +281,21 @@ class HybridSearch:
                     self._vectors[name] = (digest, vector)
             self._matrix = None
 
-    def _encode(self, encoder: Encoder, texts: list[str], max_tokens: int) -> Any:
-        with self._lock:
+    def _encode(self, encoder: Encoder, texts: list[str], max_tokens: int, *, wait: bool = True) -> Any:
+        if not self._lock.acquire(blocking=wait):
+            return None
+        try:
             return encoder.encode(texts, max_tokens)
+        finally:
+            self._lock.release()
 
-    def encode_query(self, query: str) -> Any:
-        """The query's vector, or None while the model is not loaded (then ``search`` is lexical)."""
+    def encode_query(self, query: str, *, wait: bool = True) -> Any:
+        """The query's vector, or None while the model is not loaded (then ``search`` is lexical); with
+        ``wait=False`` also None while the worker thread is embedding a batch of tools."""
         if self._encoder is None or not isinstance(query, str) or not query.strip():
             return None
-        return self._encode(self._encoder, [query], QUERY_TOKENS)[0]
+        vectors = self._encode(self._encoder, [query], QUERY_TOKENS, wait=wait)
+        return None if vectors is None else vectors[0]
 
     def search(
         self,
@@ -302,7 +308,9 @@ class HybridSearch:
         """The best ``limit`` tools: BM25F's and the encoder's top candidates, fused by reciprocal rank."""
         lexical = self.lexical.ranked(query, max(limit, DEPTH), allowed=allowed)  # validates the query
         if query_vector is None:
-            query_vector = self.encode_query(query)
+            # Without a vector from a worker thread (asearch_tools), this may run on the event loop: never
+            # wait there for the embedding job's batch (up to a second); rank lexically instead.
+            query_vector = self.encode_query(query, wait=False)
         if query_vector is None or not self._vectors:
             return [self.lexical.match(name, score) for score, name in lexical[:limit]]
         fused: dict[str, float] = {}
