@@ -33,7 +33,7 @@ from redis.exceptions import RedisError
 from patchbay.cluster.audit import SharedAudit
 from patchbay.cluster.configstore import ConfigStore
 from patchbay.cluster.forward import Forwarder, RemoteConnection, Responder
-from patchbay.cluster.keys import EVENTS, HEARTBEAT_EVERY, rpc_channel
+from patchbay.cluster.keys import EVENTS, HEARTBEAT_EVERY, HEARTBEAT_TTL_MS, rpc_channel
 from patchbay.cluster.lease import LeasedServer, Leases, replicas_setting
 from patchbay.cluster.publisher import Publisher
 from patchbay.cluster.registry import Holder, Registry, listing_from_json, listing_to_json
@@ -106,6 +106,7 @@ class Cluster:
         self._held: dict[str, _Held] = {}
         self._remote: dict[str, tuple[DialInAgent, RemoteConnection]] = {}
         self._missing: set[str] = set()  # adopted agents not found in Redis at the last check
+        self._redis_back = 0.0  # when Redis last came back (monotonic): its keys are being re-registered
         self._sync_lock = asyncio.Lock()
         self._agents_lock = asyncio.Lock()
         self._config_dirty = asyncio.Event()
@@ -311,6 +312,7 @@ class Cluster:
             if self.redis_error is not None:
                 log.warning("cluster: Redis at %s is back", self.where)
             self.redis_ok, self.redis_error = True, None
+            self._redis_back = time.monotonic()
 
     def _down(self, exc: BaseException) -> None:
         if self.redis_ok or self.redis_error is None:
@@ -446,8 +448,11 @@ class Cluster:
             if holder is None or holder.replica == self.id:
                 # Gone from Redis: dropped when seen twice in a row (one check may fall between a Redis
                 # restart and the holder's next heartbeat); an explicit goodbye drops it at once.
+                # A Redis that came back empty holds no holder until the holder's next heartbeat reaches it,
+                # which may take a Redis timeout and a heartbeat: no drop within a heartbeat TTL of that.
+                settled = time.monotonic() - self._redis_back > HEARTBEAT_TTL_MS / 1000
                 if current is not None:
-                    if name in self._missing:
+                    if name in self._missing and settled:
                         self._drop(name, f"was on replica {current[1].holder}, whose heartbeat stopped")
                     else:
                         self._missing.add(name)
