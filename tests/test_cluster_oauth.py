@@ -13,18 +13,16 @@ import asyncio
 import json
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import httpx2
 import pytest
-import pytest_asyncio
 from cryptography.fernet import Fernet
 
 from tests.cluster_parts import RedisProc, Replica
 from tests.oauth.harness import ProtectedServer, Provider, consent, provider_available
 from tests.test_agents import eventually
-from tests.test_oauth import CHROMIUM, CHROMIUM_ARGS, CLIENTS
+from tests.test_oauth import browser, provider  # noqa: F401 (test_oauth's fixtures: the provider, Chromium)
 
 try:
     from playwright.async_api import Browser, async_playwright
@@ -35,21 +33,6 @@ pytestmark = pytest.mark.skipif(
     not provider_available() or async_playwright is None, reason="needs tests/npm (make test)"
 )
 KEY = Fernet.generate_key().decode()
-
-
-@pytest.fixture(scope="module")
-def provider() -> Iterator[Provider]:
-    p = Provider(clients=CLIENTS).start()
-    yield p
-    p.stop()
-
-
-@pytest_asyncio.fixture(loop_scope="module", scope="module")
-async def browser() -> AsyncIterator[Browser]:
-    async with async_playwright() as pw:
-        chromium = await pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield chromium
-        await chromium.close()
 
 
 async def ready(replica: Replica, timeout: float = 60) -> None:
@@ -72,7 +55,9 @@ async def state(replica: Replica, server: str) -> str:
 
 @pytest.mark.asyncio(loop_scope="module")
 async def test_a_sign_in_begun_on_one_replica_and_finished_on_another_serves_both(
-    provider: Provider, browser: Browser, tmp_path: Path
+    provider: Provider,  # noqa: F811 (the imported fixture)
+    browser: Browser,  # noqa: F811 (the imported fixture)
+    tmp_path: Path,
 ) -> None:
     mcp_server = await ProtectedServer(provider.issuer).start()
     redis = RedisProc(tmp_path).start()
