@@ -46,7 +46,7 @@ from mcp.shared.auth import (
 )
 from mcp.shared.exceptions import MCPError
 
-from patchbay.access.authorization_server.provider import PatchbayProvider, Pending
+from patchbay.access.authorization_server.provider import PatchbayProvider
 from patchbay.access.authorization_server.settings import ServerSettings
 from patchbay.access.authorization_server.state import ServerState
 from patchbay.identity import AuthenticationError
@@ -790,7 +790,8 @@ async def test_expired_access_token_is_refused_by_name(tmp_path: Path) -> None:
     async def scenario() -> None:
         await provider.register_client(client)
         consent = await provider.authorize(client, params)
-        pending: Pending = provider.pending[parse_qs(urlsplit(consent).query)["request"][0]]
+        pending = provider.take_pending(parse_qs(urlsplit(consent).query)["request"][0])
+        assert pending is not None
         code = parse_qs(
             urlsplit(provider.approve(pending, role="viewer", profile=None, approved_by="op")).query
         )

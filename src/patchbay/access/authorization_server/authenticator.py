@@ -16,7 +16,7 @@ class GrantAuthenticator:
     async def authenticate(self, token: str) -> Identity | None:
         if not token.startswith(ACCESS_PREFIX):
             return None
-        grant, expires = self._provider.access_grant(token)
+        grant, expires = await self._provider.access_grant_fresh(token)
         if grant is None:
             raise AuthenticationError("the access token is unknown or was revoked; sign in again")
         now = self._provider.clock()

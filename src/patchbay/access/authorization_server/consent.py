@@ -17,7 +17,8 @@ from urllib.parse import urlsplit
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
-from patchbay.access.authorization_server.provider import PatchbayProvider, Pending
+from patchbay.access.authorization_server.provider import PatchbayProvider
+from patchbay.access.authorization_server.state import Pending
 from patchbay.identity import ROLES, Identity, Role
 
 log = logging.getLogger(__name__)
@@ -100,8 +101,9 @@ class ConsentPage:
             pending.failures += 1
             self._record("consent", client=pending.client.client_id, outcome="refused", reason="bad token")
             if pending.failures >= MAX_FAILURES:
-                self._provider.pending.pop(pending.id, None)
+                self._provider.state.drop_pending(pending.id)
                 return _message(403, "Too many wrong tokens; this sign-in request is closed.")
+            self._provider.state.update_pending(pending)  # the count holds on every replica
             return self._form(pending, error="That is not an admin token of this hub.", status=401)
         role = text("role")
         if role not in ROLES:

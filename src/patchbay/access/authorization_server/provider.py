@@ -18,11 +18,10 @@ import logging
 import secrets
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from mcp.server.auth.provider import (
     AccessToken,
-    AuthorizationCode,
     AuthorizationParams,
     AuthorizeError,
     IdentityAssertionParams,
@@ -41,10 +40,14 @@ from patchbay.access.authorization_server.client_metadata import (
 from patchbay.access.authorization_server.redirects import check_redirect_uri
 from patchbay.access.authorization_server.settings import ServerSettings
 from patchbay.access.authorization_server.state import (
+    CODE_TTL,
     RETIRED_KEPT,
     ClientRecord,
+    Code,
     GrantRecord,
+    Pending,
     ServerState,
+    StaleGrantError,
     digest,
 )
 from patchbay.identity import Role
@@ -53,18 +56,9 @@ log = logging.getLogger(__name__)
 
 ACCESS_PREFIX = "pbat_"
 REFRESH_PREFIX = "pbrt_"
-CODE_TTL = 300.0  # seconds between approval and the code's exchange
-PENDING_TTL = 900.0  # seconds the consent page stays valid
 METADATA_TTL = 3600.0  # seconds a fetched client metadata document is trusted before it is fetched again
 MAX_UNAPPROVED_CLIENTS = 500  # registration is open to anyone: the oldest never-approved ones go first
-MAX_PENDING = 1000  # consent requests waiting at once (anyone can open /authorize)
 SCOPE = "mcp"  # the one scope: "use patchbay's MCP endpoint"; what the client may do is the approved role
-
-
-class Code(AuthorizationCode):
-    role: Role
-    profile: str | None = None
-    approved_by: str
 
 
 class Refresh(RefreshToken):
@@ -76,31 +70,10 @@ class Access(AccessToken):
 
 
 @dataclass
-class Pending:
-    """An authorization request waiting on the consent page."""
-
-    id: str
-    client: OAuthClientInformationFull
-    params: AuthorizationParams
-    csrf: str
-    created_at: float
-    failures: int = 0
-
-
-@dataclass
-class _IssuedCode:
-    code: Code
-    used: bool = False
-    grant_id: str | None = None
-
-
-@dataclass
 class PatchbayProvider:
     settings: ServerSettings
     state: ServerState
     clock: Callable[[], float] = time.time
-    pending: dict[str, Pending] = field(default_factory=dict)
-    _codes: dict[str, _IssuedCode] = field(default_factory=dict)
 
     # clients
     async def get_client(self, client_id: str) -> OAuthClientInformationFull | None:
@@ -113,6 +86,9 @@ class PatchbayProvider:
     async def resolve_client(self, client_id: str) -> OAuthClientInformationFull | None:
         """The client, fetching (or refreshing) a metadata document; ClientMetadataError says why not."""
         record = self.state.clients.get(client_id)
+        if record is None:
+            await self.state.refresh()  # registered on another replica a moment ago?
+            record = self.state.clients.get(client_id)
         if not is_metadata_url(client_id):
             return record.info if record is not None else None
         now = self.clock()
@@ -172,28 +148,20 @@ class PatchbayProvider:
                 "invalid_target",
                 f"resource {params.resource!r} is not served here; use {self.settings.resource}",
             )
-        now = self.clock()
-        for stale in [p.id for p in self.pending.values() if now - p.created_at > PENDING_TTL]:
-            del self.pending[stale]
-        while len(self.pending) >= MAX_PENDING:
-            del self.pending[next(iter(self.pending))]  # the oldest (dicts keep insertion order)
-        request = Pending(secrets.token_urlsafe(24), client, params, secrets.token_urlsafe(32), now)
-        self.pending[request.id] = request
+        request = Pending(secrets.token_urlsafe(24), client, params, secrets.token_urlsafe(32), self.clock())
+        self.state.park(request)
         return f"{self.settings.issuer}/authorize/consent?request={request.id}"
 
     def take_pending(self, request_id: str) -> Pending | None:
-        found = self.pending.get(request_id)
-        if found is None or self.clock() - found.created_at > PENDING_TTL:
-            self.pending.pop(request_id, None)
-            return None
-        return found
+        return self.state.pending(request_id) if request_id else None
 
     def approve(self, request: Pending, *, role: Role, profile: str | None, approved_by: str) -> str:
         """The redirect back to the client, with a fresh single-use code."""
-        self.pending.pop(request.id, None)
+        self.state.drop_pending(request.id)
         code = secrets.token_urlsafe(32)
         params = request.params
-        self._codes[digest(code)] = _IssuedCode(
+        self.state.put_code(
+            digest(code),
             Code(
                 code="",  # never kept: the digest is the key
                 scopes=params.scopes or [SCOPE],
@@ -207,14 +175,14 @@ class PatchbayProvider:
                 role=role,
                 profile=profile,
                 approved_by=approved_by,
-            )
+            ),
         )
         return construct_redirect_uri(
             str(params.redirect_uri), code=code, state=params.state, iss=self.settings.issuer
         )
 
     def deny(self, request: Pending) -> str:
-        self.pending.pop(request.id, None)
+        self.state.drop_pending(request.id)
         return construct_redirect_uri(
             str(request.params.redirect_uri),
             error="access_denied",
@@ -226,10 +194,7 @@ class PatchbayProvider:
     async def load_authorization_code(
         self, client: OAuthClientInformationFull, authorization_code: str
     ) -> Code | None:
-        now = self.clock()
-        for stale in [d for d, c in self._codes.items() if c.code.expires_at + CODE_TTL < now]:
-            del self._codes[stale]
-        issued = self._codes.get(digest(authorization_code))
+        issued = self.state.code(digest(authorization_code))
         if issued is None or issued.code.client_id != client.client_id:
             return None
         if issued.used:
@@ -245,10 +210,10 @@ class PatchbayProvider:
     async def exchange_authorization_code(
         self, client: OAuthClientInformationFull, authorization_code: Code
     ) -> OAuthToken:
-        issued = self._codes.get(digest(authorization_code.code))
-        if issued is None or issued.used:
+        code_digest = digest(authorization_code.code)
+        issued = self.state.code(code_digest)
+        if issued is None or not self.state.use_code(code_digest):
             raise TokenError("invalid_grant", "authorization code was already used")
-        issued.used = True
         code = issued.code
         grant = GrantRecord(
             id=f"g_{secrets.token_hex(8)}",
@@ -260,7 +225,7 @@ class PatchbayProvider:
             approved_by=code.approved_by,
             created_at=self.clock(),
         )
-        issued.grant_id = grant.id
+        self.state.bind_code(code_digest, grant.id)
         log.info("grant %s for client %s: role %s", grant.id, client.client_id, grant.role)
         return self._issue(grant)
 
@@ -269,12 +234,17 @@ class PatchbayProvider:
         now = self.clock()
         access = ACCESS_PREFIX + secrets.token_urlsafe(32)
         refresh = REFRESH_PREFIX + secrets.token_urlsafe(32)
-        if grant.refresh_digest:
-            grant.retired_refresh = [*grant.retired_refresh, grant.refresh_digest][-RETIRED_KEPT:]
+        rotated_from = grant.refresh_digest
+        grant = grant.model_copy(deep=True)  # the stored record changes only once it is saved
+        if rotated_from:
+            grant.retired_refresh = [*grant.retired_refresh, rotated_from][-RETIRED_KEPT:]
         grant.refresh_digest = digest(refresh)
         grant.refresh_expires_at = now + self.settings.refresh_token_ttl
         grant.access[digest(access)] = now + self.settings.access_token_ttl
-        self.state.put_grant(grant)
+        try:
+            self.state.put_grant(grant, rotated_from=rotated_from)
+        except StaleGrantError:
+            raise TokenError("invalid_grant", "the refresh token was used or revoked meanwhile") from None
         return OAuthToken(
             access_token=access,
             expires_in=self.settings.access_token_ttl,
@@ -288,6 +258,9 @@ class PatchbayProvider:
     ) -> Refresh | None:
         d = digest(refresh_token)
         grant = self.state.grant_of_refresh(d)
+        if grant is None and self.state.grant_of_retired_refresh(d) is None:
+            await self.state.refresh()  # issued on another replica a moment ago?
+            grant = self.state.grant_of_refresh(d)
         if grant is None:
             reused = self.state.grant_of_retired_refresh(d)
             if reused is not None:
@@ -316,8 +289,7 @@ class PatchbayProvider:
         grant = self.state.grants.get(refresh_token.grant_id)
         if grant is None or grant.refresh_digest != digest(refresh_token.token):
             raise TokenError("invalid_grant", "refresh token does not exist")
-        grant.scopes = scopes or grant.scopes
-        return self._issue(grant)
+        return self._issue(grant.model_copy(update={"scopes": scopes or grant.scopes}))
 
     # access
     def access_grant(self, token: str) -> tuple[GrantRecord | None, float]:
@@ -326,8 +298,17 @@ class PatchbayProvider:
         grant = self.state.grant_of_access(d)
         return (grant, grant.access.get(d, 0.0)) if grant is not None else (None, 0.0)
 
-    async def load_access_token(self, token: str) -> Access | None:
+    async def access_grant_fresh(self, token: str) -> tuple[GrantRecord | None, float]:
+        """``access_grant``, having caught up with other replicas when the token is not known here (it
+        may have been issued on another a moment ago) or this copy is due a check."""
         grant, expires = self.access_grant(token)
+        if grant is None or self.state.stale():
+            await self.state.refresh()
+            grant, expires = self.access_grant(token)
+        return grant, expires
+
+    async def load_access_token(self, token: str) -> Access | None:
+        grant, expires = await self.access_grant_fresh(token)
         if grant is None or expires <= self.clock():
             return None
         return Access(
