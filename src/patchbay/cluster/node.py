@@ -117,6 +117,7 @@ class Cluster:
         self._closers: list[Callable[[], Awaitable[None]]] = []
         self._served: dict[str, object] = {}  # leased server -> the Listing last published
         self._served_lv: dict[str, int] = {}
+        self.secret_key: bytes | None = None  # PATCHBAY_SECRET_KEY, once checked
         self.oauth_shared = self._share_oauth()
 
     def _share_oauth(self) -> bool:
@@ -141,6 +142,7 @@ class Cluster:
                 f"{KEY_ENV} is not a Fernet key (32 url-safe base64-encoded bytes; make one with "
                 "python -c 'from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())')"
             ) from exc
+        self.secret_key = raw.encode()
         manager = self.hub.oauth
         manager.store = SharedTokenStore(self.url, raw.encode(), self.redis)
         manager.shared_pending = SharedPending(raw.encode(), self.redis, PENDING_TTL)

@@ -394,6 +394,10 @@ def install_error_handlers(app: FastAPI) -> None:
         route = request.scope.get("route")
         return validation_response(request, exc.errors(), exc.body, getattr(route, "path", ""))
 
+    async def on_hub_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, PatchbayError)  # outside the API router: e.g. the authorization server's
+        return error_response(exc)  # routes when its state in Redis cannot be reached (503)
+
     async def on_bug(request: Request, exc: Exception) -> Response:
         log.error("%s %s failed", request.method, request.url.path, exc_info=exc)
         return error_json(
@@ -402,6 +406,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     app.add_exception_handler(StarletteHTTPException, on_http_error)
     app.add_exception_handler(RequestValidationError, on_validation_error)
+    app.add_exception_handler(PatchbayError, on_hub_error)
     app.add_exception_handler(Exception, on_bug)
 
 

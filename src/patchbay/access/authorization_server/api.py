@@ -86,7 +86,10 @@ def build_oauth_api(provider: PatchbayProvider) -> APIRouter:
         "/oauth/clients", response_model=list[ClientView], summary="OAuth clients of the built-in server"
     )
     async def list_clients(request: Request) -> list[ClientView] | JSONResponse:
-        return refused(request) or [client_view(r) for r in state.clients.values()]
+        if (denied := refused(request)) is not None:
+            return denied
+        await state.refresh()  # a cluster: what other replicas registered
+        return [client_view(r) for r in state.clients.values()]
 
     @router.delete(
         "/oauth/clients/{client_id:path}",
@@ -105,7 +108,10 @@ def build_oauth_api(provider: PatchbayProvider) -> APIRouter:
         "/oauth/grants", response_model=list[GrantView], summary="Grants approved on the consent page"
     )
     async def list_grants(request: Request) -> list[GrantView] | JSONResponse:
-        return refused(request) or [grant_view(g) for g in state.grants.values()]
+        if (denied := refused(request)) is not None:
+            return denied
+        await state.refresh()  # a cluster: what other replicas approved
+        return [grant_view(g) for g in state.grants.values()]
 
     @router.delete(
         "/oauth/grants/{grant_id}",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from fastapi import FastAPI
 
@@ -47,7 +48,7 @@ def mount_authorization_server(app: FastAPI, hub: Hub, tokens: TokenTable) -> Gu
             "signs in with it on the consent page",
             field="auth.server",
         )
-    provider = PatchbayProvider(settings, ServerState(settings.state_directory))
+    provider = PatchbayProvider(settings, _state(hub, settings.state_directory))
     app.router.routes.extend(
         build_routes(provider, tokens.identify, lambda: hub.config.profiles, hub.audit.record)
     )
@@ -60,3 +61,21 @@ def mount_authorization_server(app: FastAPI, hub: Hub, tokens: TokenTable) -> Gu
         resource_metadata=resource_metadata_url(provider),
         provider=provider,
     )
+
+
+def _state(hub: Hub, directory: Path) -> ServerState:
+    """The state file; in cluster mode, Redis (one sign-in crosses several replicas behind the balancer)."""
+    from patchbay.errors import ConfigError
+
+    cluster = hub.cluster
+    if cluster is None:
+        return ServerState(directory)
+    if cluster.secret_key is None:
+        raise ConfigError(
+            "auth.server in cluster mode needs PATCHBAY_SECRET_KEY, the same Fernet key on every replica: "
+            "a sign-in crosses several replicas, and its clients, codes and grants are shared encrypted",
+            field="auth.server",
+        )
+    from patchbay.cluster.authz_store import SharedServerState
+
+    return SharedServerState(directory, url=cluster.url, key=cluster.secret_key, async_redis=cluster.redis)
