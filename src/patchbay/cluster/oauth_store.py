@@ -83,6 +83,16 @@ class SharedTokenStore(TokenStore):
             self._redis.set(tokens_key(server), blob)
         self._cache[server] = (time.monotonic(), blob)
 
+    def names(self, prefix: str) -> list[str]:
+        start = tokens_key(prefix)
+        pattern = start.replace("\\", "\\\\").replace("*", "\\*").replace("?", "\\?").replace("[", "\\[")
+        try:
+            keys = list(self._redis.scan_iter(match=f"{pattern}*", count=1000))
+        except RedisError as exc:
+            log.warning("OAuth tokens under %r: Redis is unreachable (%s)", prefix, exc)
+            return []
+        return [k.decode().removeprefix(tokens_key("")) for k in keys if isinstance(k, bytes)]
+
     @contextlib.asynccontextmanager
     async def refresh_lock(self, server: str) -> AsyncIterator[None]:
         lock = self._async.lock(

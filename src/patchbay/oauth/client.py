@@ -78,6 +78,7 @@ class PendingAuthorization:
     scope: str | None
     verifier: str = field(repr=False)
     created: float = field(default_factory=time.monotonic)
+    label: str = ""  # as shown ("up (for alice)"): a per-user sign-in may end on another replica
 
     @property
     def expired(self) -> bool:

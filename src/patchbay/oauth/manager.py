@@ -126,6 +126,7 @@ class OAuthManager:
         if redirect_uri is None:
             redirect_uri = self.callback_url or (await self._listener()).redirect_uri
         pending = await client.begin(redirect_uri)
+        pending.label = self.labels.get(name, "")
         self._pending = {s: p for s, p in self._pending.items() if not p.expired}
         self._pending[pending.state] = pending
         if self.shared_pending is not None:  # the redirect may come back to another replica
@@ -145,7 +146,7 @@ class OAuthManager:
                 "the sign-in response matches no pending sign-in (unknown or expired state): refusing it",
             )
         try:
-            await self.get(pending.server).complete(pending, params)
+            await self._client_of(pending).complete(pending, params)
             return self.labels.get(pending.server, pending.server)
         finally:
             if not self._pending and self._loopback is not None and self._closing is None:
@@ -153,6 +154,24 @@ class OAuthManager:
                 self._closing = asyncio.create_task(
                     self._close_listener(), name="patchbay-oauth-listener-close"
                 )
+
+    def _client_of(self, pending: PendingAuthorization) -> OAuthClient:
+        """The client a sign-in was for. In a cluster, a per-user sign-in begun on another replica may end
+        here, where that person's client was never made: it is made as ``user_client`` would."""
+        from patchbay.oauth.per_user import SEPARATOR
+
+        client = self.clients.get(pending.server)
+        server, per_user, _ = pending.server.partition(SEPARATOR)
+        if client is not None or not per_user:
+            return self.get(pending.server)
+        shared = self.get(server)
+        client = OAuthClient(
+            pending.server, shared.server_url, shared.settings if shared.configured else None, self.store
+        )
+        self.clients[pending.server] = client
+        if pending.label:
+            self.labels[pending.server] = pending.label
+        return client
 
     async def logout(self, name: str) -> bool:
         return await self.get(name).logout()
@@ -167,10 +186,7 @@ class OAuthManager:
         from patchbay.oauth.per_user import SEPARATOR
 
         users = {n for n in self.clients if n.startswith(f"{name}{SEPARATOR}")}
-        users |= {
-            p.name.removeprefix("server-").removesuffix(".tokens")
-            for p in self.store.directory.glob(f"server-{name}{SEPARATOR}*.tokens")
-        }
+        users |= set(self.store.names(f"{name}{SEPARATOR}"))
         for user in sorted(users):  # every identity's own tokens go with the server
             self.labels.pop(user, None)
             held = self.clients.pop(user, None)

@@ -9,6 +9,7 @@ The files are in the user's data directory (``$XDG_DATA_HOME/patchbay/oauth``, b
 from __future__ import annotations
 
 import contextlib
+import glob
 import json
 import logging
 import os
@@ -131,6 +132,13 @@ class TokenStore:
                 self._path(server).unlink()
         else:
             atomic_write(self._path(server), blob)
+
+    def names(self, prefix: str) -> list[str]:
+        """The names with stored records that start with ``prefix`` (a server's per-user records)."""
+        return [
+            p.name.removeprefix("server-").removesuffix(".tokens")
+            for p in self.directory.glob(f"server-{glob.escape(prefix)}*.tokens")
+        ]
 
     def refresh_lock(self, server: str) -> contextlib.AbstractAsyncContextManager[Any]:
         """Held while ``server``'s tokens are refreshed; one process needs none beyond the client's own."""
