@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx2
+import mcp.types as types
 import psutil
 import pytest
 from mcp import Client, ClientSession
@@ -30,6 +31,7 @@ from mcp.client.streamable_http import streamable_http_client
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
+from tests import thirdparty
 from tests.conftest import bad
 from tests.test_serve import free_port
 
@@ -39,7 +41,7 @@ MAX_FRAME = 65536
 # Every agent the shared hub accepts, each with its own token. "laptop"'s comes from a placeholder.
 AGENTS = (
     "laptop", "killed", "revoked", "shadow_a", "shadow_b", "evil", "twin", "frozen", "watched", "bigmouth",
-    "chatty", "desk", "desk2",
+    "chatty", "desk", "desk2", "sampler",
 )  # fmt: skip
 
 
@@ -251,6 +253,9 @@ def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (d / "agent-bare.json").write_text(json.dumps({"mcpServers": {"mb": bad("--tools", "1", prefix="")}}))
     # a catalog whose tools/list answer is larger than the shared hub's frame limit
     (d / "agent-huge.json").write_text(json.dumps({"mcpServers": {"mb": bad("--tools", "1000")}}))
+    (d / "agent-everything.json").write_text(
+        json.dumps({"mcpServers": {"everything": thirdparty.everything()}})
+    )
     return d
 
 
@@ -406,6 +411,38 @@ async def test_agent_tools_are_listed_and_called_over_rest_and_mcp(
     timed_out = await call(http, "laptop__mb__sleep", {"seconds": 10}, timeout=0.5)
     assert timed_out.status_code == 504 and "'laptop' did not answer tools/call" in timed_out.json()["detail"]
     await eventually(lambda: _idle(http, "laptop"), 3, "the timed-out call to be forgotten")
+
+
+async def test_a_server_behind_an_agent_asks_the_calling_client_for_sampling(
+    hub: HubProc, http: httpx2.AsyncClient, agents: Callable[..., AgentProc]
+) -> None:
+    """server-everything, on the agent's machine, asks for sampling during a plain call (the agent's fast
+    path, no progress token): the question travels agent → hub → the /mcp client that made the call, and
+    the client's answer back the same way."""
+    thirdparty.require("everything")
+    agents(token("sampler"), "agent-everything.json")
+    tool = "sampler__everything__trigger-sampling-request"
+    await wait_connected(http, "sampler", tool, timeout=60)
+    asked: list[types.CreateMessageRequestParams] = []
+
+    async def sampling(ctx: Any, params: types.CreateMessageRequestParams) -> types.CreateMessageResult:
+        asked.append(params)
+        return types.CreateMessageResult(
+            role="assistant", content=types.TextContent(type="text", text="sampled downstream"), model="t"
+        )
+
+    async with (
+        streamable_http_client(f"{hub.base}/mcp") as (r, w),
+        ClientSession(r, w, sampling_callback=sampling) as session,
+    ):
+        await session.initialize()
+        result = await session.call_tool(tool, {"prompt": "hello from the hub"})
+        assert not result.is_error, result
+        assert "sampled downstream" in json.dumps(result.model_dump(mode="json"))
+        assert "hello from the hub" in str(asked[0].messages[0].content)
+    # a caller that cannot sample (REST) gets the server's own refusal as a result, and nothing hangs
+    refused = await call(http, tool, {"prompt": "x"})
+    assert refused.status_code == 200 and "no client is connected" in refused.text, refused.text
 
 
 async def test_max_in_flight_refuses_calls_beyond_the_limit_cleanly(

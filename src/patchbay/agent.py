@@ -10,6 +10,7 @@ exponential backoff and jitter, and says clearly why it was refused.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import logging
 import random
@@ -28,8 +29,9 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus, InvalidURI
 
 from patchbay import replies
-from patchbay.errors import PatchbayError
+from patchbay.errors import PatchbayError, UpstreamError
 from patchbay.hub import Hub
+from patchbay.jsonrpc import INTERNAL_ERROR
 from patchbay.server.mcp import McpEndpoint
 from patchbay.transports.websocket import CLOSE_REPLACED
 
@@ -55,10 +57,11 @@ async def serve_over_websocket(endpoint: McpEndpoint, ws: ClientConnection) -> N
     write_send, write_recv = anyio.create_memory_object_stream[SessionMessage](64)
     calls: dict[Any, asyncio.Task[None]] = {}
     initialized = False
+    hub_client = _HubAsClient(ws)
 
     async def answer(rid: str | int, name: str, arguments: dict[str, Any], meta: Any) -> None:
         outcome: types.CallToolResult | Exception
-        call = endpoint.hub.call_tool(name, arguments)
+        call = endpoint.hub.call_tool(name, arguments, client=hub_client)
         if endpoint.hub.tracing is not None:  # OpenTelemetry: in a SERVER span, parent from the hub's _meta
             call = endpoint.hub.tracing.served(
                 call, "tools/call", {"name": name}, meta=meta, headers=None, protocol="agent", request_id=rid
@@ -86,6 +89,8 @@ async def serve_over_websocket(endpoint: McpEndpoint, ws: ClientConnection) -> N
                 except ValueError as exc:
                     await read_send.send(exc)
                     continue
+                if type(payload) is dict and hub_client.settle(payload):
+                    continue  # the hub's answer to what a server asked during a fast-path call
                 if type(payload) is dict:
                     method = payload.get("method")
                     params = payload.get("params")
@@ -134,6 +139,56 @@ async def serve_over_websocket(endpoint: McpEndpoint, ws: ClientConnection) -> N
         for task in pending:
             task.cancel()
         await asyncio.gather(*pending, return_exceptions=True)  # nothing outlives the connection
+
+
+class _HubAsClient:
+    """The hub as the client of the calls answered on the fast path: what one of this agent's servers asks
+    during such a call (sampling, elicitation, roots) is asked of the hub, which asks its own caller, as
+    the SDK path does through its session. Its request ids are strings of its own, so an answer is told
+    apart from the answers to the SDK server's (integer) requests."""
+
+    def __init__(self, ws: ClientConnection) -> None:
+        self._ws = ws
+        self._ids = itertools.count(1)
+        self._waiting: dict[str, asyncio.Future[Any]] = {}
+
+    async def request(self, method: str, params: dict[str, Any]) -> Any:
+        rid = f"patchbay-agent-{next(self._ids)}"
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._waiting[rid] = future
+        try:
+            await self._ws.send(json.dumps({"jsonrpc": "2.0", "id": rid, "method": method, "params": params}))
+            return await future
+        except ConnectionClosed:
+            raise UpstreamError(
+                "hub", INTERNAL_ERROR, f"{method}: the hub went away before it answered"
+            ) from None
+        finally:
+            self._waiting.pop(rid, None)
+
+    def settle(self, payload: dict[str, Any]) -> bool:
+        """Take the hub's answer to one of these requests (True), or leave the message alone (False)."""
+        rid = payload.get("id")
+        if "method" in payload or not isinstance(rid, str):
+            return False
+        future = self._waiting.get(rid)
+        if future is None:
+            return False
+        if not future.done():
+            error = payload.get("error")
+            if isinstance(error, dict):
+                code = error.get("code")
+                future.set_exception(
+                    UpstreamError(
+                        "hub",
+                        code if isinstance(code, int) else INTERNAL_ERROR,
+                        str(error.get("message") or "the hub refused the request"),
+                        error.get("data"),
+                    )
+                )
+            else:
+                future.set_result(payload.get("result"))
+        return True
 
 
 def _report_failure(task: asyncio.Task[None]) -> None:
