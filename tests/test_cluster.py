@@ -19,17 +19,19 @@ from pathlib import Path
 from typing import Any
 
 import httpx2
+import mcp.types as types
 import pytest
 from mcp import ClientSession
 from mcp.client.streamable_http import streamable_http_client
 
 from patchbay.errors import ConfigError
 from patchbay.hub import Hub
+from tests import thirdparty
 from tests.cluster_parts import Haproxy, RedisProc, Replica
 from tests.conftest import bad
 from tests.test_agents import AgentProc, eventually, start_agent
 
-AGENTS = ("laptop", "desk", "roamer", "steady")
+AGENTS = ("laptop", "desk", "roamer", "steady", "sampler")
 
 
 def token(name: str) -> str:
@@ -70,6 +72,8 @@ class Parts:
 def parts(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Parts]:
     workdir = tmp_path_factory.mktemp("cluster")
     (workdir / "agent-mb.json").write_text(json.dumps({"mcpServers": {"mb": bad()}}))
+    everything = {"mcpServers": {"everything": thirdparty.everything()}}
+    (workdir / "agent-everything.json").write_text(json.dumps(everything))
     config = workdir / "seed.json"
     config.write_text(
         json.dumps({"mcpServers": {"mb": bad()}, "agents": {n: {"token": token(n)} for n in AGENTS}})
@@ -624,6 +628,41 @@ async def test_an_agent_on_a_serves_100_concurrent_calls_made_through_b_and_c(cl
 
 async def _without(replica: Replica, tool: str) -> bool:
     return tool not in await tools(replica)
+
+
+async def test_sampling_asked_during_a_forwarded_call_reaches_the_caller_s_client(cluster: Parts) -> None:
+    """server-everything behind an agent on A asks for sampling during a call made through B: the question
+    goes A → B over Redis, to the /mcp client that made the call, and its answer back to the server."""
+    thirdparty.require("everything")
+    agent = start_agent(
+        None, cluster.workdir / "agent-everything.json", cluster.workdir / "sampler.log", token("sampler"),
+        url=f"ws://127.0.0.1:{cluster.a.port}/agents",
+    )  # fmt: skip
+    tool = "sampler__everything__trigger-sampling-request"
+    asked: list[types.CreateMessageRequestParams] = []
+
+    async def sampling(ctx: Any, params: types.CreateMessageRequestParams) -> types.CreateMessageResult:
+        asked.append(params)
+        return types.CreateMessageResult(
+            role="assistant", content=types.TextContent(type="text", text="sampled on B's client"), model="t"
+        )
+
+    try:
+        await eventually(lambda: _has(cluster.b, tool), 60, "the agent's tools on B")
+        async with (
+            streamable_http_client(f"{cluster.b.base}/mcp") as (r, w),
+            ClientSession(r, w, sampling_callback=sampling) as session,
+        ):
+            await session.initialize()
+            result = await session.call_tool(tool, {"prompt": "asked on A"})
+            assert not result.is_error, result
+            assert "sampled on B's client" in json.dumps(result.model_dump(mode="json"))
+            assert "asked on A" in str(asked[0].messages[0].content)
+        async with cluster.b.http() as b:  # a caller that cannot sample gets the refusal, nothing hangs
+            refused = await call(b, tool, {"prompt": "x"})
+        assert refused.status_code == 200 and "no client is connected" in refused.text, refused.text
+    finally:
+        agent.kill()
 
 
 async def test_progress_of_a_forwarded_call_reaches_the_caller(cluster: Parts) -> None:

@@ -17,7 +17,7 @@ import asyncio
 import itertools
 import json
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import mcp.types as types
@@ -31,11 +31,11 @@ from patchbay.errors import (
     ServerUnavailableError,
     UpstreamError,
 )
-from patchbay.jsonrpc import INTERNAL_ERROR, ProgressCallback
+from patchbay.jsonrpc import INTERNAL_ERROR, METHOD_NOT_FOUND, ProgressCallback
 from patchbay.upstream import Connection
 
 if TYPE_CHECKING:
-    from patchbay.hub import Hub
+    from patchbay.hub import DownstreamClient, Hub
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +46,7 @@ Post = Callable[[str, str], Awaitable[None]]  # the same, without waiting for Re
 
 
 class _Call:
-    __slots__ = ("agent", "future", "holder", "peer", "progress", "timer")
+    __slots__ = ("agent", "asks", "future", "holder", "peer", "progress", "timer")
 
     def __init__(
         self,
@@ -62,14 +62,21 @@ class _Call:
         self.peer = peer
         self.progress = progress
         self.timer: asyncio.TimerHandle | None = None
+        self.asks: set[asyncio.Task[Any]] = set()  # the holder's questions being put to the caller's client
 
 
 class Forwarder:
     """This replica's calls waiting for answers from other replicas, by correlation id."""
 
-    def __init__(self, replica: str, publish: Publish) -> None:
+    def __init__(
+        self,
+        replica: str,
+        publish: Publish,
+        clients: Callable[[str], Sequence[DownstreamClient]] | None = None,
+    ) -> None:
         self.replica = replica
         self._publish = publish
+        self._clients = clients or (lambda name: ())  # the downstream clients of this hub's calls to a name
         self._ids = itertools.count(1)
         self._pending: dict[str, _Call] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -129,6 +136,8 @@ class Forwarder:
             self._pending.pop(cid, None)
             if call.timer is not None:
                 call.timer.cancel()
+            for task in call.asks:  # a question the call outlived gets no answer
+                task.cancel()
 
     def _expire(self, cid: str, method: str, timeout: float, target: str | None) -> None:
         call = self._pending.pop(cid, None)
@@ -152,6 +161,9 @@ class Forwarder:
         """An answer (or progress) from the holder, fed by the node's subscription."""
         cid = message.get("id")
         kind = message.get("t")
+        if kind == "ask":
+            self._ask(message)
+            return
         if kind == "progress":
             call = self._pending.get(cid) if isinstance(cid, str) else None
             if call is not None and call.progress is not None:
@@ -164,6 +176,45 @@ class Forwarder:
             call.future.set_result(message.get("result"))
         else:
             call.future.set_exception(_error(call.agent, message))
+
+    def _ask(self, message: dict[str, Any]) -> None:
+        """The holder's upstream asks its client something during a call forwarded from here (sampling,
+        elicitation, roots): this hub's client of the call answers, as it would for a local call."""
+        cid, aid, holder = message.get("id"), message.get("aid"), message.get("from")
+        if not (isinstance(cid, str) and isinstance(aid, str) and isinstance(holder, str)):
+            return
+        call = self._pending.get(cid)
+        task = asyncio.ensure_future(self._tell(call, cid, aid, holder, message))
+        self._tasks.add(task)
+        task.add_done_callback(self._sent)
+        if call is not None:
+            call.asks.add(task)
+            task.add_done_callback(call.asks.discard)
+
+    async def _tell(
+        self, call: _Call | None, cid: str, aid: str, holder: str, message: dict[str, Any]
+    ) -> None:
+        method = str(message.get("method"))
+        params = message.get("params")
+        reply: dict[str, Any] = {"t": "told", "id": cid, "aid": aid}
+        try:
+            if call is None:
+                raise UpstreamError(
+                    "client", METHOD_NOT_FOUND, f"{method}: the call it was asked in has ended"
+                )
+            clients = self._clients(call.agent)
+            if not clients:
+                raise UpstreamError(
+                    call.agent,
+                    METHOD_NOT_FOUND,
+                    f"{method}: no client is connected through patchbay to answer it",
+                )
+            reply["result"] = await clients[-1].request(method, params if isinstance(params, dict) else {})
+        except UpstreamError as exc:
+            reply["error"] = {"code": exc.code, "message": exc.message, "data": exc.data}
+        except PatchbayError as exc:
+            reply["error"] = {"code": INTERNAL_ERROR, "message": str(exc)}
+        await self._publish(rpc_channel(holder), json.dumps(reply))
 
     def _progress(self, callback: ProgressCallback, message: dict[str, Any]) -> None:
         try:
@@ -289,6 +340,8 @@ class Responder:
         self._post = post
         self._fence = fence or (lambda name: None)
         self._running: dict[str, asyncio.Task[None]] = {}
+        self._questions: dict[str, asyncio.Future[Any]] = {}  # asked of a caller's client, by question id
+        self._question_ids = itertools.count(1)
 
     def handle(self, message: dict[str, Any]) -> None:
         cid = message.get("id")
@@ -298,6 +351,9 @@ class Responder:
             task = self._running.get(cid)
             if task is not None:
                 task.cancel()
+            return
+        if message.get("t") == "told":
+            self._told(message)
             return
         reply_to = message.get("from")
         if not isinstance(reply_to, str):
@@ -343,6 +399,9 @@ class Responder:
             await self._send(channel, {"t": "progress", "id": cid, "p": p, "total": total, "m": text})
 
         params = message.get("params")
+        caller = _CallerClient(self, cid, channel)  # what the upstream asks meanwhile goes to the caller
+        clients = self._hub._clients.setdefault(name, [])
+        clients.append(caller)
         try:
             result = await conn.peer.request(
                 str(message.get("method")),
@@ -364,7 +423,53 @@ class Responder:
                      "data": exc.data}  # fmt: skip
         except PatchbayError as exc:
             reply = {"t": "error", "id": cid, "kind": "error", "message": str(exc)}
+        finally:
+            clients.remove(caller)
         await self._send(channel, reply)
+
+    async def ask(self, cid: str, channel: str, method: str, params: dict[str, Any]) -> Any:
+        """Put an upstream's question to the client of the forwarded call ``cid``, on its replica."""
+        aid = f"{cid}#{next(self._question_ids)}"
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._questions[aid] = future
+        message = {
+            "t": "ask",
+            "id": cid,
+            "aid": aid,
+            "from": self._replica,
+            "method": method,
+            "params": params,
+        }
+        try:
+            try:
+                await self._post(channel, json.dumps(message))
+            except RedisError as exc:
+                raise UpstreamError(
+                    "client",
+                    INTERNAL_ERROR,
+                    f"{method}: Redis, which carries it to the caller, is unreachable ({exc})",
+                ) from None
+            return await future
+        finally:
+            self._questions.pop(aid, None)
+
+    def _told(self, message: dict[str, Any]) -> None:
+        future = self._questions.get(str(message.get("aid")))
+        if future is None or future.done():
+            return
+        error = message.get("error")
+        if isinstance(error, dict):
+            code = error.get("code")
+            future.set_exception(
+                UpstreamError(
+                    "client",
+                    code if isinstance(code, int) else INTERNAL_ERROR,
+                    str(error.get("message") or "the client refused"),
+                    error.get("data"),
+                )
+            )
+        else:
+            future.set_result(message.get("result"))
 
     async def _send(self, channel: str, reply: dict[str, Any]) -> None:
         try:
@@ -376,3 +481,17 @@ class Responder:
         for task in list(self._running.values()):
             task.cancel()
         await asyncio.gather(*self._running.values(), return_exceptions=True)
+
+
+class _CallerClient:
+    """The client of a call forwarded here, on the replica it came from (a ``DownstreamClient``)."""
+
+    __slots__ = ("_channel", "_cid", "_responder")
+
+    def __init__(self, responder: Responder, cid: str, channel: str) -> None:
+        self._responder = responder
+        self._cid = cid
+        self._channel = channel
+
+    async def request(self, method: str, params: dict[str, Any]) -> Any:
+        return await self._responder.ask(self._cid, self._channel, method, params)

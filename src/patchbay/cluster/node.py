@@ -96,7 +96,7 @@ class Cluster:
         connection = self._subscriber.connection_pool.make_connection
         self.publisher = Publisher(connection, REDIS_TIMEOUT)
         self.answers = Publisher(connection, REDIS_TIMEOUT, replies=False)
-        self.forwarder = Forwarder(self.id, self.publisher.publish)
+        self.forwarder = Forwarder(self.id, self.publisher.publish, lambda name: hub._clients.get(name, ()))
         self.leases = Leases(self.redis, self.id)
         self.responder = Responder(hub, self.id, self.answers.post, self.leases.fence)
         self.version = 0  # the config version this replica runs
@@ -568,7 +568,7 @@ class Cluster:
             return
         kind = message.get("t") if isinstance(message, dict) else None
         if channel != EVENTS:
-            if kind in ("call", "cancel"):
+            if kind in ("call", "cancel", "told"):
                 self.responder.handle(message)
             else:
                 self.forwarder.answer(message)
