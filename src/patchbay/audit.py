@@ -381,8 +381,8 @@ class AuditLog:
             lines.append(self._line({"time": iso(time.time()), "event": "audit_dropped", "count": count}))
         if lines:
             self._write(lines)
-            if self._shared is not None:
-                self._shared.sink(lines)
+        if self._shared is not None and (lines or self._shared.backlogged):
+            self._shared.sink(lines)
         for done in waiting:
             done.set()
 
