@@ -31,7 +31,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus, InvalidURI
 from patchbay import replies
 from patchbay.errors import PatchbayError, UpstreamError
 from patchbay.hub import Hub
-from patchbay.jsonrpc import INTERNAL_ERROR
+from patchbay.jsonrpc import INTERNAL_ERROR, settle
 from patchbay.server.mcp import McpEndpoint
 from patchbay.transports.websocket import CLOSE_REPLACED
 
@@ -174,20 +174,7 @@ class _HubAsClient:
         future = self._waiting.get(rid)
         if future is None:
             return False
-        if not future.done():
-            error = payload.get("error")
-            if isinstance(error, dict):
-                code = error.get("code")
-                future.set_exception(
-                    UpstreamError(
-                        "hub",
-                        code if isinstance(code, int) else INTERNAL_ERROR,
-                        str(error.get("message") or "the hub refused the request"),
-                        error.get("data"),
-                    )
-                )
-            else:
-                future.set_result(payload.get("result"))
+        settle(future, "hub", payload)
         return True
 
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from patchbay.errors import CallTimeoutError, PatchbayError, ServerExitedError, UpstreamError
@@ -41,6 +41,26 @@ class _Pending:
         self.method = method
         self.progress = progress
         self.target = target
+
+
+def settle(future: asyncio.Future[Any], server: str, reply: Mapping[str, Any]) -> None:
+    """Resolve ``future`` with a JSON-RPC answer from ``server``: its ``result``, or its ``error`` as an
+    ``UpstreamError`` (code, message, data). A future already done is left alone."""
+    if future.done():
+        return
+    if "error" in reply:
+        err = reply["error"] if isinstance(reply["error"], dict) else {"message": str(reply["error"])}
+        code = err.get("code", INTERNAL_ERROR)
+        future.set_exception(
+            UpstreamError(
+                server,
+                code if isinstance(code, int) else INTERNAL_ERROR,
+                str(err.get("message", "")),
+                err.get("data"),
+            )
+        )
+    else:
+        future.set_result(reply.get("result"))
 
 
 class JsonRpcPeer:
@@ -175,21 +195,7 @@ class JsonRpcPeer:
         if pending is None:
             log.debug("%s: response to unknown or expired request %r", self.name, rid)
             return
-        if pending.future.done():
-            return
-        if "error" in msg:
-            err = msg["error"] if isinstance(msg["error"], dict) else {"message": str(msg["error"])}
-            code = err.get("code", INTERNAL_ERROR)
-            pending.future.set_exception(
-                UpstreamError(
-                    self.name,
-                    code if isinstance(code, int) else INTERNAL_ERROR,
-                    str(err.get("message", "")),
-                    err.get("data"),
-                )
-            )
-        else:
-            pending.future.set_result(msg.get("result"))
+        settle(pending.future, self.name, msg)
 
     def _on_notify(self, method: str, params: Any) -> None:
         if not isinstance(params, dict):

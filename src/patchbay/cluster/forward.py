@@ -31,7 +31,7 @@ from patchbay.errors import (
     ServerUnavailableError,
     UpstreamError,
 )
-from patchbay.jsonrpc import INTERNAL_ERROR, METHOD_NOT_FOUND, ProgressCallback
+from patchbay.jsonrpc import INTERNAL_ERROR, METHOD_NOT_FOUND, ProgressCallback, settle
 from patchbay.upstream import Connection
 
 if TYPE_CHECKING:
@@ -455,21 +455,8 @@ class Responder:
 
     def _told(self, message: dict[str, Any]) -> None:
         future = self._questions.get(str(message.get("aid")))
-        if future is None or future.done():
-            return
-        error = message.get("error")
-        if isinstance(error, dict):
-            code = error.get("code")
-            future.set_exception(
-                UpstreamError(
-                    "client",
-                    code if isinstance(code, int) else INTERNAL_ERROR,
-                    str(error.get("message") or "the client refused"),
-                    error.get("data"),
-                )
-            )
-        else:
-            future.set_result(message.get("result"))
+        if future is not None:
+            settle(future, "client", message)
 
     async def _send(self, channel: str, reply: dict[str, Any]) -> None:
         try:
