@@ -420,6 +420,40 @@ async def test_max_in_flight_refuses_calls_beyond_the_limit_cleanly(
     await assert_laptop_works(http)
 
 
+async def test_small_and_large_answers_in_one_burst_all_arrive_intact(
+    http: httpx2.AsyncClient, laptop_ready: AgentProc
+) -> None:
+    """Concurrent answers leave the agent in batches, the short ones uncompressed and the long ones
+    (listings, big results) compressed: the hub reads each one back as it was sent, whatever the mix."""
+    texts = [
+        f"small {i}" if i % 2 else f"large {i} " + "".join(f"{j:x}" for j in range(3000)) for i in range(40)
+    ]
+    results = await asyncio.gather(*(call(http, "laptop__mb__echo", {"text": t}) for t in texts))
+    assert [text(r) for r in results] == texts
+    await assert_laptop_works(http)
+
+
+def test_short_messages_go_uncompressed_and_every_message_reads_back() -> None:
+    """The agent's permessage-deflate (``SmallFramesPlain``) against the library's own decoder, as a hub
+    runs it: short frames have RSV1 unset, long ones are compressed, and skipping compression for some
+    messages never desynchronises the shared compression context."""
+    from websockets.extensions.permessage_deflate import PerMessageDeflate
+    from websockets.frames import Frame, Opcode
+
+    from patchbay.agent import COMPRESS_MIN, SmallFramesPlain
+
+    sender = SmallFramesPlain(False, False, 15, 15, {"memLevel": 5})
+    receiver = PerMessageDeflate(False, False, 15, 15)
+    long = b'{"tools": [' + b",".join(b'{"name": "tool_%d"}' % i for i in range(200)) + b"]}"
+    assert len(long) > COMPRESS_MIN
+    for i, data in enumerate([b'{"id": 1}', long, b'{"id": 2}', long, b"x" * (COMPRESS_MIN - 1), long]):
+        frame = sender.encode(Frame(Opcode.TEXT, data))
+        assert frame.rsv1 == (len(data) >= COMPRESS_MIN), i
+        if frame.rsv1:
+            assert len(frame.data) < len(data) // 2
+        assert bytes(receiver.decode(frame).data) == data, i
+
+
 # --- 2. kill -9 -----------------------------------------------------------------------------------------
 
 
