@@ -58,6 +58,7 @@ from bench.profiling import FRAME, short
 from bench.rounds import Column, Section, finish, latency_metrics, run_async
 from patchbay import Hub
 from patchbay.server.app import ServeSettings, create_app
+from patchbay.transports.deflate import hub_ws_protocol
 
 ROOT = Path(__file__).resolve().parent.parent
 TOKEN = "bench-agent-token-0123456789"
@@ -99,7 +100,7 @@ class AgentHub:
                 host="127.0.0.1",
                 port=self.port,
                 log_level="warning",
-                ws="websockets-sansio",
+                ws=hub_ws_protocol(),  # websockets-sansio, short messages uncompressed
                 ws_max_size=16 * 1024 * 1024,
                 ws_ping_interval=10.0,
                 ws_ping_timeout=10.0,

@@ -15,7 +15,7 @@ import logging
 import random
 import ssl
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -26,16 +26,13 @@ from mcp.shared.message import SessionMessage
 from pydantic import ValidationError
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus, InvalidURI
-from websockets.extensions.base import Extension
-from websockets.extensions.permessage_deflate import ClientPerMessageDeflateFactory, PerMessageDeflate
-from websockets.frames import Frame, Opcode
 from websockets.protocol import State
-from websockets.typing import ExtensionParameter
 
 from patchbay import replies
 from patchbay.errors import PatchbayError
 from patchbay.hub import Hub
 from patchbay.server.mcp import McpEndpoint
+from patchbay.transports.deflate import ClientDeflate
 from patchbay.transports.websocket import CLOSE_REPLACED
 
 log = logging.getLogger(__name__)
@@ -46,40 +43,6 @@ STABLE_AFTER = 10.0  # a connection that lasted this long resets the backoff
 # Answers are written in batches, without waiting, while the socket takes them; past this many bytes
 # waiting in the transport (the hub reads slower than we answer) each answer waits for room, as a send does.
 OUTBOX_HIGH_WATER = 256 * 1024
-
-
-COMPRESS_MIN = 1024  # messages shorter than this are sent uncompressed (see SmallFramesPlain)
-
-
-class SmallFramesPlain(PerMessageDeflate):
-    """permessage-deflate that leaves short messages uncompressed (RFC 7692 lets a sender choose per
-    message: such a frame simply has RSV1 unset, and every receiver reads it as it is). Compressing a
-    100-byte answer saves nothing on the wire and costs both ends a zlib call; listings and large results
-    are still compressed. Skipping a message leaves both compression contexts untouched."""
-
-    def encode(self, frame: Frame) -> Frame:
-        if frame.fin and frame.opcode in (Opcode.TEXT, Opcode.BINARY) and len(frame.data) < COMPRESS_MIN:
-            return frame
-        return super().encode(frame)
-
-
-class DeflateFactory(ClientPerMessageDeflateFactory):
-    """The library's default client offer (``compression="deflate"``), negotiating ``SmallFramesPlain``."""
-
-    def __init__(self) -> None:
-        super().__init__(compress_settings={"memLevel": 5})
-
-    def process_response_params(
-        self, params: Sequence[ExtensionParameter], accepted_extensions: Sequence[Extension]
-    ) -> PerMessageDeflate:
-        ext = super().process_response_params(params, accepted_extensions)
-        return SmallFramesPlain(
-            ext.remote_no_context_takeover,
-            ext.local_no_context_takeover,
-            ext.remote_max_window_bits,
-            ext.local_max_window_bits,
-            ext.compress_settings,
-        )
 
 
 class AgentConnection(ClientConnection):
@@ -294,7 +257,7 @@ class Agent:
                     async with connect(
                         self.url,
                         create_connection=AgentConnection,
-                        extensions=[DeflateFactory()],
+                        extensions=[ClientDeflate()],  # short messages go uncompressed
                         additional_headers={"Authorization": f"Bearer {self.token}"},
                         max_size=None,
                         ping_interval=10,
