@@ -19,6 +19,9 @@ second. With ``--baseline SRC`` (e.g. ``--baseline /work/main/src``), a second `
 the source tree SRC dials in too, and its rows (sequential and concurrent) are measured in the same rounds:
 a before/after of the agent process on one machine at one time (the hub is this tree's in both).
 
+Every row also reports the CPU time per call of the hub (this process) and of the agent process (all its
+threads, from the kernel's scheduler accounts in /proc), steadier than wall time on a shared machine.
+
 Sequential calls, interleaved in rounds of at most 500 calls a row (bench/rounds.py: floor, local, agent,
 …, then the next round in a rotated order) so that the noise of this shared machine falls on every row
 alike, and so that no agent answers more than 500 calls a second for long (the hub's flood limit would
