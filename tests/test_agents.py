@@ -41,7 +41,7 @@ MAX_FRAME = 65536
 # Every agent the shared hub accepts, each with its own token. "laptop"'s comes from a placeholder.
 AGENTS = (
     "laptop", "killed", "revoked", "shadow_a", "shadow_b", "evil", "twin", "frozen", "watched", "bigmouth",
-    "chatty", "desk", "desk2", "sampler",
+    "chatty", "desk", "desk2", "sampler", "stock",
 )  # fmt: skip
 
 
@@ -455,6 +455,89 @@ async def test_max_in_flight_refuses_calls_beyond_the_limit_cleanly(
     assert len(ok) == 64 and len(refused) == 6, [r.status_code for r in results]
     assert "maxInFlight" in refused[0].json()["detail"]
     await assert_laptop_works(http)
+
+
+async def test_small_and_large_answers_in_one_burst_all_arrive_intact(
+    http: httpx2.AsyncClient, laptop_ready: AgentProc
+) -> None:
+    """Concurrent answers leave the agent in batches, the short ones uncompressed and the long ones
+    (listings, big results) compressed: the hub reads each one back as it was sent, whatever the mix."""
+    texts = [
+        f"small {i}" if i % 2 else f"large {i} " + "".join(f"{j:x}" for j in range(3000)) for i in range(40)
+    ]
+    results = await asyncio.gather(*(call(http, "laptop__mb__echo", {"text": t}) for t in texts))
+    assert [text(r) for r in results] == texts
+    await assert_laptop_works(http)
+
+
+def test_short_messages_go_uncompressed_and_every_message_reads_back() -> None:
+    """permessage-deflate at both ends (``SmallFramesPlain``) against the library's stock decoder, as an
+    older agent or hub runs it: short frames have RSV1 unset, long ones are compressed, and skipping
+    compression for some messages never desynchronises the shared compression context."""
+    from websockets.extensions.permessage_deflate import PerMessageDeflate
+    from websockets.frames import Frame, Opcode
+
+    from patchbay.transports.deflate import COMPRESS_MIN, SmallFramesPlain
+
+    sender = SmallFramesPlain(False, False, 15, 15, {"memLevel": 5})
+    receiver = PerMessageDeflate(False, False, 15, 15)
+    long = b'{"tools": [' + b",".join(b'{"name": "tool_%d"}' % i for i in range(200)) + b"]}"
+    assert len(long) > COMPRESS_MIN
+    for i, data in enumerate([b'{"id": 1}', long, b'{"id": 2}', long, b"x" * (COMPRESS_MIN - 1), long]):
+        frame = sender.encode(Frame(Opcode.TEXT, data))
+        assert frame.rsv1 == (len(data) >= COMPRESS_MIN), i
+        if frame.rsv1:
+            assert len(frame.data) < len(data) // 2
+        assert bytes(receiver.decode(frame).data) == data, i
+
+
+async def test_the_hub_sends_short_messages_uncompressed_to_a_stock_client(
+    hub: HubProc, http: httpx2.AsyncClient
+) -> None:
+    """An agent on the stock websockets client (as an older patchbay agent is): the hub's short frames
+    arrive with RSV1 unset, a long one compressed, and its compressed answers are read as before."""
+    from websockets.extensions.permessage_deflate import ClientPerMessageDeflateFactory
+    from websockets.frames import Frame, Opcode
+
+    seen: list[tuple[bool, str]] = []  # (compressed, method) of every data frame the hub sent
+
+    class Recording(ClientPerMessageDeflateFactory):
+        def process_response_params(self, params: Any, accepted: Any) -> Any:
+            ext = super().process_response_params(params, accepted)
+            decode = ext.decode
+
+            def record(frame: Frame, *, max_size: int | None = None) -> Frame:
+                out = decode(frame, max_size=max_size)
+                if frame.opcode in (Opcode.TEXT, Opcode.BINARY):
+                    seen.append((frame.rsv1, json.loads(bytes(out.data)).get("method", "")))
+                return out
+
+            ext.decode = record  # type: ignore[method-assign]
+            return ext
+
+    auth = {"Authorization": f"Bearer {token('stock')}"}
+    factory = Recording(compress_settings={"memLevel": 5})
+    async with connect(hub.ws, additional_headers=auth, max_size=None, extensions=[factory]) as ws:
+        init = json.loads(await asyncio.wait_for(ws.recv(), 5))
+        await ws.send(json.dumps({"jsonrpc": "2.0", "id": init["id"], "result": {
+            "protocolVersion": init["params"]["protocolVersion"], "capabilities": {"tools": {}},
+            "serverInfo": {"name": "stock", "version": "1"}}}))  # fmt: skip
+        while (msg := json.loads(await asyncio.wait_for(ws.recv(), 5))).get("method") != "tools/list":
+            pass
+        tool = {"name": "echo", "inputSchema": {"type": "object"}}
+        await ws.send(json.dumps({"jsonrpc": "2.0", "id": msg["id"], "result": {"tools": [tool]}}))
+        await wait_connected(http, "stock", "stock__echo")
+        big = "".join(f"{j:x}" for j in range(3000))
+        for arguments in ({"text": "short"}, {"text": big}):
+            pending = asyncio.create_task(call(http, "stock__echo", arguments))
+            while (msg := json.loads(await asyncio.wait_for(ws.recv(), 10))).get("method") != "tools/call":
+                pass
+            content = [{"type": "text", "text": msg["params"]["arguments"]["text"] * 2}]
+            await ws.send(json.dumps({"jsonrpc": "2.0", "id": msg["id"], "result": {"content": content}}))
+            assert text(await pending) == arguments["text"] * 2
+    calls = [compressed for compressed, method in seen if method == "tools/call"]
+    assert calls == [False, True], seen
+    assert not any(compressed for compressed, method in seen if method in ("initialize", "tools/list")), seen
 
 
 # --- 2. kill -9 -----------------------------------------------------------------------------------------

@@ -476,3 +476,20 @@ async def test_a_refused_upstream_sign_in_is_recorded(app: App) -> None:
         (record,) = (await http.get("/api/audit", params={"event": "sign_in"})).json()
     assert record["outcome"] == "refused"
     assert "stolen-code" not in app.log.read_text() and "forged-state" not in app.log.read_text()
+
+
+@pytest.mark.parametrize(
+    "ts",
+    [0.0, 5e-7, 1.5e-6, 1.9999995, 1_700_000_000.0, 1_700_000_000.0000005, 1_700_000_000.9999995,
+     1_700_000_000.9999996, 1_764_633_599.9999999, 4_102_444_800.123456],
+)  # fmt: skip
+def test_record_times_read_as_datetime_writes_them(ts: float) -> None:
+    """The writer formats the date once per second; the text is still exactly ``datetime``'s (UTC,
+    microseconds rounded half to even, carried into the next second), in any order of calls."""
+    import datetime as dt
+
+    from patchbay.audit import iso
+
+    expected = dt.datetime.fromtimestamp(ts, dt.UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+    assert iso(ts) == expected
+    assert iso(ts + 1) != expected and iso(ts) == expected  # the per-second cache follows the clock

@@ -88,6 +88,46 @@ async def test_send_to_a_child_that_closed_its_stdin_is_a_typed_error() -> None:
     assert len(closed) == 1
 
 
+async def test_lines_sent_in_one_turn_arrive_in_order_and_a_stop_writes_them_first() -> None:
+    """The lines sent in one turn of the event loop after the first are written together at its end; a
+    stop right after them still delivers every one, in order, before stdin is closed."""
+    code = (
+        "import json, sys\n"
+        "ids = [json.loads(line)['id'] for line in sys.stdin]\n"  # until EOF
+        "print(json.dumps({'ids': ids}), flush=True)\n"
+    )
+    got: list[Any] = []
+    wire = StdioTransport(stdio_spec(code), got.append, lambda r, c: None)
+    await wire.start()
+    for rid in range(200):  # one turn: no await in between
+        wire.send({"jsonrpc": "2.0", "id": rid, "method": "ping"})
+    await wire.close()
+    assert got == [{"ids": list(range(200))}]
+
+
+async def test_lines_sent_over_several_turns_each_reach_the_child_once() -> None:
+    code = (
+        "import json, sys\n"
+        "for line in sys.stdin:\n"
+        "    msg = json.loads(line)\n"
+        "    print(json.dumps({'id': msg['id'], 'result': {}}), flush=True)\n"
+    )
+    got: list[Any] = []
+    wire = StdioTransport(stdio_spec(code), got.append, lambda r, c: None)
+    await wire.start()
+    try:
+        sent = 0
+        for burst in (1, 5, 1, 64, 2):
+            for _ in range(burst):
+                wire.send({"jsonrpc": "2.0", "id": sent, "method": "ping"})
+                sent += 1
+            await asyncio.sleep(0)
+        await wait_for(lambda: len(got) == sent, 10)
+        assert [m["id"] for m in got] == list(range(sent))
+    finally:
+        await wire.close()
+
+
 async def test_unencodable_message_is_a_typed_error() -> None:
     wire = StdioTransport(stdio_spec("import sys; sys.stdin.read()"), lambda m: None, lambda r, c: None)
     await wire.start()

@@ -27,12 +27,14 @@ from mcp.shared.message import SessionMessage
 from pydantic import ValidationError
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus, InvalidURI
+from websockets.protocol import State
 
 from patchbay import replies
 from patchbay.errors import PatchbayError, UpstreamError
 from patchbay.hub import Hub
 from patchbay.jsonrpc import INTERNAL_ERROR, settle
 from patchbay.server.mcp import McpEndpoint
+from patchbay.transports.deflate import ClientDeflate
 from patchbay.transports.websocket import CLOSE_REPLACED
 
 log = logging.getLogger(__name__)
@@ -40,6 +42,38 @@ log = logging.getLogger(__name__)
 BACKOFF_INITIAL = 0.5
 BACKOFF_MAX = 30.0
 STABLE_AFTER = 10.0  # a connection that lasted this long resets the backoff
+# Answers are written in batches, without waiting, while the socket takes them; past this many bytes
+# waiting in the transport (the hub reads slower than we answer) each answer waits for room, as a send does.
+OUTBOX_HIGH_WATER = 256 * 1024
+
+
+class AgentConnection(ClientConnection):
+    """The agent's socket: the frames ready at one time go out in one write (one syscall, one TCP segment
+    where they fit) instead of one write each. Under load, that is most of the cost of a frame."""
+
+    def send_data(self) -> None:
+        pending: list[bytes] = []
+        for data in self.protocol.data_to_send():
+            if data:
+                pending.append(data)
+                continue
+            if pending:
+                self.transport.write(b"".join(pending))
+                pending = []
+            _half_close(self)  # SEND_EOF: half-close (or close) as the library does
+        if pending:
+            self.transport.write(pending[0] if len(pending) == 1 else b"".join(pending))
+
+
+def _half_close(conn: ClientConnection) -> None:
+    """What ``Connection.send_data`` does with ``SEND_EOF``: half-close the TCP connection when possible."""
+    if conn.transport.can_write_eof():
+        try:
+            conn.transport.write_eof()
+        except Exception:  # uvloop may raise RuntimeError; the connection is closing anyway
+            log.debug("could not half-close the connection to the hub", exc_info=True)
+    else:
+        conn.transport.close()
 
 
 class AgentRefused(Exception):
@@ -52,12 +86,50 @@ async def serve_over_websocket(endpoint: McpEndpoint, ws: ClientConnection) -> N
     Plain ``tools/call`` requests (no progress token, after the handshake) are answered directly through
     the hub, as ``/mcp``'s fast path does: the SDK server's per-request machinery costs ~1 ms of CPU a
     call here. Everything else (handshake, lists, progress, pings) goes to the SDK server.
+
+    The answers of plain calls are encoded once (UTF-8 JSON, sent as text frames). The first answer of a
+    turn of the event loop leaves at once; while other calls are in flight, the answers ready in the same
+    turn after it (64 answers read from the server in one chunk) are written together when the turn ends.
     """
     read_send, read_recv = anyio.create_memory_object_stream[SessionMessage | Exception](64)
     write_send, write_recv = anyio.create_memory_object_stream[SessionMessage](64)
     calls: dict[Any, asyncio.Task[None]] = {}
     initialized = False
     hub_client = _HubAsClient(ws)
+    outbox: list[bytes] = []
+    coalescing = False
+    loop = asyncio.get_running_loop()
+
+    def write(batch: list[bytes]) -> None:
+        if ws.protocol.state is not State.OPEN:  # closing: no answer can go out any more
+            log.debug("the hub went away before %d answers", len(batch))
+            return
+        try:
+            for data in batch:
+                ws.protocol.send_text(data)
+            ws.send_data()
+        except Exception as exc:  # the socket broke under us: the reader sees the close and reports it
+            log.debug("could not send %d answers to the hub: %s", len(batch), exc)
+
+    def flush() -> None:
+        nonlocal coalescing
+        coalescing = False
+        if outbox:
+            batch = outbox.copy()
+            outbox.clear()
+            write(batch)
+
+    async def reply(data: bytes) -> None:
+        nonlocal coalescing
+        if ws.transport.get_write_buffer_size() > OUTBOX_HIGH_WATER:  # the hub is not keeping up: wait
+            await ws.send(data, text=True)  # the library's send, with its flow control
+        elif coalescing:  # an answer already left in this turn: the rest go together at its end
+            outbox.append(data)
+        else:
+            write([data])
+            if calls:  # other calls in flight: their answers may be ready in this same turn
+                coalescing = True
+                loop.call_soon(flush)
 
     async def answer(rid: str | int, name: str, arguments: dict[str, Any], meta: Any) -> None:
         outcome: types.CallToolResult | Exception
@@ -75,7 +147,7 @@ async def serve_over_websocket(endpoint: McpEndpoint, ws: ClientConnection) -> N
         finally:
             calls.pop(rid, None)
         try:
-            await ws.send(replies.dumps(replies.call_reply(rid, outcome)))
+            await reply(replies.encode(replies.call_reply(rid, outcome)))
         except ConnectionClosed:
             log.debug("the hub went away before the answer to %r", rid)
 
@@ -226,6 +298,8 @@ class Agent:
                 try:
                     async with connect(
                         self.url,
+                        create_connection=AgentConnection,
+                        extensions=[ClientDeflate()],  # short messages go uncompressed
                         additional_headers={"Authorization": f"Bearer {self.token}"},
                         max_size=None,
                         ping_interval=10,

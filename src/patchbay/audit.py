@@ -28,6 +28,7 @@ import functools
 import hashlib
 import json
 import logging
+import math
 import os
 import re
 import threading
@@ -137,8 +138,14 @@ def parse_audit(document: Mapping[str, Any], config_path: Path | None) -> AuditS
 # --- formatting (on the writer thread) -------------------------------------------------------------
 
 
+# One encoder each, built once: ``json.dumps`` with options builds a new encoder on every call, and the
+# writer formats a record per call made through the hub (an agent's hub too).
+_canonical = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str).encode
+_record = json.JSONEncoder(ensure_ascii=False, default=str).encode
+
+
 def canonical_json(value: Any) -> str:
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+    return _canonical(value)
 
 
 def digest(arguments: Any) -> str:
@@ -155,8 +162,22 @@ def redact(value: Any) -> Any:
     return value
 
 
+_second: tuple[int, str] = (-1, "")  # the last whole second formatted, and its text (the writer's cache)
+
+
 def iso(ts: float) -> str:
-    return dt.datetime.fromtimestamp(ts, dt.UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+    """``2026-12-02T00:01:05.071589Z``: the same text as ``datetime.fromtimestamp(ts, UTC).isoformat()``
+    (microseconds rounded half to even), with the date and time formatted once per second."""
+    global _second
+    whole = math.floor(ts)
+    us = round((ts - whole) * 1e6)
+    if us >= 1_000_000:
+        whole, us = whole + 1, us - 1_000_000
+    second, prefix = _second
+    if second != whole:
+        prefix = dt.datetime.fromtimestamp(whole, dt.UTC).strftime("%Y-%m-%dT%H:%M:%S")
+        _second = (whole, prefix)
+    return f"{prefix}.{us:06d}Z"
 
 
 def identity_fields(identity: Identity | None) -> dict[str, Any]:
@@ -391,7 +412,7 @@ class AuditLog:
         record["seq"] = self._seq
         if self.origin is not None:
             record["replica"] = self.origin
-        return (json.dumps(record, ensure_ascii=False, default=str) + "\n").encode("utf-8", "surrogatepass")
+        return (_record(record) + "\n").encode("utf-8", "surrogatepass")
 
     def _format(self, item: tuple[Any, ...]) -> bytes:
         if item[0] == "record":

@@ -29,6 +29,8 @@ CLOSE_TOO_BIG = 1009
 CLOSE_REPLACED = 4000  # a newer connection of the same agent took over: the agent should back off
 SEND_QUEUE_LIMIT = 1024  # frames waiting for a slow agent; past that a send fails at once
 CLOSE_REASONS = {1009: "sent a frame larger than the hub accepts", 1011: "had an internal error"}
+# one encoder for every frame (``json.dumps`` with options builds a new one per call)
+_encode = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode
 
 
 class RateLimit:
@@ -99,7 +101,7 @@ class WebSocketWire:
         if self._closed:
             raise ServerExitedError(self.name, self._reason or "is disconnected")
         try:
-            text = json.dumps(msg, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+            text = _encode(msg)
         except (TypeError, ValueError) as exc:
             raise MessageEncodeError(self.name, str(exc)) from None
         try:

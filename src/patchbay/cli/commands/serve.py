@@ -185,12 +185,14 @@ async def cmd_serve(args: argparse.Namespace) -> int:
         return _usage_error(str(exc))
     import uvicorn
 
+    from patchbay.transports.deflate import hub_ws_protocol
+
     server = uvicorn.Server(
         uvicorn_config(
             app,
             settings,
             log_level="debug" if args.debug else "warning",
-            ws="websockets-sansio",
+            ws=hub_ws_protocol(),  # websockets-sansio, short agent messages uncompressed
             ws_max_size=args.agent_max_frame,
             ws_ping_interval=args.agent_ping,
             ws_ping_timeout=args.agent_ping,
