@@ -116,9 +116,17 @@ def _parse(body: bytes, modern: bool) -> Any:
 
     The handshake-era transport uses ``pydantic_core.from_json`` (strict UTF-8, nesting limited to 200,
     and faster than ``json``); the 2026-07-28 leg uses ``json.loads`` (where deep nesting raises
-    RecursionError). Whatever the SDK refuses, it answers itself: the body is handed over."""
+    RecursionError). Whatever the SDK refuses, it answers itself: the body is handed over. For the
+    2026-07-28 leg ``from_json`` is tried first too, for speed: what it parses, ``json.loads`` parses to
+    the same value (duplicate keys, big integers, NaN and infinities alike); what it refuses (lone
+    surrogates, invalid UTF-8 or other encodings, deeper nesting) is given to ``json.loads``, as before."""
     try:
-        return json.loads(body) if modern else pydantic_core.from_json(body)
+        return pydantic_core.from_json(body)
+    except ValueError:
+        if not modern:
+            return None
+    try:
+        return json.loads(body)
     except (ValueError, RecursionError):
         return None
 
@@ -146,6 +154,7 @@ class McpFastPath:
         self.manager = manager
         self.sessions = sessions
         self.server_info = server_info  # modern-era results carry it in _meta, as the SDK's do
+        self._server_info: dict[str, Any] | None = None  # its value, taken once (see _stamp)
         self.path = path
         self.profile = profile  # ``/mcp/<profile>``: calls go through that profile's view
         self.enabled = sdk_adapter.can_track_sessions(manager)
@@ -452,9 +461,15 @@ class McpFastPath:
             _release(transport)
 
     def _stamp(self, data: dict[str, Any]) -> None:
+        """The server's identity in ``_meta``. The SDK's ``server_info_stamp`` is fixed when its server is
+        made and deep-copies it on every read (~5 µs) so that callers may mutate it; this answer is only
+        encoded, so one copy, taken at the first answer, serves them all."""
+        info = self._server_info
+        if info is None:
+            info = self._server_info = self.server_info()
         meta = data.get("_meta")
         meta = dict(meta) if isinstance(meta, dict) else {}
-        meta.setdefault(SERVER_INFO_META_KEY, self.server_info())
+        meta.setdefault(SERVER_INFO_META_KEY, info)
         data["_meta"] = meta
 
     async def _cancel(self, session_id: str, msg: dict[str, Any], send: Send) -> bool:
