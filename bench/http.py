@@ -328,9 +328,8 @@ def servers(
         trees: list[tuple[str, dict[str, str] | None]] = [("", None)]
         if baseline:
             trees.append((BASELINE, {**os.environ, "PYTHONPATH": str(Path(baseline).resolve())}))
-        for (suffix, env), stack in (
-            ((t, st) for t in trees for st in stacks) if "patchbay" in rows or "patchbay-modern" in rows else ()
-        ):
+        serving = "patchbay" in rows or "patchbay-modern" in rows
+        for (suffix, env), stack in ((t, st) for t in trees for st in stacks) if serving else ():
             http, loop = stack.split("/")
             config = logdir / "patchbay.json"
             config.write_text(json.dumps({"mcpServers": {"floor": {"command": FLOOR[0], "args": FLOOR[1:]}}}))
