@@ -39,7 +39,6 @@ from patchbay.server import dashboard
 from patchbay.server.api import build_api, document_errors, install_error_handlers
 from patchbay.server.audit_api import AuditMiddleware, build_audit_api
 from patchbay.server.cluster_api import build_cluster_api
-from patchbay.server.corking import CorkedTransport
 from patchbay.server.dispatch import McpRoutes, PatchbayApp, mcp_chain
 from patchbay.server.fastpath import McpFastPath
 from patchbay.server.health import build_health
@@ -306,10 +305,6 @@ class _HeaderDeadline:
     def _awaiting_headers(self) -> bool:
         raise NotImplementedError
 
-    def _cork(self) -> None:
-        """The response head and body in one write (corking.py); called once uvicorn has the transport."""
-        self.transport = CorkedTransport(self.transport, self.loop)  # type: ignore[assignment]
-
     def _start_header_timer(self) -> None:
         self._header_timer = self.loop.call_later(self.header_timeout, self._headers_too_slow)
 
@@ -346,7 +341,6 @@ class HeaderTimeoutProtocol(_HeaderDeadline, H11Protocol):
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
-        self._cork()
         self._start_header_timer()
 
     def data_received(self, data: bytes) -> None:
@@ -376,7 +370,6 @@ def _httptools_protocol() -> type[Any] | None:
 
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
             super().connection_made(transport)
-            self._cork()
             self._start_header_timer()
 
         def on_message_begin(self) -> None:
