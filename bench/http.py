@@ -21,6 +21,8 @@ Rows:
 Run with ``make bench-http`` or ``python -m bench.http [--duration 5] [--connections 1,16,64]`` from the
 repository root (as a module: run as a script, this file would shadow the standard library's ``http``).
 ``--profile`` then samples patchbay with py-spy under load and prints where its CPU time goes.
+``--baseline OTHER/src`` adds the patchbay rows once more, served from another checkout (``git worktree
+add`` or ``git archive``), in the same rounds: a change measured before and after in one run.
 """
 
 from __future__ import annotations
@@ -63,6 +65,7 @@ MCP_PROXY = "mcp-proxy"
 BARE = "bare ASGI"
 LEGACY_ROW = "patchbay (legacy)"
 MODERN_ROW = "patchbay (modern)"
+BASELINE = " (baseline)"  # the suffix of the rows served from --baseline's tree
 # issue 12: p50 at 1 connection ≤ 1.6x the bare app; req/s at 64 ≥ 0.6x the bare app and ≥ 3.5x mcp-proxy
 GOAL_P50_VS_BARE = 1.6
 GOAL_RPS_VS_BARE = 0.6
@@ -108,12 +111,15 @@ class Server:
                 self.proc.wait()
 
 
-def start(name: str, cmd: list[str], port: int, path: str, logdir: Path) -> Server:
-    log = logdir / f"{name.replace(' ', '_').replace('/', '-')}.log"
+def start(
+    name: str, cmd: list[str], port: int, path: str, logdir: Path, env: dict[str, str] | None = None
+) -> Server:
+    log = logdir / f"{name.replace(' ', '_').replace('/', '-').replace('(', '').replace(')', '')}.log"
     with open(log, "wb") as out:
         proc = subprocess.Popen(
             cmd,
             cwd=ROOT,
+            env=env,
             stdin=subprocess.DEVNULL,
             stdout=out,
             stderr=subprocess.STDOUT,
@@ -280,8 +286,11 @@ def labelled(label: str, stack: str, stacks: list[str]) -> str:
 
 
 @contextlib.contextmanager
-def servers(rows: list[str], logdir: Path, stacks: list[str]) -> Iterator[list[Target]]:
-    """Every row's server; bare ASGI and patchbay once per stack (``http/loop``, e.g. ``h11/asyncio``)."""
+def servers(
+    rows: list[str], logdir: Path, stacks: list[str], baseline: str | None = None
+) -> Iterator[list[Target]]:
+    """Every row's server; bare ASGI and patchbay once per stack (``http/loop``, e.g. ``h11/asyncio``);
+    with ``baseline`` (another checkout's ``src``), the patchbay rows once more from that tree."""
     started: list[Server] = []
     try:
         targets: list[Target] = []
@@ -316,7 +325,11 @@ def servers(rows: list[str], logdir: Path, stacks: list[str]) -> Iterator[list[T
             proxy = start(MCP_PROXY, cmd, port, "/mcp", logdir)
             started.append(proxy)
             targets.append(Target(MCP_PROXY, proxy, "echo"))
-        for stack in stacks if "patchbay" in rows or "patchbay-modern" in rows else ():
+        trees: list[tuple[str, dict[str, str] | None]] = [("", None)]
+        if baseline:
+            trees.append((BASELINE, {**os.environ, "PYTHONPATH": str(Path(baseline).resolve())}))
+        serving = "patchbay" in rows or "patchbay-modern" in rows
+        for (suffix, env), stack in ((t, st) for t in trees for st in stacks) if serving else ():
             http, loop = stack.split("/")
             config = logdir / "patchbay.json"
             config.write_text(json.dumps({"mcpServers": {"floor": {"command": FLOOR[0], "args": FLOOR[1:]}}}))
@@ -337,12 +350,12 @@ def servers(rows: list[str], logdir: Path, stacks: list[str]) -> Iterator[list[T
                 "--loop",
                 loop,
             ]
-            hub = start(f"patchbay {stack.replace('/', '-')}", cmd, port, "/mcp", logdir)
+            hub = start(f"patchbay {stack.replace('/', '-')}{suffix}", cmd, port, "/mcp", logdir, env)
             started.append(hub)
             if "patchbay" in rows:
-                targets.append(Target(labelled(LEGACY_ROW, stack, stacks), hub, "floor__echo"))
+                targets.append(Target(labelled(LEGACY_ROW, stack, stacks) + suffix, hub, "floor__echo"))
             if "patchbay-modern" in rows:
-                label = labelled(MODERN_ROW, stack, stacks)
+                label = labelled(MODERN_ROW, stack, stacks) + suffix
                 targets.append(Target(label, hub, "floor__echo", protocol=MODERN, modern=True))
 
         with httpx2.Client(timeout=10) as client:
@@ -393,6 +406,7 @@ def section(
         command=(
             f"python -m bench.http --duration {ns.duration:g} --rounds {ns.rounds} "
             f"--connections {ns.connections} --stacks {ns.stacks}"
+            + (" --baseline OTHER/src" if ns.baseline else "")
         ),
         rounds=ns.rounds,
         rows=labels,
@@ -403,7 +417,7 @@ def section(
     )
     if len(stacks) > 1:  # each row against the bare app on its own stack
         for t in targets:
-            stack = t.label.rsplit(" ", 1)[-1]
+            stack = t.label.removesuffix(BASELINE).rsplit(" ", 1)[-1]
             own = labelled(BARE, stack, stacks)
             if stack in stacks and own in labels and t.label != own:
                 sec.vs[t.label] = own
@@ -419,7 +433,7 @@ def section(
             sum(v.values()) for k, v in results.values[t.label].items() if k.startswith("requests@")
         )
         sec.notes.append(f"{t.label}: {errors:.0f} errors in {requests:.0f} requests (every round and cell)")
-        if t.label.startswith("patchbay"):
+        if t.label.startswith("patchbay") and not t.label.endswith(BASELINE):
             sec.goal(f"{t.label}: errors", errors, "= 0", errors == 0)
             if bare in labels:
                 p50 = results.ratio(t.label, bare, f"p50_ms@{lo}").median
@@ -648,6 +662,11 @@ def main() -> None:
         help="comma-separated HTTP/loop pairs (`patchbay serve --http/--loop`) for bare ASGI and patchbay, "
         "e.g. h11/asyncio,httptools/uvloop (default auto/auto: what `patchbay serve` picks)",
     )
+    parser.add_argument(
+        "--baseline",
+        help="also serve the patchbay rows from another checkout's src (PYTHONPATH=BASELINE), in the same "
+        "rounds: before/after in one run",
+    )
     parser.add_argument("--json", help="write the results here (default bench/results/http-<time>.json)")
     parser.add_argument("--profile", action="store_true", help="then profile patchbay under load with py-spy")
     parser.add_argument("--profile-seconds", type=float, default=10.0)
@@ -662,7 +681,7 @@ def main() -> None:
     stamp = time.strftime("%Y%m%d-%H%M%S")
     with (
         tempfile.TemporaryDirectory(prefix="bench-http-") as tmp,
-        servers(rows, Path(tmp), stacks) as targets,
+        servers(rows, Path(tmp), stacks, ns.baseline) as targets,
     ):
         print(
             f"patchbay HTTP benchmark: {', '.join(t.label for t in targets)}; "

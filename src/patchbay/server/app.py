@@ -39,6 +39,7 @@ from patchbay.server import dashboard
 from patchbay.server.api import build_api, document_errors, install_error_handlers
 from patchbay.server.audit_api import AuditMiddleware, build_audit_api
 from patchbay.server.cluster_api import build_cluster_api
+from patchbay.server.dispatch import McpRoutes, PatchbayApp, mcp_chain
 from patchbay.server.fastpath import McpFastPath
 from patchbay.server.health import build_health
 from patchbay.server.mcp import McpEndpoint
@@ -128,7 +129,7 @@ def create_app(hub: Hub, settings: ServeSettings | None = None) -> FastAPI:
                 if settings.resource_server is not None:
                     await settings.resource_server.close()
 
-    app = FastAPI(
+    app = PatchbayApp(  # a FastAPI app that serves /mcp in front of FastAPI's own layers (dispatch.py)
         title="patchbay",
         version=__version__,
         description="One hub for all your MCP servers. The aggregated MCP endpoint is at `/mcp`.",
@@ -149,9 +150,8 @@ def create_app(hub: Hub, settings: ServeSettings | None = None) -> FastAPI:
     app.openapi = openapi  # type: ignore[method-assign]
     app.state.started = asyncio.Event()  # set once every enabled server has settled (ready or failed)
     # Route, not Mount: no /mcp → /mcp/ redirect, and the manager's run() is entered in our lifespan.
-    app.router.routes.append(
-        Route("/mcp", endpoint=StreamableHTTPASGIApp(endpoint.manager), methods=["GET", "POST", "DELETE"])
-    )
+    sdk_mcp = StreamableHTTPASGIApp(endpoint.manager)
+    app.router.routes.append(Route("/mcp", endpoint=sdk_mcp, methods=["GET", "POST", "DELETE"]))
     app.router.routes.append(Route("/mcp/{profile}", endpoint=profiles, methods=["GET", "POST", "DELETE"]))
     built_in_as = mount_authorization_server(app, hub, tokens)  # auth.server; nothing when off
     app.include_router(build_search_api(hub), prefix="/api")
@@ -211,35 +211,13 @@ def create_app(hub: Hub, settings: ServeSettings | None = None) -> FastAPI:
         await hub.attach_agent(agent, ws)
 
     prm_paths = _protected_resource_routes(app, settings.resource_server)
-    # Management changes are recorded under the gate's identity (audit_api.py); inside the Guard.
-    app.add_middleware(AuditMiddleware, audit=hub.audit)
-    # Plain tools/call requests skip the SDK's per-request machinery (see fastpath.py); inside the Guard.
-    app.add_middleware(
-        McpFastPath,
-        hub=hub,
-        manager=endpoint.manager,
-        sessions=endpoint.fast_sessions,
-        server_info=lambda: endpoint.server.server_info_stamp,
-    )
-    if hub.tracing is not None:  # OpenTelemetry: a SERVER span per REST tool call (telemetry.py)
-        app.add_middleware(hub.tracing.rest_middleware)
-    if hub.cluster is not None:  # /mcp sessions held by another replica are routed there (inside the Guard)
-        from patchbay.cluster.sessions import SessionRouter
-
-        def endpoint_at(path: str) -> McpEndpoint | None:  # where a session another replica held reopens
-            return endpoint if path == "/mcp" else profiles.endpoint(path.removeprefix("/mcp/"))
-
-        app.add_middleware(
-            SessionRouter, cluster=hub.cluster, ttl=settings.session_idle_timeout, endpoints=endpoint_at
-        )
-    # Each route's least role (access/roles.py), once the Guard below has said who is asking.
-    app.add_middleware(RoleGate)
-    # Agents authenticate with their own tokens at /agents; everything else with the hub's.
-    app.add_middleware(
-        Guard,
-        tokens=tokens,
-        allowed_hosts=settings.host_allowlist(),
-        open_paths={
+    # The layers every request passes, outermost first. /mcp and /mcp/<profile> (GET, POST, DELETE) take
+    # them in front of FastAPI (dispatch.py), with the MCP-only ones; everything else inside FastAPI.
+    guard: dict[str, Any] = {
+        # Agents authenticate with their own tokens at /agents; everything else with the hub's.
+        "tokens": tokens,
+        "allowed_hosts": settings.host_allowlist(),
+        "open_paths": {
             "/healthz",
             "/agents",
             CALLBACK_PATH,
@@ -247,18 +225,48 @@ def create_app(hub: Hub, settings: ServeSettings | None = None) -> FastAPI:
             *prm_paths,
             *built_in_as.open_paths,
         },
-        open_prefixes=(*dashboard.OPEN_PREFIXES, *built_in_as.open_prefixes),
-        authenticators=[
+        "open_prefixes": (*dashboard.OPEN_PREFIXES, *built_in_as.open_prefixes),
+        "authenticators": [
             *built_in_as.authenticators,  # first: the resource server refuses tokens of other issuers
             *([settings.resource_server] if settings.resource_server is not None else []),
         ],
-        resource_metadata=(
+        "resource_metadata": (
             settings.resource_server.metadata_url
             if settings.resource_server is not None
             else built_in_as.resource_metadata
         ),
-        on_refused=hub.audit.refused,
-    )
+        "on_refused": hub.audit.refused,
+    }
+    mcp_layers: list[tuple[type[Any], dict[str, Any]]] = [
+        (Guard, guard),
+        (RoleGate, {}),  # each route's least role (access/roles.py), once the Guard has said who is asking
+    ]
+    if hub.cluster is not None:  # /mcp sessions held by another replica are routed there (inside the Guard)
+        from patchbay.cluster.sessions import SessionRouter
+
+        def endpoint_at(path: str) -> McpEndpoint | None:  # where a session another replica held reopens
+            return endpoint if path == "/mcp" else profiles.endpoint(path.removeprefix("/mcp/"))
+
+        router = {"cluster": hub.cluster, "ttl": settings.session_idle_timeout, "endpoints": endpoint_at}
+        mcp_layers.append((SessionRouter, router))
+    # Plain tools/call requests skip the SDK's per-request machinery (see fastpath.py); inside the Guard.
+    fast = {
+        "hub": hub,
+        "manager": endpoint.manager,
+        "sessions": endpoint.fast_sessions,
+        "server_info": lambda: endpoint.server.server_info_stamp,
+    }
+    mcp_layers.append((McpFastPath, fast))
+    # Management changes are recorded under the gate's identity (audit_api.py); inside the Guard.
+    mcp_layers.append((AuditMiddleware, {"audit": hub.audit}))
+    app.mcp = mcp_chain(McpRoutes(sdk_mcp, profiles), mcp_layers)
+    # The same layers inside FastAPI, for every other request, less the MCP-only ones (the cluster's
+    # session router, the fast path) and plus the REST calls' spans.
+    app.add_middleware(AuditMiddleware, audit=hub.audit)
+    if hub.tracing is not None:  # OpenTelemetry: a SERVER span per REST tool call (telemetry.py)
+        app.add_middleware(hub.tracing.rest_middleware)
+    app.add_middleware(RoleGate)
+    app.add_middleware(Guard, **guard)
     return app
 
 

@@ -7,6 +7,7 @@ runs a command, so the same check must cover every path. Tokens are compared as 
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import json
 import logging
@@ -25,6 +26,7 @@ LOOPBACK_NAMES = frozenset({"127.0.0.1", "localhost", "::1"})
 OPEN_PATHS = frozenset({"/healthz"})
 _DENIED = {401: "unauthorized", 403: "forbidden", 421: "misdirected"}
 REFUSAL_HOOK = "patchbay.on_refused"  # scope key: who is told of a refusal (the audit log), see deny()
+HEADERS_KEY = "patchbay.headers"  # scope key: the request's headers decoded once, see headers_of()
 RefusalHook = Callable[[Mapping[str, Any], int, str], None]
 
 
@@ -38,6 +40,20 @@ def route_path(scope: Scope) -> str:
     return path
 
 
+def headers_of(scope: Scope) -> dict[str, str]:
+    """The request's headers as a dict (names lower-cased, latin-1), decoded once per request: the Guard,
+    the fast path and the tracing all read them. Cached in the scope beside the very list it was made
+    from, so a layer that replaces ``scope["headers"]`` is never answered from a stale copy."""
+    raw = scope.get("headers", [])
+    cached = scope.get(HEADERS_KEY)
+    if cached is not None and cached[0] is raw:
+        found: dict[str, str] = cached[1]
+        return found
+    headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in raw}
+    scope[HEADERS_KEY] = (raw, headers)
+    return headers
+
+
 def is_loopback(host: str) -> bool:
     if host == "localhost":
         return True
@@ -47,10 +63,23 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+@functools.lru_cache(maxsize=256)  # clients send the same few Host values: urlsplit each once
 def _hostname(value: str) -> str:
-    """``host:port`` / ``[v6]:port`` → the host name, lower-cased, without brackets."""
-    parsed = urlsplit(f"//{value}")
-    return (parsed.hostname or "").lower()
+    """``host:port`` / ``[v6]:port`` → the host name, lower-cased, without brackets ("" for a value that
+    is no host at all, such as an unclosed ``[``: refused, not a 500)."""
+    try:
+        return (urlsplit(f"//{value}").hostname or "").lower()
+    except ValueError:
+        return ""
+
+
+@functools.lru_cache(maxsize=256)
+def _origin_hostname(origin: str) -> str:
+    """An ``Origin`` header's host name, lower-cased ("" when it has none or is malformed)."""
+    try:
+        return (urlsplit(origin).hostname or "").lower()
+    except ValueError:
+        return ""
 
 
 class Guard:
@@ -124,7 +153,7 @@ class Guard:
             return
         if self.on_refused is not None:
             scope[REFUSAL_HOOK] = self.on_refused  # deny() finds it, for the gate's refusals and the roles'
-        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
+        headers = headers_of(scope)
         if self._hosts is not None:
             host = _hostname(headers.get("host", ""))
             if host not in self._hosts:
@@ -133,7 +162,7 @@ class Guard:
                 )
                 return
             origin = headers.get("origin")
-            if origin and origin != "null" and (urlsplit(origin).hostname or "").lower() not in self._hosts:
+            if origin and origin != "null" and _origin_hostname(origin) not in self._hosts:
                 await self._deny(scope, receive, send, 403, f"Origin {origin!r} is not allowed")
                 return
         if not self.auth_required:
