@@ -251,6 +251,12 @@ async def test_a_removed_server_s_per_user_tokens_are_found_in_redis(tmp_path: P
                 store.save(name, TokenRecord(issuer="https://as.example", resource="https://up.example/mcp"))
             assert sorted(store.names("up~")) == ["up~1f2e", "up~9a8b"]
             assert store.names("up*~") == ["up*~x"]  # a glob character in a name is only itself
+        # a sign-in's redirect may reach a replica whose copy predates the registration: ``fresh`` re-reads
+        other = SharedTokenStore(redis.url, KEY.encode(), client)
+        assert other.get("late") is None  # now in its copy, for up to a second
+        shared.save("late", TokenRecord(issuer="https://as.example", resource="https://up.example/mcp"))
+        other.fresh("late")
+        assert other.get("late") is not None
     finally:
         await client.aclose()
         redis.stop()

@@ -83,6 +83,9 @@ class SharedTokenStore(TokenStore):
             self._redis.set(tokens_key(server), blob)
         self._cache[server] = (time.monotonic(), blob)
 
+    def fresh(self, server: str) -> None:
+        self._cache.pop(server, None)
+
     def names(self, prefix: str) -> list[str]:
         start = tokens_key(prefix)
         pattern = start.replace("\\", "\\\\").replace("*", "\\*").replace("?", "\\?").replace("[", "\\[")

@@ -503,6 +503,9 @@ class OAuthClient:
         code = params.get("code")
         if not code:
             raise OAuthError(self.name, "the authorization response carries no code")
+        # the registration the authorization URL was made with: maybe by another replica a moment ago, so
+        # read afresh (a stale "none yet" would register again, and the code belongs to the first client)
+        self.store.fresh(self.name)
         client = await self._client_info(meta, pending.redirect_uri)
         async with self._lock:
             tokens = await self._token_request(

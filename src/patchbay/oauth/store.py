@@ -133,6 +133,9 @@ class TokenStore:
         else:
             atomic_write(self._path(server), blob)
 
+    def fresh(self, server: str) -> None:
+        """Make the next read of ``server``'s records come from where they live (files: always so)."""
+
     def names(self, prefix: str) -> list[str]:
         """The names with stored records that start with ``prefix`` (a server's per-user records)."""
         return [
