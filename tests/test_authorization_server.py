@@ -792,9 +792,10 @@ async def test_expired_access_token_is_refused_by_name(tmp_path: Path) -> None:
         consent = await provider.authorize(client, params)
         pending = provider.take_pending(parse_qs(urlsplit(consent).query)["request"][0])
         assert pending is not None
-        code = parse_qs(
-            urlsplit(provider.approve(pending, role="viewer", profile=None, approved_by="op")).query
-        )
+        approved = provider.approve(pending, role="viewer", profile=None, approved_by="op")
+        assert approved is not None
+        assert provider.approve(pending, role="admin", profile=None, approved_by="op") is None  # once only
+        code = parse_qs(urlsplit(approved).query)
         loaded = await provider.load_authorization_code(client, code["code"][0])
         assert loaded is not None
         tokens = await provider.exchange_authorization_code(client, loaded)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Iterator
@@ -300,6 +301,33 @@ async def test_a_grant_revoked_on_one_replica_is_refused_by_all(cluster: Parts) 
     async with cluster.direct("c") as c:
         r = await refresh(c, tokens["client_id"], tokens["refresh_token"])
         assert r.status_code == 400, r.text
+
+
+async def test_one_consent_form_posted_on_two_replicas_at_once_is_answered_once(cluster: Parts) -> None:
+    redirect = CALLBACK.format(port=free_port())
+    async with cluster.direct("a") as a, cluster.direct("b") as b, cluster.direct("c") as c:
+        client_id = await register(a, redirect)
+        _, challenge = pkce()
+        r = await a.get(
+            "/authorize",
+            params={"response_type": "code", "client_id": client_id, "redirect_uri": redirect,
+                    "code_challenge": challenge, "code_challenge_method": "S256", "state": "s"},
+        )  # fmt: skip
+        page = await a.get(local(r.headers["location"]))
+        fields = dict(re.findall(r'name="(request|csrf)" value="([^"]*)"', page.text))
+        form = {**fields, "action": "approve", "token": ADMIN, "role": "user", "profile": ""}
+        cookie = {"Cookie": f"patchbay_consent={page.cookies.get('patchbay_consent') or ''}"}
+        answers = await asyncio.gather(
+            *(http.post("/authorize/consent", data=form, headers=cookie) for http in (b, c))
+        )
+    # one approval and one code; the other post is refused: "answered already" when both read the request
+    # before either took it, "unknown" when it came a moment after
+    assert [r.status_code for r in answers].count(303) == 1, [r.text for r in answers]
+    refused = next(r for r in answers if r.status_code != 303)
+    assert (refused.status_code, refused.status_code == 409 or "unknown" in refused.text) in [
+        (400, True),
+        (409, True),
+    ]
 
 
 async def test_redis_holds_only_ciphertext(cluster: Parts) -> None:

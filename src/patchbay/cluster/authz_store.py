@@ -362,14 +362,15 @@ class SharedServerState(ServerState):
         except RedisError as exc:
             raise _unavailable(exc) from None
 
-    def drop_pending(self, request_id: str) -> None:
+    def drop_pending(self, request_id: str) -> bool:
         try:
             with self._redis.pipeline(transaction=True) as pipe:
                 pipe.delete(pending_key(request_id))
                 pipe.zrem(PENDING_IDS, request_id)
-                pipe.execute()
+                deleted = pipe.execute()[0]
         except RedisError as exc:
             raise _unavailable(exc) from None
+        return bool(deleted)  # one replica's DEL removes it: that one answers the request
 
     def put_code(self, code_digest: str, code: Code) -> None:
         try:

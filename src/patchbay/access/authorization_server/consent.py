@@ -93,9 +93,12 @@ class ConsentPage:
                 403, "This form did not come from this page (CSRF check failed). Reload the page."
             )
         if text("action") == "deny":
+            denied = self._provider.deny(pending)
+            if denied is None:
+                return _answered()
             log.info("consent denied for client %s", pending.client.client_id)
             self._record("consent", client=pending.client.client_id, outcome="denied")
-            return _redirect(self._provider.deny(pending))
+            return _redirect(denied)
         identity = self._admin(text("token").strip()) if text("token").strip() else None
         if identity is None or not identity.allows("admin"):
             pending.failures += 1
@@ -112,6 +115,9 @@ class ConsentPage:
         if profile is not None and profile not in set(self._profiles()):
             return self._form(pending, error=f"Unknown profile {profile!r}.", status=400)
         granted: Role = role  # type: ignore[assignment]  # checked against ROLES above
+        approved = self._provider.approve(pending, role=granted, profile=profile, approved_by=identity.name)
+        if approved is None:
+            return _answered()
         log.info(
             "consent: %s approved client %s for role %s%s",
             identity.name,
@@ -127,9 +133,7 @@ class ConsentPage:
             granted_role=granted,
             granted_profile=profile,
         )
-        return _redirect(
-            self._provider.approve(pending, role=granted, profile=profile, approved_by=identity.name)
-        )
+        return _redirect(approved)
 
     def _form(self, pending: Pending, *, error: str = "", status: int = 200) -> Response:
         client = pending.client
@@ -196,3 +200,8 @@ def _message(status: int, text: str) -> Response:
 
 def _redirect(url: str) -> Response:
     return RedirectResponse(url, status_code=303, headers={"Cache-Control": "no-store"})
+
+
+def _answered() -> Response:
+    """The request was approved or denied meanwhile (another tab, or the same form on another replica)."""
+    return _message(409, "This sign-in request was answered already. Start again from the client if needed.")

@@ -155,9 +155,11 @@ class PatchbayProvider:
     def take_pending(self, request_id: str) -> Pending | None:
         return self.state.pending(request_id) if request_id else None
 
-    def approve(self, request: Pending, *, role: Role, profile: str | None, approved_by: str) -> str:
-        """The redirect back to the client, with a fresh single-use code."""
-        self.state.drop_pending(request.id)
+    def approve(self, request: Pending, *, role: Role, profile: str | None, approved_by: str) -> str | None:
+        """The redirect back to the client, with a fresh single-use code; None if the request was answered
+        meanwhile (each request is answered once, on whichever replica comes first)."""
+        if not self.state.drop_pending(request.id):
+            return None
         code = secrets.token_urlsafe(32)
         params = request.params
         self.state.put_code(
@@ -181,8 +183,9 @@ class PatchbayProvider:
             str(params.redirect_uri), code=code, state=params.state, iss=self.settings.issuer
         )
 
-    def deny(self, request: Pending) -> str:
-        self.state.drop_pending(request.id)
+    def deny(self, request: Pending) -> str | None:
+        if not self.state.drop_pending(request.id):
+            return None
         return construct_redirect_uri(
             str(request.params.redirect_uri),
             error="access_denied",

@@ -237,8 +237,9 @@ class ServerState:
     def update_pending(self, request: Pending) -> None:
         """Keep a change to ``request`` (its failure count): here it is the object held."""
 
-    def drop_pending(self, request_id: str) -> None:
-        self._pending.pop(request_id, None)
+    def drop_pending(self, request_id: str) -> bool:
+        """Forget the request: True if this call did (it was still waiting)."""
+        return self._pending.pop(request_id, None) is not None
 
     def put_code(self, code_digest: str, code: Code) -> None:
         now = self._clock()
