@@ -128,13 +128,15 @@ class Replica:
     def http(self) -> httpx2.AsyncClient:
         return httpx2.AsyncClient(base_url=self.base, timeout=30)
 
-    async def ready(self, timeout: float = 60) -> None:
+    async def ready(self, timeout: float = 60, token: str | None = None) -> None:
+        """Until ``/readyz`` answers 200 (``token``: when the replica wants one)."""
         assert self.proc is not None
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
         async with self.http() as http, asyncio.timeout(timeout):
             while True:
                 assert self.proc.poll() is None, f"replica {self.name} exited:\n{self.log.read_text()}"
                 with contextlib.suppress(httpx2.TransportError):
-                    if (await http.get("/readyz")).status_code == 200:
+                    if (await http.get("/readyz", headers=headers)).status_code == 200:
                         return
                 await asyncio.sleep(0.05)
 
@@ -219,10 +221,12 @@ class Haproxy:
             )  # fmt: skip
         return self
 
-    async def ready(self, group: str, count: int, timeout: float = 30) -> None:
+    async def ready(self, group: str, count: int, timeout: float = 30, token: str | None = None) -> None:
         """Until ``count`` different replicas have answered through ``group``'s frontend."""
         seen: set[str] = set()
-        async with httpx2.AsyncClient(base_url=self.url(group), timeout=5) as http, asyncio.timeout(timeout):
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        client = httpx2.AsyncClient(base_url=self.url(group), timeout=5, headers=headers)
+        async with client as http, asyncio.timeout(timeout):
             while len(seen) < count:
                 assert self.proc is not None and self.proc.poll() is None, self.log.read_text()
                 with contextlib.suppress(httpx2.TransportError):

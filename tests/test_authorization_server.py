@@ -438,11 +438,11 @@ async def refresh(http: httpx2.AsyncClient, client_id: str, token: str) -> httpx
     )
 
 
-async def mcp_status(hub: Served, access_token: str) -> int:
-    """The HTTP status of an MCP initialize with this bearer token."""
-    async with httpx2.AsyncClient(timeout=10) as http:
+async def mcp_status(mcp: str, access_token: str) -> int:
+    """The HTTP status of an MCP initialize with this bearer token, sent to the endpoint at ``mcp``."""
+    async with httpx2.AsyncClient(timeout=30) as http:
         r = await http.post(
-            hub.mcp,
+            mcp,
             headers={
                 "Authorization": f"Bearer {access_token}",
                 "Accept": "application/json, text/event-stream",
@@ -607,10 +607,10 @@ async def test_replayed_code_fails_and_revokes_the_grant(world: World) -> None:
         assert first.status_code == 200, first.text
         tokens = first.json()
         assert tokens["token_type"] == "Bearer" and tokens["expires_in"] == 3600
-        assert await mcp_status(hub, tokens["access_token"]) == 200
+        assert await mcp_status(hub.mcp, tokens["access_token"]) == 200
         again = await exchange(http, flow)
         assert again.status_code == 400 and again.json()["error"] == "invalid_grant"
-        assert await mcp_status(hub, tokens["access_token"]) == 401
+        assert await mcp_status(hub.mcp, tokens["access_token"]) == 401
         dead = await refresh(http, flow.client_id, tokens["refresh_token"])
         assert dead.json()["error"] == "invalid_grant"
 
@@ -674,11 +674,11 @@ async def test_refresh_rotates_and_a_reused_refresh_token_revokes_the_grant(worl
         assert second.status_code == 200, second.text
         rotated = second.json()
         assert rotated["refresh_token"] != first["refresh_token"]
-        assert await mcp_status(hub, rotated["access_token"]) == 200
+        assert await mcp_status(hub.mcp, rotated["access_token"]) == 200
         reused = await refresh(http, flow.client_id, first["refresh_token"])
         assert reused.status_code == 400 and reused.json()["error"] == "invalid_grant"
         # the reuse ended the grant: the rotated tokens are dead too
-        assert await mcp_status(hub, rotated["access_token"]) == 401
+        assert await mcp_status(hub.mcp, rotated["access_token"]) == 401
         assert (await refresh(http, flow.client_id, rotated["refresh_token"])).json()[
             "error"
         ] == "invalid_grant"
@@ -691,7 +691,7 @@ async def test_revocation_endpoint_and_admin_api_end_a_grant(world: World) -> No
         tokens = (await exchange(http, flow)).json()
         r = await http.post("/revoke", data={"token": tokens["access_token"], "client_id": flow.client_id})
         assert r.status_code == 200
-        assert await mcp_status(hub, tokens["access_token"]) == 401
+        assert await mcp_status(hub.mcp, tokens["access_token"]) == 401
         assert (await refresh(http, flow.client_id, tokens["refresh_token"])).json()[
             "error"
         ] == "invalid_grant"
@@ -703,7 +703,7 @@ async def test_revocation_endpoint_and_admin_api_end_a_grant(world: World) -> No
         assert (await admin.delete(f"/api/oauth/grants/{grant['id']}")).status_code == 204
         missing = await admin.delete(f"/api/oauth/grants/{grant['id']}")
         assert missing.status_code == 404 and "no grant" in missing.json()["detail"]
-        assert await mcp_status(hub, tokens["access_token"]) == 401
+        assert await mcp_status(hub.mcp, tokens["access_token"]) == 401
         # forgetting the client ends its grants and its registration
         assert (await admin.delete(f"/api/oauth/clients/{flow.client_id}")).status_code == 204
         assert flow.client_id not in {c["client_id"] for c in (await admin.get("/api/oauth/clients")).json()}
@@ -760,7 +760,7 @@ async def test_state_survives_a_restart_encrypted(world: World) -> None:
     assert (state.parent / "key").stat().st_mode & 0o777 == 0o600
     await stop_serve(hub)
     world.b = await restart_hub(hub)
-    assert await mcp_status(world.b, tokens["access_token"]) == 200
+    assert await mcp_status(world.b.mcp, tokens["access_token"]) == 200
     async with anonymous(world.b) as http:
         assert (await refresh(http, flow.client_id, tokens["refresh_token"])).status_code == 200
 
@@ -969,7 +969,7 @@ async def test_cli_lists_and_revokes_clients_and_grants(world: World) -> None:
     grant = next(g for g in json.loads(out) if g["client_id"] == flow.client_id)
     code, _, err = await run_cli("oauth", "revoke", "grant", grant["id"], *where)
     assert code == 0 and "grant revoked" in err
-    assert await mcp_status(hub, tokens["access_token"]) == 401
+    assert await mcp_status(hub.mcp, tokens["access_token"]) == 401
     code, _, err = await run_cli("oauth", "revoke", "grant", grant["id"], *where)
     assert code != 0 and f"no grant {grant['id']!r}" in err
     code, _, err = await run_cli("oauth", "revoke", "client", flow.client_id, *where)
@@ -1003,7 +1003,7 @@ async def test_dashboard_panel_lists_clients_and_revokes_a_grant(world: World) -
     finally:
         await context.close()
     assert not errors
-    assert await mcp_status(hub, tokens["access_token"]) == 401
+    assert await mcp_status(hub.mcp, tokens["access_token"]) == 401
 
 
 async def test_dashboard_panel_is_hidden_without_the_authorization_server(

@@ -68,27 +68,9 @@ def parts(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Shared]:
 @pytest.fixture
 async def shared(parts: Shared) -> AsyncIterator[Shared]:
     """Every replica ready, and each answering through haproxy (readiness needs a token here)."""
-
-    async def ready(base: str) -> str | None:
-        async with parts.http(base, ADMIN) as http:
-            try:
-                r = await http.get("/readyz")
-            except httpx2.TransportError:
-                return None
-            return r.headers.get("x-replica", "direct") if r.status_code == 200 else None
-
     for replica in parts.replicas.values():
-        assert replica.proc is not None and replica.proc.poll() is None, replica.log.read_text()
-        await eventually(lambda b=replica.base: ready(b), 60, f"replica {replica.name} ready")
-    seen: set[str] = set()
-
-    async def spread() -> bool:
-        found = await ready(parts.lb.url("all"))
-        if found is not None:
-            seen.add(found)
-        return len(seen) == 3
-
-    await eventually(spread, 30, "haproxy reaching all three replicas")
+        await replica.ready(token=ADMIN)
+    await parts.lb.ready("all", 3, token=ADMIN)
     yield parts
 
 
